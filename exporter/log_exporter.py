@@ -1,0 +1,46 @@
+"""OpenTelemetry log record exporter: device states, recorded errors and user activity."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+
+from exporter.delivery import Delivery
+from exporter.mapping import log_record_to_rows
+from exporter.privacy import PASS_THROUGH, Privacy
+from exporter.rows import RowBatch
+
+# propagate=False: a failure logged here must not reach an OTel logging handler and be exported.
+logger = logging.getLogger(__name__)
+logger.propagate = False
+
+
+class PostgresLogExporter(LogRecordExporter):
+    """Maps each log record (pure code) and hands the batch to a shared ``Delivery``."""
+
+    def __init__(self, delivery: Delivery, privacy: Privacy = PASS_THROUGH) -> None:
+        self._delivery = delivery
+        self._privacy = privacy
+        self._shut_down = False
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        if self._shut_down:
+            logger.warning("export called after shutdown; %d log records ignored", len(batch))
+            return LogRecordExportResult.FAILURE
+        rows = RowBatch(self._delivery.stats)
+        for record in batch:
+            rows.add_from(log_record_to_rows, record, self._privacy)
+        ok = self._delivery.deliver(rows.rows)
+        return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        if self._shut_down:
+            logger.warning("shutdown called twice")
+            return
+        self._shut_down = True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True

@@ -1,0 +1,118 @@
+"""Versioned schema migrations: create the five tables, and upgrade older schemas in place.
+
+Each migration runs once, in order, in its own transaction, and is recorded in
+``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock.
+Migration 1 also adopts the tables of the HOMEPOT system this project replaces (same names,
+no trace columns, naive timestamps): it adds what is missing and keeps every row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, inspect, text
+
+from exporter.schema import TABLES, metadata
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_TABLE = "homepot_analytics_schema_migrations"
+_LOCK_KEY = 0x484F4D45504F54  # "HOMEPOT": one advisory lock for all schema changes
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    apply: Callable[[Connection], None]
+
+
+def _adopt_existing_table(conn: Connection, name: str) -> None:
+    """Bring a table created by an older schema up to the current columns and indexes."""
+    table = TABLES[name]
+    existing = {column["name"]: column for column in inspect(conn).get_columns(name)}
+    for column in table.columns:
+        if column.name in existing:
+            continue
+        column_type = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {column_type}'))
+        logger.info("added column %s.%s", name, column.name)
+    # Rows from before event_id existed get a random identity: they were never replayed.
+    conn.execute(text(f"UPDATE {name} SET event_id = gen_random_uuid() WHERE event_id IS NULL"))
+    conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN event_id SET NOT NULL"))
+    timestamp_type = str(existing.get("timestamp", {}).get("type", "")).upper()
+    if "TIMESTAMP" in timestamp_type and "TIME ZONE" not in timestamp_type:
+        # The old system stored naive UTC: say so to PostgreSQL rather than guess local time.
+        conn.execute(
+            text(
+                f'ALTER TABLE {name} ALTER COLUMN "timestamp" TYPE timestamptz '
+                f"USING \"timestamp\" AT TIME ZONE 'UTC'"
+            )
+        )
+    for json_column in ("extra_data", "context"):
+        if json_column in existing and "JSONB" not in str(existing[json_column]["type"]).upper():
+            conn.execute(
+                text(
+                    f'ALTER TABLE {name} ALTER COLUMN "{json_column}" TYPE jsonb '
+                    f'USING "{json_column}"::text::jsonb'
+                )
+            )
+    for index in table.indexes:
+        index.create(conn, checkfirst=True)
+
+
+def _create_tables(conn: Connection) -> None:
+    present = set(inspect(conn).get_table_names())
+    for name in TABLES:
+        if name in present:
+            _adopt_existing_table(conn, name)
+    metadata.create_all(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "create the five analytics tables (adopting older HOMEPOT tables)", _create_tables),
+]
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def current_version(conn: Connection) -> int:
+    """The highest migration applied to this database, 0 for a new one."""
+    if not inspect(conn).has_table(MIGRATIONS_TABLE):
+        return 0
+    return int(conn.execute(text(f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}")).scalar_one())
+
+
+def migrate(engine: Engine) -> list[Migration]:
+    """Apply every pending migration; returns those applied (empty when up to date)."""
+    applied: list[Migration] = []
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+        try:
+            conn.execute(
+                text(
+                    f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
+                    "version integer PRIMARY KEY, description text NOT NULL, "
+                    "applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+            )
+            conn.commit()
+            version = current_version(conn)
+            conn.commit()
+            for migration in MIGRATIONS:
+                if migration.version <= version:
+                    continue
+                with conn.begin():
+                    migration.apply(conn)
+                    conn.execute(
+                        text(f"INSERT INTO {MIGRATIONS_TABLE} (version, description) VALUES (:v, :d)"),
+                        {"v": migration.version, "d": migration.description},
+                    )
+                logger.info("applied migration %d: %s", migration.version, migration.description)
+                applied.append(migration)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+            conn.commit()
+    return applied

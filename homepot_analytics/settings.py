@@ -1,0 +1,96 @@
+"""The one settings object of a process, read from ``HOMEPOT_ANALYTICS_*`` environment variables.
+
+Every tunable of the project lives here so the README can document them in one table.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_EXCLUDED_PATHS = (
+    "/health",
+    "/healthz",
+    "/ready",
+    "/readyz",
+    "/livez",
+    "/metrics",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+    "/favicon.ico",
+)
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "homepot-analytics"
+
+
+def _split_csv(value: object) -> object:
+    """Let list settings be written as ``a,b,c`` in the environment as well as JSON."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            import json
+
+            return json.loads(stripped)
+        return [item.strip() for item in stripped.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Configuration for instrumentation, exporter and query service."""
+
+    model_config = SettingsConfigDict(env_prefix="HOMEPOT_ANALYTICS_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL. Unset: an embedded PostgreSQL is started under data_dir.",
+    )
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="Where the embedded PostgreSQL and the exporter's spool keep their files.",
+    )
+    service_name: str | None = Field(
+        default=None, description="service.name of instrumented services (else OTEL_SERVICE_NAME)."
+    )
+    excluded_paths: CsvList = Field(
+        default_factory=lambda: list(DEFAULT_EXCLUDED_PATHS),
+        description="Request paths that are not recorded (health, docs, metrics).",
+    )
+    trusted_proxies: CsvList = Field(
+        default_factory=list,
+        description="CIDRs/IPs whose X-Forwarded-For / Forwarded headers are believed.",
+    )
+    export_queue_size: int = Field(
+        default=65536, ge=512, description="Spans/log records buffered in memory before dropping."
+    )
+    export_batch_size: int = Field(default=4096, ge=1, description="Records written per COPY batch.")
+    export_delay_ms: int = Field(default=1000, ge=10, description="Longest wait before a batch is written.")
+    spool_max_mb: int = Field(default=512, ge=1, description="Disk the exporter's outage spool may use.")
+    auto_migrate: bool = Field(
+        default=True, description="Create/upgrade the tables on the exporter's first connection."
+    )
+    jwt_secret: str | None = Field(default=None, description="HS256 secret of the query API's admin tokens.")
+    ingest_token: str | None = Field(default=None, description="Bearer token required by the OTLP sink.")
+    jaeger_url: str | None = Field(default=None, description="Jaeger UI base URL for trace links.")
+    cors_origins: CsvList = Field(default_factory=list, description="Frontend origins allowed by CORS.")
+
+    @field_validator("excluded_paths", "trusted_proxies", "cors_origins", mode="before")
+    @classmethod
+    def _lists_from_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

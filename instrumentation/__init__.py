@@ -1,0 +1,17 @@
+"""Instrument a FastAPI service: requests, exceptions, jobs, device states and errors become
+OpenTelemetry spans and log records that land in the analytics tables."""
+
+from instrumentation.jobs import JobRun, job_span
+from instrumentation.records import record_device_state, record_error
+from instrumentation.setup import Telemetry, setup_telemetry
+from instrumentation.users import default_user_resolver
+
+__all__ = [
+    "JobRun",
+    "Telemetry",
+    "default_user_resolver",
+    "job_span",
+    "record_device_state",
+    "record_error",
+    "setup_telemetry",
+]
