@@ -2,7 +2,7 @@
 OpenTelemetry spans and log records that land in the analytics tables."""
 
 from instrumentation.jobs import JobRun, job_span
-from instrumentation.records import record_device_state, record_error
+from instrumentation.records import record_device_state, record_error, record_user_activity
 from instrumentation.setup import Telemetry, setup_telemetry
 from instrumentation.users import default_user_resolver
 
@@ -13,5 +13,6 @@ __all__ = [
     "job_span",
     "record_device_state",
     "record_error",
+    "record_user_activity",
     "setup_telemetry",
 ]

@@ -110,3 +110,42 @@ def record_error(
         )
     except Exception:
         logger.exception("record_error failed; error not recorded")
+
+
+def record_user_activity(
+    activity_type: str,
+    *,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    page_url: str | None = None,
+    element_id: str | None = None,
+    search_query: str | None = None,
+    duration_ms: int | None = None,
+    timestamp_ns: int | None = None,
+    **extra: Any,
+) -> None:
+    """Record a user action (page_view, click, search, form_submit, ...); never raises.
+
+    The frontend intake of the query service calls this for every event it accepts; a backend
+    may call it too (e.g. for actions that never pass through a browser)."""
+    try:
+        _state.event_logger().emit(
+            event_name=c.USER_ACTIVITY_EVENT,
+            timestamp=timestamp_ns,
+            severity_number=SeverityNumber.INFO,
+            body=activity_type,
+            attributes=_attributes(
+                {
+                    c.ACTIVITY_TYPE: activity_type,
+                    c.USER_ID[0]: user_id,
+                    c.SESSION_ID: session_id,
+                    c.PAGE_URL: page_url,
+                    c.ELEMENT_ID: element_id,
+                    c.SEARCH_QUERY: search_query,
+                    c.DURATION_MS: duration_ms,
+                    c.EXTRA: _extra(extra),
+                }
+            ),
+        )
+    except Exception:
+        logger.exception("record_user_activity failed; activity not recorded")

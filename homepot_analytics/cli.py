@@ -1,0 +1,82 @@
+"""``homepot-analytics``: a thin command line over functions the tests call directly."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+
+from homepot_analytics.settings import get_settings
+
+app = typer.Typer(
+    help="HOMEPOT analytics: OpenTelemetry into PostgreSQL, queryable over REST.", no_args_is_help=True
+)
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+@app.command("create-tables")
+def create_tables(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False) -> None:
+    """Create the five analytics tables, or upgrade an older schema in place."""
+    _logging(verbose)
+    from exporter.migrations import LATEST_VERSION, migrate
+    from homepot_analytics.database import create_engine, resolve_database_url
+
+    engine = create_engine(resolve_database_url(get_settings()))
+    try:
+        applied = migrate(engine)
+    finally:
+        engine.dispose()
+    if not applied:
+        typer.echo(f"Schema is up to date (version {LATEST_VERSION}): nothing to do.")
+        return
+    for migration in applied:
+        typer.echo(f"Applied migration {migration.version}: {migration.description}")
+    typer.echo(f"Schema is at version {LATEST_VERSION}.")
+
+
+@app.command()
+def demo(
+    requests: Annotated[int, typer.Option(help="API requests the demo traffic makes.")] = 200,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run an instrumented HOMEPOT-like service, drive traffic, and summarise the five tables."""
+    _logging(verbose)
+    from homepot_analytics.demo import run_demo
+
+    run_demo(requests=requests)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the analytics service: query API, OTLP/HTTP sink and frontend intake."""
+    import uvicorn
+
+    from query_api.app import create_app
+
+    uvicorn.run(create_app(), host=host, port=port)
+
+
+@app.command()
+def token(
+    subject: Annotated[str, typer.Option(help="The token's subject (sub claim).")],
+    role: Annotated[str, typer.Option(help="The role claim; admin may read analytics.")] = "admin",
+    expires_in: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
+) -> None:
+    """Print a JWT signed with HOMEPOT_ANALYTICS_JWT_SECRET for the query API."""
+    from query_api.auth import issue_token
+
+    typer.echo(issue_token(get_settings(), subject=subject, role=role, expires_in=expires_in))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

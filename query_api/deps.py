@@ -1,0 +1,29 @@
+"""Typed dependencies shared by the query service's routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from exporter.delivery import Delivery
+from homepot_analytics.settings import Settings
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
+
+
+def get_delivery(request: Request) -> Delivery:
+    """The one writer path into the tables (OTLP sink and intake share it)."""
+    return request.app.state.delivery  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+DeliveryDep = Annotated[Delivery, Depends(get_delivery)]
