@@ -1,0 +1,77 @@
+"""Fixtures shared by every test: a throwaway database on the real PostgreSQL server.
+
+Each pytest process creates its own database (so parallel runs never meet), migrates it once,
+and drops it at the end. ``db_url`` hands a test that database with the five tables empty.
+Set HOMEPOT_ANALYTICS_TEST_ADMIN_URL to use a server other than 127.0.0.1:5432.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from exporter.migrations import migrate
+from exporter.schema import TABLES
+from homepot_analytics.database import create_engine
+from homepot_analytics.settings import Settings
+
+ADMIN_URL = os.environ.get("HOMEPOT_ANALYTICS_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+def _url_for(database: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    name = f"homepot_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _url_for(name)
+    engine = create_engine(url)
+    migrate(engine)
+    engine.dispose()
+    yield url
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def db_url(database_url: str) -> str:
+    """The test database with all five tables emptied."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+    return database_url
+
+
+@pytest.fixture()
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    """Settings for one test: its own data dir (spool), the test database, a JWT secret."""
+    return Settings(
+        database_url=db_url,
+        data_dir=tmp_path / "data",
+        jwt_secret=JWT_SECRET,
+        export_delay_ms=50,
+    )
+
+
+def fetch_rows(url: str, table: str, order_by: str = "id") -> list[dict[str, object]]:
+    """Every row of a table as dicts (tests compare fields by name)."""
+    with psycopg.connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        cursor.execute(f"SELECT * FROM {table} ORDER BY {order_by}")
+        return list(cursor.fetchall())
