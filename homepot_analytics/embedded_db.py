@@ -162,6 +162,8 @@ def _running_port(pgdata: Path, owner: pwd.struct_passwd | None) -> int | None:
 def _choose_port(port_file: Path) -> int:
     """The remembered port if it is still free, else a new free one (remembered from now on)."""
     with contextlib.suppress(ValueError, OSError), socket.socket() as sock:
+        # As PostgreSQL does: connections in TIME_WAIT from the last run must not count as "taken".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", int(port_file.read_text())))
         return int(sock.getsockname()[1])
     with socket.socket() as sock:
