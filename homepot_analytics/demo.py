@@ -1,0 +1,239 @@
+"""``homepot-analytics demo``: run the instrumented demo service, drive traffic, summarise the tables.
+
+The traffic is real HTTP against uvicorn, so every row takes the path a production request
+takes: instrumentation → OpenTelemetry SDK → exporter → PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import jwt
+import psycopg
+import typer
+import uvicorn
+
+from homepot_analytics.database import libpq_url, resolve_database_url
+from homepot_analytics.demo_service import create_demo_app
+from homepot_analytics.settings import Settings, get_settings
+from instrumentation import record_user_activity
+
+SERVICE_NAME = "homepot-demo"
+USERS = ("alice@homepot.example", "bob@homepot.example", "carol@homepot.example")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _token(user: str) -> str:
+    # The demo service trusts its gateway; the instrumentation only reads the subject.
+    return jwt.encode({"sub": user, "role": "operator"}, "demo-only-secret-of-sufficient-length", "HS256")
+
+
+def _traffic_plan(requests: int) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """A mix of reads, state changes and jobs, with 4xx, 5xx and failing jobs among them."""
+    rng = random.Random(7)
+    devices = [f"dev_{n:03d}" for n in range(1, 13)]
+    states = ["offline", "maintenance", "online", "error", "online"]
+    plan: list[tuple[str, str, dict[str, Any] | None]] = []
+    for index in range(requests):
+        roll = rng.random()
+        device = rng.choice(devices)
+        if roll < 0.30:
+            plan.append(("GET", "/api/v1/devices", None))
+        elif roll < 0.45:
+            plan.append(("GET", f"/api/v1/devices/{device}", None))
+        elif roll < 0.52:
+            plan.append(("GET", f"/api/v1/sites/site-00{rng.randint(1, 4)}", None))  # site-004: 404
+        elif roll < 0.67:
+            body = {"state": rng.choice(states), "reason": rng.choice(["Maintenance", "Auto-recovery", None])}
+            plan.append(("PUT", f"/api/v1/devices/{device}/state", body))
+        elif roll < 0.85:
+            simulate = rng.choices(["success", "failure", "timeout", "cancel"], [70, 15, 10, 5])[0]
+            job_type = rng.choice(["firmware_update", "restart", "config_change", "health_check"])
+            plan.append(
+                ("POST", f"/api/v1/devices/{device}/jobs", {"job_type": job_type, "simulate": simulate})
+            )
+        elif roll < 0.90:
+            plan.append(("POST", "/api/v1/auth/login", {"username": "mallory", "password": "guess"}))
+        elif roll < 0.94:
+            plan.append(("PUT", f"/api/v1/devices/{device}/state", {"state": "exploded"}))  # 422
+        elif roll < 0.97:
+            plan.append(("GET", "/api/v1/reports/daily", None))  # 500
+        else:
+            plan.append(("GET", f"/api/v1/devices/dev_9{index % 10}", None))  # 404
+    return plan
+
+
+def _frontend_sessions() -> int:
+    """What a browser session reports through the tracker, recorded here without a browser."""
+    events = 0
+    for user in USERS:
+        session = uuid.uuid4().hex
+        for activity, page, element, query in (
+            ("page_view", "/devices", None, None),
+            ("click", "/devices", "add-device-button", None),
+            ("search", "/devices", "device-search", "temperature"),
+            ("form_submit", "/devices", "device-form", None),
+            ("page_view", "/sites", None, None),
+        ):
+            record_user_activity(
+                activity,
+                user_id=user,
+                session_id=session,
+                page_url=page,
+                element_id=element,
+                search_query=query,
+                duration_ms=random.randint(500, 15000) if activity == "page_view" else None,
+            )
+            events += 1
+    return events
+
+
+def _drive(base_url: str, requests: int) -> dict[int, int]:
+    statuses: dict[int, int] = {}
+    plan = _traffic_plan(requests)
+    with (
+        httpx.Client(base_url=base_url, timeout=10) as client,
+        typer.progressbar(plan, label="Driving demo traffic", show_pos=True) as progress,
+    ):
+        for number, (method, path, body) in enumerate(progress):
+            user = USERS[number % len(USERS)]
+            headers = {
+                "Authorization": f"Bearer {_token(user)}",
+                "X-User": user,
+                "User-Agent": "homepot-demo/1.0",
+            }
+            try:
+                response = client.request(method, path, json=body, headers=headers)
+            except httpx.TransportError:
+                # uvicorn closes a keep-alive connection after an unhandled exception; reconnect.
+                response = client.request(method, path, json=body, headers=headers)
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+    return statuses
+
+
+def _wait_until_up(base_url: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"demo service did not start at {base_url}")
+
+
+SUMMARY_QUERIES: dict[str, list[tuple[str, str]]] = {
+    "api_request_logs": [
+        (
+            "status",
+            "SELECT status_code::text, count(*) FROM api_request_logs WHERE {w} GROUP BY 1 ORDER BY 1",
+        ),
+        (
+            "routes",
+            "SELECT method || ' ' || coalesce(route, endpoint), count(*)::text || ' req, p95 ' || "
+            "round(percentile_cont(0.95) WITHIN GROUP (ORDER BY response_time_ms)::numeric, 1) || ' ms' "
+            "FROM api_request_logs WHERE {w} GROUP BY 1 ORDER BY count(*) DESC LIMIT 6",
+        ),
+    ],
+    "device_state_history": [
+        (
+            "transitions",
+            "SELECT coalesce(previous_state, '?') || ' -> ' || new_state, count(*) FROM device_state_history "
+            "WHERE {w} GROUP BY 1 ORDER BY 2 DESC LIMIT 6",
+        ),
+    ],
+    "job_outcomes": [
+        (
+            "outcomes",
+            "SELECT job_type || ' ' || status, count(*)::text || coalesce(' (' || "
+            "string_agg(DISTINCT error_code, ', ') || ')', '') FROM job_outcomes WHERE {w} "
+            "GROUP BY job_type, status ORDER BY 1",
+        ),
+    ],
+    "error_logs": [
+        (
+            "errors",
+            "SELECT category || '/' || severity || ' ' || coalesce(error_code, '-'), "
+            "count(*)::text || ' x ' || left(min(error_message), 50) FROM error_logs WHERE {w} "
+            "GROUP BY category, severity, error_code "
+            "ORDER BY count(*) DESC",
+        ),
+    ],
+    "user_activities": [
+        (
+            "activities",
+            "SELECT activity_type, count(*) FROM user_activities WHERE {w} GROUP BY 1 ORDER BY 2 DESC",
+        ),
+    ],
+}
+
+
+def print_summary(database_url: str, since: datetime) -> dict[str, int]:
+    """Print what this run stored, table by table; returns the row count per table."""
+    counts: dict[str, int] = {}
+    where = 'service_name = %(service)s AND "timestamp" >= %(since)s'
+    params = {"service": SERVICE_NAME, "since": since}
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        for table, queries in SUMMARY_QUERIES.items():
+            count = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()
+            counts[table] = int(count[0]) if count else 0
+            typer.secho(f"\n{table}: {counts[table]} rows", bold=True)
+            for label, query in queries:
+                for key, value in conn.execute(query.format(w=where), params).fetchall():
+                    typer.echo(f"  {label:<12} {key!s:<48} {value}")
+    return counts
+
+
+def run_demo(requests: int = 200, settings: Settings | None = None) -> dict[str, int]:
+    """Start the demo service, drive ``requests`` requests, flush, summarise; row counts per table."""
+    settings = settings or get_settings()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    started = datetime.now(UTC)
+    database_url = resolve_database_url(settings)
+    typer.echo(f"Database: {database_url}")
+    app, telemetry = create_demo_app(
+        settings.model_copy(update={"database_url": database_url}), service_name=SERVICE_NAME
+    )
+    port = _free_port()
+    # The demo raises unhandled exceptions on purpose: keep uvicorn's tracebacks out of the output.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+    thread = threading.Thread(target=server.run, name="demo-service", daemon=True)
+    thread.start()
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_until_up(base_url)
+        typer.echo(f"Demo service listening on {base_url}")
+        statuses = _drive(base_url, requests)
+        activities = _frontend_sessions()
+        typer.echo(
+            "Responses: "
+            + ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+            + f"; frontend events: {activities}"
+        )
+        telemetry.force_flush()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        telemetry.shutdown()
+    counts = print_summary(database_url, started)
+    typer.echo(
+        "\nNext: `homepot-analytics serve` and query it, e.g.\n"
+        "  export HOMEPOT_ANALYTICS_JWT_SECRET=change-me-to-a-long-random-secret\n"
+        "  TOKEN=$(homepot-analytics token --subject you --role admin)\n"
+        '  curl -H "Authorization: Bearer $TOKEN" '
+        "'http://127.0.0.1:8000/api/v1/analytics/requests?limit=5'"
+    )
+    return counts
