@@ -10,8 +10,10 @@ import json
 import logging
 import traceback
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
+from opentelemetry import _logs
 from opentelemetry._logs import SeverityNumber
 
 from exporter import conventions as c
@@ -122,30 +124,38 @@ def record_user_activity(
     search_query: str | None = None,
     duration_ms: int | None = None,
     timestamp_ns: int | None = None,
+    event_id: str | None = None,
+    extra_data: Mapping[str, Any] | None = None,
+    event_logger: _logs.Logger | None = None,
     **extra: Any,
 ) -> None:
     """Record a user action (page_view, click, search, form_submit, ...); never raises.
 
-    The frontend intake of the query service calls this for every event it accepts; a backend
+    The frontend intake of the query service calls this for every event it accepts, on the
+    service's own ``event_logger`` and with the event's ``event_id`` (so a resent event is stored
+    once) and its ``extra_data`` as a dict (its keys may clash with parameter names); a backend
     may call it too (e.g. for actions that never pass through a browser)."""
     try:
-        _state.event_logger().emit(
+        attributes = _attributes(
+            {
+                c.ACTIVITY_TYPE: activity_type,
+                c.USER_ID[0]: user_id,
+                c.SESSION_ID: session_id,
+                c.PAGE_URL: page_url,
+                c.ELEMENT_ID: element_id,
+                c.SEARCH_QUERY: search_query,
+                c.DURATION_MS: duration_ms,
+                c.EXTRA: _extra({**(extra_data or {}), **extra}),
+            }
+        )
+        if event_id is not None:
+            attributes[c.EVENT_ID] = event_id
+        (event_logger or _state.event_logger()).emit(
             event_name=c.USER_ACTIVITY_EVENT,
             timestamp=timestamp_ns,
             severity_number=SeverityNumber.INFO,
             body=activity_type,
-            attributes=_attributes(
-                {
-                    c.ACTIVITY_TYPE: activity_type,
-                    c.USER_ID[0]: user_id,
-                    c.SESSION_ID: session_id,
-                    c.PAGE_URL: page_url,
-                    c.ELEMENT_ID: element_id,
-                    c.SEARCH_QUERY: search_query,
-                    c.DURATION_MS: duration_ms,
-                    c.EXTRA: _extra(extra),
-                }
-            ),
+            attributes=attributes,
         )
     except Exception:
         logger.exception("record_user_activity failed; activity not recorded")
