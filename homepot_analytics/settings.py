@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     ingest_token: str | None = Field(default=None, description="Bearer token required by the OTLP sink.")
     jaeger_url: str | None = Field(default=None, description="Jaeger UI base URL for trace links.")
     cors_origins: CsvList = Field(default_factory=list, description="Frontend origins allowed by CORS.")
+    intake_max_body_bytes: int = Field(
+        default=512 * 1024, ge=1024, description="Largest body the user-activity intake accepts (else 413)."
+    )
+    intake_max_batch: int = Field(
+        default=500, ge=1, description="Most events in one user-activity batch (else 413)."
+    )
 
     @field_validator("excluded_paths", "trusted_proxies", "cors_origins", mode="before")
     @classmethod
