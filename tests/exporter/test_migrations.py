@@ -1,0 +1,107 @@
+"""``create-tables``: a fresh database, a second run that changes nothing, an older schema upgraded."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+from typer.testing import CliRunner
+
+from exporter.migrations import LATEST_VERSION, MIGRATIONS_TABLE, migrate
+from exporter.schema import TABLES
+from homepot_analytics.cli import app
+from homepot_analytics.database import create_engine
+from tests.conftest import ADMIN_URL, _url_for
+
+# The tables as the HOMEPOT system this project replaces created them (naive timestamps, JSON,
+# no trace columns), holding rows that must survive the upgrade.
+LEGACY_DDL = """
+CREATE TABLE api_request_logs (
+    id SERIAL PRIMARY KEY, timestamp TIMESTAMP NOT NULL DEFAULT now(), endpoint VARCHAR(255) NOT NULL,
+    method VARCHAR(10) NOT NULL, status_code INTEGER NOT NULL, response_time_ms FLOAT NOT NULL,
+    user_id VARCHAR(255), ip_address VARCHAR(45), user_agent VARCHAR(500), error_message TEXT,
+    request_size_bytes INTEGER, response_size_bytes INTEGER);
+CREATE TABLE device_state_history (
+    id SERIAL PRIMARY KEY, timestamp TIMESTAMP NOT NULL DEFAULT now(), device_id VARCHAR(100) NOT NULL,
+    previous_state VARCHAR(50), new_state VARCHAR(50) NOT NULL, changed_by VARCHAR(255), reason TEXT,
+    extra_data JSON);
+INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms, user_id)
+    VALUES ('2025-12-05 13:45:23', '/api/v1/devices', 'GET', 200, 45, 'user123');
+INSERT INTO device_state_history (timestamp, device_id, previous_state, new_state, changed_by, extra_data)
+    VALUES ('2025-12-05 14:00:00', 'dev_001', 'online', 'offline', 'user123', '{"site": "s1"}');
+"""
+
+
+@pytest.fixture()
+def empty_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    name = f"homepot_migrate_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = _url_for(name)
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_DATABASE_URL", url)
+    from homepot_analytics.settings import get_settings
+
+    get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _columns(url: str, table: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s", (table,)
+        ).fetchall()
+    return dict(rows)
+
+
+def test_create_tables_twice_second_run_changes_nothing(empty_database: str) -> None:
+    runner = CliRunner()
+    first = runner.invoke(app, ["create-tables"])
+    assert first.exit_code == 0, first.output
+    assert "Applied migration 1" in first.output
+    second = runner.invoke(app, ["create-tables"])
+    assert second.exit_code == 0, second.output
+    assert "nothing to do" in second.output
+    for name, table in TABLES.items():
+        columns = _columns(empty_database, name)
+        assert set(columns) == {column.name for column in table.columns}
+        assert columns["timestamp"] == "timestamp with time zone"
+    assert _columns(empty_database, "error_logs")["context"] == "jsonb"
+    with psycopg.connect(empty_database) as conn:
+        versions = conn.execute(f"SELECT version FROM {MIGRATIONS_TABLE} ORDER BY version").fetchall()
+    assert [v for (v,) in versions] == list(range(1, LATEST_VERSION + 1))
+
+
+def test_older_homepot_schema_is_upgraded_in_place_keeping_rows(empty_database: str) -> None:
+    with psycopg.connect(empty_database, autocommit=True) as conn:
+        conn.execute(LEGACY_DDL)
+    engine = create_engine(empty_database)
+    try:
+        applied = migrate(engine)
+    finally:
+        engine.dispose()
+    assert applied
+    columns = _columns(empty_database, "api_request_logs")
+    assert {"trace_id", "span_id", "service_name", "route", "event_id"} <= set(columns)
+    assert columns["timestamp"] == "timestamp with time zone"
+    assert _columns(empty_database, "device_state_history")["extra_data"] == "jsonb"
+    with psycopg.connect(empty_database) as conn:
+        request = conn.execute(
+            "SELECT timestamp, endpoint, user_id, event_id FROM api_request_logs"
+        ).fetchall()
+        state = conn.execute("SELECT device_id, extra_data FROM device_state_history").fetchall()
+        # New rows go in beside the old ones, ids continue.
+        conn.execute(
+            "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms, "
+            "event_id) VALUES (now(), '/x', 'GET', 200, 1, gen_random_uuid())"
+        )
+    assert len(request) == 1
+    assert request[0][0] == datetime(2025, 12, 5, 13, 45, 23, tzinfo=UTC)  # naive was UTC
+    assert request[0][1:3] == ("/api/v1/devices", "user123")
+    assert request[0][3] is not None
+    assert state == [("dev_001", {"site": "s1"})]
