@@ -54,6 +54,10 @@ _INT4_MAX = 2**31 - 1
 _INT8_MAX = 2**63 - 1
 
 
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def _int(value: Any, limit: int = _INT4_MAX) -> int | None:
     """An integer clamped to what its column holds (a huge value must not fail the batch)."""
     try:
@@ -263,7 +267,7 @@ def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: 
         if event.name != c.EXCEPTION_EVENT:
             continue
         event_attributes = event.attributes or {}
-        error_type = event_attributes.get(c.EXCEPTION_TYPE)
+        error_type = _str(event_attributes.get(c.EXCEPTION_TYPE))
         message = event_attributes.get(c.EXCEPTION_MESSAGE) or error_type or "unknown error"
         context = {
             "exception_type": error_type,
@@ -278,7 +282,9 @@ def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: 
             "severity": "error",
             "error_code": _text(_short_type(error_type), 128),
             "error_message": _text(privacy.text(str(message)), MESSAGE),
-            "stack_trace": _text(privacy.text(event_attributes.get(c.EXCEPTION_STACKTRACE)), STACK_TRACE),
+            "stack_trace": _text(
+                privacy.text(_str(event_attributes.get(c.EXCEPTION_STACKTRACE))), STACK_TRACE
+            ),
             "endpoint": _text(privacy.url(_path_of(attributes, span.name)), URL),
             "user_id": _text(privacy.user(_first(attributes, c.USER_ID)), NAME),
             "device_id": _text(attributes.get(c.DEVICE_ID), NAME),

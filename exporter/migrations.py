@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
@@ -42,7 +43,8 @@ def _adopt_existing_table(conn: Connection, name: str) -> None:
     # Rows from before event_id existed get a random identity: they were never replayed.
     conn.execute(text(f"UPDATE {name} SET event_id = gen_random_uuid() WHERE event_id IS NULL"))
     conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN event_id SET NOT NULL"))
-    timestamp_type = str(existing.get("timestamp", {}).get("type", "")).upper()
+    timestamp_column: dict[str, Any] = dict(existing.get("timestamp") or {})
+    timestamp_type = str(timestamp_column.get("type", "")).upper()
     if "TIMESTAMP" in timestamp_type and "TIME ZONE" not in timestamp_type:
         # The old system stored naive UTC: say so to PostgreSQL rather than guess local time.
         conn.execute(

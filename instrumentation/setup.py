@@ -171,13 +171,21 @@ def setup_telemetry(
             spool_max_bytes=settings.spool_max_mb * 1024 * 1024,
             auto_migrate=settings.auto_migrate,
         )
-        batch = {
-            "max_queue_size": settings.export_queue_size,
-            "max_export_batch_size": min(settings.export_batch_size, settings.export_queue_size),
-            "schedule_delay_millis": settings.export_delay_ms,
-        }
-        span_processor = BatchSpanProcessor(PostgresSpanExporter(delivery), **batch)
-        log_processor = BatchLogRecordProcessor(PostgresLogExporter(delivery), **batch)
+        queue_size = settings.export_queue_size
+        batch_size = min(settings.export_batch_size, queue_size)
+        delay_ms = settings.export_delay_ms
+        span_processor = BatchSpanProcessor(
+            PostgresSpanExporter(delivery),
+            max_queue_size=queue_size,
+            max_export_batch_size=batch_size,
+            schedule_delay_millis=delay_ms,
+        )
+        log_processor = BatchLogRecordProcessor(
+            PostgresLogExporter(delivery),
+            max_queue_size=queue_size,
+            max_export_batch_size=batch_size,
+            schedule_delay_millis=delay_ms,
+        )
         tracer_provider.add_span_processor(span_processor)
         logger_provider.add_log_record_processor(log_processor)
         processors += [span_processor, log_processor]

@@ -12,16 +12,16 @@ from homepot_analytics.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
+    return request.app.state.engine
 
 
 def get_delivery(request: Request) -> Delivery:
     """The one writer path into the tables (OTLP sink and intake share it)."""
-    return request.app.state.delivery  # type: ignore[no-any-return]
+    return request.app.state.delivery
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

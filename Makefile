@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` runs the demo, `make test` runs every check.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench-quick serve clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev]"
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/homepot-analytics demo
+
+serve: $(BIN)/.installed
+	$(BIN)/homepot-analytics serve
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: $(BIN)/.installed lint
+	bash scripts/ensure-system.sh
+	$(BIN)/python -m pytest -q
+
+bench-quick: $(BIN)/.installed
+	bash scripts/ensure-system.sh
+	$(BIN)/python bench/run.py --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
