@@ -53,6 +53,15 @@ def demo(
     run_demo(requests=requests)
 
 
+@app.command("stop-embedded")
+def stop_embedded() -> None:
+    """Stop the embedded PostgreSQL that runs when no database URL is configured."""
+    from homepot_analytics.embedded_db import stop_embedded_postgres
+
+    stopped = stop_embedded_postgres(get_settings().data_dir / "postgres")
+    typer.echo("Embedded PostgreSQL stopped." if stopped else "Embedded PostgreSQL was not running.")
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
