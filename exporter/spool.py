@@ -4,14 +4,20 @@ One file per batch, named so that lexical order is arrival order. A file is writ
 temporary name and renamed, so a crash never leaves half a batch behind; a replayer claims a
 file by renaming it, so two processes sharing a spool never replay the same batch at once
 (and if they did, the writer's idempotent path would still store each row once).
+
+Files are pickles readable only by the owner (the directory is created 0700): whoever can
+write the spool directory can run code as the exporter, exactly as with its own source files.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +26,9 @@ logger = logging.getLogger(__name__)
 
 SpooledRows = dict[str, list[dict[str, Any]]]
 
+# Every spool of this process, so /metrics can report their size without being handed them.
+_LIVE: weakref.WeakSet[Spool] = weakref.WeakSet()
+
 
 class Spool:
     """Batches of rows kept on disk, oldest first, at most ``max_bytes`` in all."""
@@ -27,34 +36,44 @@ class Spool:
     def __init__(self, directory: Path, max_bytes: int = 512 * 1024 * 1024) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._sequence = 0
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._sequence = itertools.count(1)
+        # Serialises the size check and the write, so two exporter threads cannot both squeeze
+        # into the last free bytes.
+        self._put_lock = threading.Lock()
+        _LIVE.add(self)
 
     def put(self, rows: SpooledRows) -> bool:
         """Keep a batch; False when the spool is full (the caller counts the rows as dropped)."""
         payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
-        if self.size_bytes() + len(payload) > self.max_bytes:
-            return False
-        self._sequence += 1
-        name = f"{time.time_ns():020d}-{os.getpid()}-{self._sequence:06d}.batch"
-        temporary = self.directory / (name + ".tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.directory / name)
+        with self._put_lock:
+            if self.size_bytes() + len(payload) > self.max_bytes:
+                return False
+            name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}.batch"
+            temporary = self.directory / (name + ".tmp")
+            with open(temporary, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, self.directory / name)
         return True
 
     def pending(self) -> list[Path]:
         return sorted(self.directory.glob("*.batch"))
 
+    def has_pending(self) -> bool:
+        """Cheaper than ``pending()`` on the hot path: stops at the first batch found."""
+        return next(self.directory.glob("*.batch"), None) is not None
+
     def size_bytes(self) -> int:
+        """Bytes of batches waiting or being replayed (what counts against ``max_bytes``)."""
         total = 0
-        for path in self.directory.glob("*.batch"):
-            try:
-                total += path.stat().st_size
-            except FileNotFoundError:
-                continue
+        for pattern in ("*.batch", "*.claimed"):
+            for path in self.directory.glob(pattern):
+                try:
+                    total += path.stat().st_size
+                except FileNotFoundError:
+                    continue
         return total
 
     def claim(self) -> Iterator[tuple[Path, SpooledRows]]:
@@ -68,9 +87,9 @@ class Spool:
             try:
                 with open(claimed, "rb") as handle:
                     rows = pickle.load(handle)
-            except (OSError, pickle.UnpicklingError, EOFError) as error:
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
                 logger.error("unreadable spool file %s set aside: %s", claimed, error)
-                os.replace(claimed, claimed.with_suffix(".corrupt"))
+                self.set_aside(claimed, "corrupt")
                 continue
             yield claimed, rows
 
@@ -84,13 +103,32 @@ class Spool:
     def done(claimed: Path) -> None:
         claimed.unlink(missing_ok=True)
 
+    @staticmethod
+    def set_aside(claimed: Path, why: str) -> Path:
+        """Keep a batch that can never be written out of the replay queue, for a human to read."""
+        target = claimed.with_name(claimed.name.split(".batch", 1)[0] + f".{why}")
+        os.replace(claimed, target)
+        return target
+
     def recover_claims(self) -> None:
         """Put back batches claimed by a process that died mid-replay."""
         for claimed in self.directory.glob("*.claimed"):
             pid = claimed.name.rsplit(".", 2)[-2]
             if pid.isdigit() and _process_alive(int(pid)) and int(pid) != os.getpid():
                 continue
-            self.release(claimed)
+            try:
+                self.release(claimed)
+            except FileNotFoundError:
+                continue  # its owner finished it meanwhile
+
+
+def spool_usage() -> dict[Path, tuple[int, int]]:
+    """(bytes, waiting batches) of every spool directory this process uses."""
+    usage: dict[Path, tuple[int, int]] = {}
+    for spool in list(_LIVE):
+        if spool.directory not in usage:
+            usage[spool.directory] = (spool.size_bytes(), len(spool.pending()))
+    return usage
 
 
 def _process_alive(pid: int) -> bool:

@@ -30,6 +30,21 @@ Rows = Mapping[str, Sequence[Mapping[str, Any]]]
 # Errors that mean "the database is not there right now": keep the rows and try later.
 UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
 
+
+class NotReady(psycopg.OperationalError):
+    """The database answers but cannot take rows yet (tables missing, read-only after a
+    failover, setup failed): an outage for the caller, not a reason to reject every row."""
+
+
+# Refusals that say nothing about a row and would refuse every row: raised as NotReady.
+_SYSTEMIC = (
+    errors.UndefinedTable,
+    errors.UndefinedColumn,
+    errors.InvalidSchemaName,
+    errors.InsufficientPrivilege,
+    errors.ReadOnlySqlTransaction,
+)
+
 _GETTERS = {table: itemgetter(*columns) for table, columns in WRITE_COLUMNS.items()}
 
 
@@ -64,18 +79,34 @@ class RowWriter:
         with self._lock:
             connection = self._connect()
             try:
-                return self._write_fast(connection, batch)
-            except errors.UniqueViolation:
-                connection.rollback()
-                return self._write_idempotent(connection, batch)
+                return self._write_batch(connection, batch)
+            except _SYSTEMIC as error:
+                self._discard_connection()
+                raise NotReady(f"analytics tables not writable: {error}") from error
             except UNAVAILABLE:
                 self._discard_connection()
                 raise
+
+    def _write_batch(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
+        try:
+            return self._write_fast(connection, batch)
+        except (*UNAVAILABLE, *_SYSTEMIC):
+            raise
+        except errors.UniqueViolation:
+            connection.rollback()
+            try:
+                return self._write_idempotent(connection, batch)
+            except (*UNAVAILABLE, *_SYSTEMIC):
+                raise
             except psycopg.Error as error:
-                # A row the database refuses (a type it cannot parse, a constraint): find it.
-                logger.warning("batch refused (%s); writing its rows one by one", error)
+                logger.warning("replayed batch refused (%s); writing its rows one by one", error)
                 connection.rollback()
                 return self._write_row_by_row(connection, batch)
+        except psycopg.Error as error:
+            # A row the database refuses (a type it cannot parse, a constraint): find it.
+            logger.warning("batch refused (%s); writing its rows one by one", error)
+            connection.rollback()
+            return self._write_row_by_row(connection, batch)
 
     def close(self) -> None:
         with self._lock:
@@ -83,15 +114,21 @@ class RowWriter:
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._connection is None or self._connection.closed:
-            if self._on_first_connect is not None:
-                # e.g. create the tables: done from this thread, never from a request.
-                self._on_first_connect(self._dsn)
-                self._on_first_connect = None
-            self._connection = psycopg.connect(
+            connection = psycopg.connect(
                 self._dsn,
                 connect_timeout=self._connect_timeout,
                 application_name="homepot-analytics-exporter",
             )
+            if self._on_first_connect is not None:
+                # e.g. create the tables: done from this thread, never from a request. Connected
+                # first, so "database down" surfaces as psycopg's error; a failed setup is retried.
+                try:
+                    self._on_first_connect(self._dsn)
+                except Exception as error:
+                    connection.close()
+                    raise NotReady(f"table setup failed: {error}") from error
+                self._on_first_connect = None
+            self._connection = connection
         return self._connection
 
     def _discard_connection(self) -> None:
@@ -111,34 +148,36 @@ class RowWriter:
         return self._count_written(batch)
 
     def _write_idempotent(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
-        written = 0
+        inserted_by_table: dict[str, int] = {}
         with connection.cursor() as cursor:
             for table, table_rows in batch.items():
                 stage = f"_homepot_stage_{table}"
-                cursor.execute(
-                    sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} (LIKE {}) ON COMMIT DELETE ROWS").format(
-                        sql.Identifier(stage), sql.Identifier(table)
-                    )
+                columns = sql.SQL(", ").join(sql.Identifier(name) for name in WRITE_COLUMNS[table])
+                # Only the written columns (LIKE would copy the NOT NULL of the generated id).
+                create_stage = sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS"
+                    " AS SELECT {} FROM {} WITH NO DATA"
                 )
+                cursor.execute(create_stage.format(sql.Identifier(stage), columns, sql.Identifier(table)))
                 getter = _GETTERS[table]
                 with cursor.copy(_copy_statement(table, stage)) as copy:
                     for row in table_rows:
                         copy.write_row(getter(row))
-                columns = sql.SQL(", ").join(sql.Identifier(name) for name in WRITE_COLUMNS[table])
                 cursor.execute(
                     sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
                         sql.Identifier(table), columns, columns, sql.Identifier(stage)
                     )
                 )
-                inserted = max(cursor.rowcount, 0)
-                written += inserted
-                self._stats.add("written", table, inserted)
-                logger.debug("%s: %d of %d rows were new", table, inserted, len(table_rows))
+                inserted_by_table[table] = max(cursor.rowcount, 0)
+                logger.debug("%s: %d of %d rows were new", table, inserted_by_table[table], len(table_rows))
         connection.commit()
-        return written
+        for table, inserted in inserted_by_table.items():  # counted once they are really stored
+            self._stats.add("written", table, inserted)
+        return sum(inserted_by_table.values())
 
     def _write_row_by_row(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
-        written = 0
+        written: dict[str, int] = {}
+        rejected: dict[str, int] = {}
         with connection.cursor() as cursor:
             for table, table_rows in batch.items():
                 columns = WRITE_COLUMNS[table]
@@ -152,15 +191,20 @@ class RowWriter:
                     try:
                         with connection.transaction():
                             cursor.execute(statement, getter(row))
-                        written += 1
-                        self._stats.add("written", table)
-                    except UNAVAILABLE:
+                        # rowcount 0: stored before (a replay), not a new row.
+                        written[table] = written.get(table, 0) + max(cursor.rowcount, 0)
+                    except (*UNAVAILABLE, *_SYSTEMIC):
                         raise
                     except psycopg.Error as error:
-                        self._stats.add("rejected", table)
+                        rejected[table] = rejected.get(table, 0) + 1
                         logger.warning("%s: row rejected by the database: %s", table, error)
         connection.commit()
-        return written
+        # Counted after the commit: rows of a transaction lost mid-way are kept and counted later.
+        for table, count in written.items():
+            self._stats.add("written", table, count)
+        for table, count in rejected.items():
+            self._stats.add("rejected", table, count)
+        return sum(written.values())
 
     def _count_written(self, batch: dict[str, list[Any]]) -> int:
         total = 0
