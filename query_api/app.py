@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
@@ -66,6 +67,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Query the five analytics tables, receive OTLP from a collector, take frontend activity.",
         lifespan=lifespan,
     )
+
+    if settings.cors_origins:
+        # Browsers on these origins may post activity (with an Authorization header) and query.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
+        )
 
     @app.get("/health", tags=["health"])
     def health() -> dict[str, str]:
