@@ -43,14 +43,15 @@ def create_tables(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = Fa
 
 @app.command()
 def demo(
-    requests: Annotated[int, typer.Option(help="API requests the demo traffic makes.")] = 200,
+    requests: Annotated[int, typer.Option(help="API requests the demo traffic makes per round.")] = 200,
+    rounds: Annotated[int, typer.Option(help="Rounds of traffic; 0 = until interrupted.", min=0)] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run an instrumented HOMEPOT-like service, drive traffic, and summarise the five tables."""
     _logging(verbose)
     from homepot_analytics.demo import run_demo
 
-    run_demo(requests=requests)
+    run_demo(requests=requests, rounds=rounds)
 
 
 @app.command("stop-embedded")

@@ -197,8 +197,13 @@ def print_summary(database_url: str, since: datetime) -> dict[str, int]:
     return counts
 
 
-def run_demo(requests: int = 200, settings: Settings | None = None) -> dict[str, int]:
-    """Start the demo service, drive ``requests`` requests, flush, summarise; row counts per table."""
+def run_demo(
+    requests: int = 200, settings: Settings | None = None, *, rounds: int = 1, pause_s: float = 5.0
+) -> dict[str, int]:
+    """Start the demo service, drive ``requests`` requests per round, flush, summarise.
+
+    ``rounds=0`` keeps generating traffic until interrupted (the compose stack's demo service).
+    Returns the row count per table."""
     settings = settings or get_settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     started = datetime.now(UTC)
@@ -216,14 +221,22 @@ def run_demo(requests: int = 200, settings: Settings | None = None) -> dict[str,
     try:
         _wait_until_up(base_url)
         typer.echo(f"Demo service listening on {base_url}")
-        statuses = _drive(base_url, requests)
-        activities = _frontend_sessions()
-        typer.echo(
-            "Responses: "
-            + ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
-            + f"; frontend events: {activities}"
-        )
-        telemetry.force_flush()
+        round_number = 0
+        while True:
+            round_number += 1
+            statuses = _drive(base_url, requests)
+            activities = _frontend_sessions()
+            typer.echo(
+                f"Round {round_number} responses: "
+                + ", ".join(f"{code}: {n}" for code, n in sorted(statuses.items()))
+                + f"; frontend events: {activities}"
+            )
+            telemetry.force_flush()
+            if rounds and round_number >= rounds:
+                break
+            time.sleep(pause_s)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted: flushing and summarising.")
     finally:
         server.should_exit = True
         thread.join(10)
