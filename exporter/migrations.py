@@ -3,7 +3,8 @@
 Each migration runs once, in order, in its own transaction, and is recorded in
 ``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock.
 Migration 1 also adopts the tables of the HOMEPOT system this project replaces (same names,
-no trace columns, naive timestamps): it adds what is missing and keeps every row.
+no trace columns, naive timestamps): it adds what is missing and keeps every row. Migration 2
+turns the tables into monthly range partitions on "timestamp" (``exporter.partitions``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
+from exporter.partitions import convert_to_partitioned, ensure_partitions
 from exporter.schema import TABLES, metadata
 
 logger = logging.getLogger(__name__)
@@ -73,8 +75,14 @@ def _create_tables(conn: Connection) -> None:
     metadata.create_all(conn, checkfirst=True)
 
 
+def _partition_tables(conn: Connection) -> None:
+    for name in TABLES:
+        convert_to_partitioned(conn, name)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create the five analytics tables (adopting older HOMEPOT tables)", _create_tables),
+    Migration(2, "partition the five tables by month on timestamp, keeping every row", _partition_tables),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -117,4 +125,9 @@ def migrate(engine: Engine) -> list[Migration]:
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
             conn.commit()
+    # Every start of an exporter or the service also makes sure next months' partitions exist.
+    try:
+        ensure_partitions(engine)
+    except Exception:
+        logger.exception("could not create the coming months' partitions; rows go to the default partition")
     return applied

@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_EXCLUDED_PATHS = (
@@ -89,10 +89,47 @@ class Settings(BaseSettings):
     intake_max_batch: int = Field(
         default=500, ge=1, description="Most events in one user-activity batch (else 413)."
     )
+    # --- privacy & retention ---
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="HMAC-SHA256 key of user pseudonyms. Unset: a key generated once in data_dir "
+        "(set it when processes run on several machines).",
+    )
+    pseudonymize_users: bool = Field(
+        default=True, description="Store user_id, changed_by and initiated_by as keyed pseudonyms (u_...)."
+    )
+    truncate_ips: bool = Field(
+        default=True, description="Store client IPs truncated to /24 (IPv4) or /48 (IPv6)."
+    )
+    sensitive_query_params: CsvList = Field(
+        default_factory=list,
+        description="Query parameters removed from stored URLs besides password, token, secret, api_key, "
+        "key, session, authorization, ... (also masked as name=value pairs in text).",
+    )
+    retention_days: int = Field(default=90, ge=0, description="Days rows are kept (0: forever).")
+    retention_days_api_request_logs: int | None = Field(
+        default=None, ge=0, description="Overrides retention_days."
+    )
+    retention_days_device_state_history: int | None = Field(
+        default=None, ge=0, description="Overrides retention_days."
+    )
+    retention_days_job_outcomes: int | None = Field(
+        default=None, ge=0, description="Overrides retention_days."
+    )
+    retention_days_error_logs: int | None = Field(default=None, ge=0, description="Overrides retention_days.")
+    retention_days_user_activities: int | None = Field(
+        default=None, ge=0, description="Overrides retention_days."
+    )
 
     @field_validator("excluded_paths", "trusted_proxies", "cors_origins", mode="before")
     @classmethod
     def _lists_from_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("sensitive_query_params", mode="before")
+    @classmethod
+    def _params_from_csv(cls, value: object) -> object:
         return _split_csv(value)
 
 
