@@ -399,6 +399,7 @@
     document.addEventListener("submit", safely(onSubmit), true);
     document.addEventListener("visibilitychange", safely(function () {
       if (document.visibilityState === "hidden") sendAllNow();
+      else resendPending(); // back again: what could not leave while hidden goes now
     }));
     window.addEventListener("pagehide", safely(onPageHide));
     window.addEventListener("pageshow", safely(onPageShow));

@@ -303,20 +303,46 @@ def test_a_visit_produces_exactly_the_expected_rows(
     assert {r["service_name"] for r in rows} == {"homepot-analytics"}
 
 
-def test_opt_out_is_honoured_and_remembered(
+def test_session_rotation_opt_out_and_do_not_track(
     servers: tuple[ServerThread, ServerThread], browser: Any, empty_tables: str
 ) -> None:
     _, site_server = servers
     browser.get(f"{site_server.origin}/opt-out")
     wait_for(lambda: browser.execute_script("return !!HomepotAnalytics.sessionId()"), "the tracker")
-    rows_when(empty_tables, 1)  # the page view before the visitor opted out
+    first = rows_when(empty_tables, 1)[0]["session_id"]
+
+    # 31 minutes idle: the next event starts a new session.
+    browser.execute_script(
+        "var key = 'homepot_analytics_session', s = JSON.parse(localStorage.getItem(key));"
+        "s.last -= 31 * 60 * 1000; localStorage.setItem(key, JSON.stringify(s));"
+    )
+    browser.find_element(By.ID, "opted-out-button").click()
+    rows = rows_when(empty_tables, 2)
+    assert [r["activity_type"] for r in rows] == ["page_view", "click"]
+    assert rows[1]["session_id"] not in (None, first)
+
+    # Opted out: nothing more, and it is remembered across page loads.
     browser.execute_script("HomepotAnalytics.optOut()")
     browser.find_element(By.ID, "opted-out-button").click()
-    browser.refresh()  # remembered across page loads
+    browser.refresh()
     browser.find_element(By.ID, "opted-out-button").click()
     assert (
         browser.execute_script("return HomepotAnalytics.isOptedOut() && HomepotAnalytics.sessionId()") is None
     )
+
+    # Opted in again, but the browser says Do Not Track: still nothing (past the page_leave of the
+    # page on which the visitor opted in).
+    dnt = "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: function () { return '1'; }});"
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": dnt})
+    browser.execute_script("HomepotAnalytics.optIn()")
+    browser.refresh()
+    browser.find_element(By.ID, "opted-out-button").click()
+    assert browser.execute_script("return HomepotAnalytics.isOptedOut()") is True
     browser.get("about:blank")  # leaving the page would send anything still queued
+    rows_when(empty_tables, 3)
     time.sleep(1.0)
-    assert [r["activity_type"] for r in fetch_rows(empty_tables, "user_activities")] == ["page_view"]
+    assert [r["activity_type"] for r in fetch_rows(empty_tables, "user_activities")] == [
+        "page_view",
+        "click",
+        "page_leave",
+    ]
