@@ -187,10 +187,9 @@
     }).then(function (response) {
       inFlight = null;
       if (response.status === 413 && batch.length > 1) {
-        // Too big together: send them in smaller pieces.
-        var half = Math.ceil(batch.length / 2);
-        queue = batch.slice(0, half).concat(batch.slice(half), queue);
-        sendSize = Math.max(1, Math.min(sendSize, half));
+        // Too big together: send them again in smaller batches.
+        queue = batch.concat(queue);
+        sendSize = Math.max(1, Math.min(sendSize, Math.ceil(batch.length / 2)));
       } else if (response.status === 429 || response.status >= 500) {
         throw new Error("HTTP " + response.status);
       }
