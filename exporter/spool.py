@@ -122,12 +122,12 @@ class Spool:
                 continue  # its owner finished it meanwhile
 
 
-def spool_usage() -> dict[Path, tuple[int, int]]:
-    """(bytes, waiting batches) of every spool directory this process uses."""
-    usage: dict[Path, tuple[int, int]] = {}
+def spool_usage() -> dict[Path, tuple[int, int, int]]:
+    """(bytes used, waiting batches, byte limit) of every spool directory this process uses."""
+    usage: dict[Path, tuple[int, int, int]] = {}
     for spool in list(_LIVE):
         if spool.directory not in usage:
-            usage[spool.directory] = (spool.size_bytes(), len(spool.pending()))
+            usage[spool.directory] = (spool.size_bytes(), len(spool.pending()), spool.max_bytes)
     return usage
 
 

@@ -14,6 +14,9 @@ import atexit
 import logging
 import os
 import re
+import signal
+import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,16 +25,15 @@ from fastapi import FastAPI
 from opentelemetry import _logs, trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.errors import ServerErrorMiddleware
 
 from exporter import PostgresLogExporter, PostgresSpanExporter, create_delivery
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
+from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
 from homepot_analytics.settings import Settings, get_settings
 from instrumentation import _state
 from instrumentation.client_ip import parse_networks
@@ -138,6 +140,27 @@ def _flush_on_shutdown(app: FastAPI, telemetry: Telemetry) -> None:
     app.router.lifespan_context = lifespan
 
 
+_FLUSH_ON_SIGTERM: weakref.WeakSet[Telemetry] = weakref.WeakSet()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    for telemetry in list(_FLUSH_ON_SIGTERM):
+        telemetry.shutdown()
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+
+
+def _flush_on_sigterm(telemetry: Telemetry) -> None:
+    """Without a server that handles SIGTERM (uvicorn does, then runs the lifespan shutdown),
+    the default action kills the process before atexit runs: flush first, then let the signal
+    do what it would have done. Another handler already installed is left alone."""
+    _FLUSH_ON_SIGTERM.add(telemetry)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def setup_telemetry(
     app: FastAPI,
     service_name: str | None = None,
@@ -147,12 +170,15 @@ def setup_telemetry(
     user_resolver: UserResolver = default_user_resolver,
     excluded_paths: Sequence[str] | None = None,
     export_to_postgres: bool = True,
+    export: Sequence[str] | None = None,
 ) -> Telemetry:
     """Instrument ``app`` and export its telemetry into the analytics tables.
 
     ``database_url`` overrides ``HOMEPOT_ANALYTICS_DATABASE_URL`` (unset: embedded PostgreSQL).
     ``user_resolver(scope, status_code)`` names the user of a request.
     ``excluded_paths`` replaces the default list (health, docs, metrics).
+    ``export`` says where telemetry goes: "postgres" (the tables), "otlp" (a collector, configured
+    by the standard OTEL_EXPORTER_OTLP_* variables) or both; default HOMEPOT_ANALYTICS_EXPORT.
     """
     settings = settings or get_settings()
     service_name = service_name or settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "unknown"
@@ -161,7 +187,8 @@ def setup_telemetry(
 
     processors: list[Any] = []
     delivery: Delivery | None = None
-    if export_to_postgres:
+    targets = set(settings.export if export is None else export)
+    if export_to_postgres and "postgres" in targets:
         from homepot_analytics.database import resolve_database_url
 
         url = database_url or resolve_database_url(settings)
@@ -174,13 +201,14 @@ def setup_telemetry(
         queue_size = settings.export_queue_size
         batch_size = min(settings.export_batch_size, queue_size)
         delay_ms = settings.export_delay_ms
-        span_processor = BatchSpanProcessor(
+        # Counting processors: a full queue drops the oldest record, counted per table.
+        span_processor = CountingBatchSpanProcessor(
             PostgresSpanExporter(delivery),
             max_queue_size=queue_size,
             max_export_batch_size=batch_size,
             schedule_delay_millis=delay_ms,
         )
-        log_processor = BatchLogRecordProcessor(
+        log_processor = CountingBatchLogRecordProcessor(
             PostgresLogExporter(delivery),
             max_queue_size=queue_size,
             max_export_batch_size=batch_size,
@@ -189,6 +217,13 @@ def setup_telemetry(
         tracer_provider.add_span_processor(span_processor)
         logger_provider.add_log_record_processor(log_processor)
         processors += [span_processor, log_processor]
+    if "otlp" in targets:
+        from instrumentation.otlp import otlp_processors
+
+        otlp_spans, otlp_logs = otlp_processors()
+        tracer_provider.add_span_processor(otlp_spans)
+        logger_provider.add_log_record_processor(otlp_logs)
+        processors += [otlp_spans, otlp_logs]
 
     _state.configure(
         tracer_provider.get_tracer(INSTRUMENTATION_NAME), logger_provider.get_logger(INSTRUMENTATION_NAME)
@@ -208,4 +243,5 @@ def setup_telemetry(
     telemetry = Telemetry(tracer_provider, logger_provider, processors, delivery)
     _flush_on_shutdown(app, telemetry)
     atexit.register(telemetry.shutdown)
+    _flush_on_sigterm(telemetry)
     return telemetry

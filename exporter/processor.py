@@ -1,0 +1,170 @@
+"""Batch processors that count what they drop, per table, instead of dropping silently.
+
+The SDK's ``BatchSpanProcessor`` and ``BatchLogRecordProcessor`` keep a bounded queue (memory
+stays bounded under overload) and, when it is full, drop the oldest record with only a
+rate-limited warning. These subclasses keep the SDK's worker, batching, flush and fork handling
+and change one thing: when the queue is full they take out the oldest record themselves, count
+the rows it would have become as ``dropped`` (reason ``queue_full``) per table, and say so in
+the log. Records ended after shutdown are counted too (``after_shutdown``).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.trace import SpanKind
+
+from exporter import conventions as c
+from exporter.stats import STATS, DropReporter, ExportStats
+
+logger = logging.getLogger(__name__)
+logger.propagate = False  # see delivery.py: never feed our own messages back into OTel logging
+if not logger.handlers:
+    logger.addHandler(logging.StreamHandler())
+    logger.setLevel(logging.INFO)
+
+_SERVER_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
+_EVENT_TABLES = {
+    c.DEVICE_STATE_EVENT: "device_state_history",
+    c.USER_ACTIVITY_EVENT: "user_activities",
+    c.ERROR_EVENT: "error_logs",
+}
+
+# Every counting processor of this process, for the export queue gauge of /metrics.
+_LIVE: weakref.WeakSet[_DropCounter] = weakref.WeakSet()
+
+
+def span_tables(span: ReadableSpan) -> list[str]:
+    """The tables a span's rows go to, without mapping it (cheap: it runs on the request
+    thread). Must agree with ``mapping.span_to_rows``; a test holds them together."""
+    attributes = span.attributes or {}
+    tables: list[str] = []
+    if c.JOB_ID in attributes:
+        tables.append("job_outcomes")
+    elif span.kind in _SERVER_KINDS and any(attributes.get(key) is not None for key in c.HTTP_METHOD):
+        tables.append("api_request_logs")
+    if span.kind in _SERVER_KINDS:
+        tables.extend("error_logs" for event in span.events if event.name == c.EXCEPTION_EVENT)
+    return tables
+
+
+def log_tables(record: ReadableLogRecord) -> list[str]:
+    """The table a log record's row goes to (agrees with ``mapping.log_record_to_rows``)."""
+    log = record.log_record
+    attributes = log.attributes or {}
+    table = _EVENT_TABLES.get(str(log.event_name or attributes.get("event.name")))
+    if table is None and c.EXCEPTION_TYPE in attributes:
+        table = "error_logs"
+    return [table] if table else []
+
+
+class _DropCounter:
+    """Wraps the ``emit`` of an SDK ``BatchProcessor`` (the shared engine of both processors)."""
+
+    def __init__(
+        self, inner: Any, tables_of: Callable[[Any], list[str]], stats: ExportStats, signal: str
+    ) -> None:
+        self.signal = signal
+        self._inner = inner
+        self._tables_of = tables_of
+        self._stats = stats
+        self._drops = DropReporter(logger)
+        self._lock = threading.Lock()
+        queue = getattr(inner, "_queue", None)
+        capacity = getattr(inner, "_max_queue_size", None)
+        if not isinstance(queue, collections.deque) or not isinstance(capacity, int):
+            # A future SDK changed its internals: keep its behaviour rather than break the host.
+            logger.warning("unknown BatchProcessor internals: queue drops are not counted per table")
+            self._queue: collections.deque[Any] = collections.deque()
+            self.capacity = 0
+            return
+        self._queue, self.capacity = queue, capacity
+        self._emit = inner.emit
+        inner.emit = self.emit
+        if hasattr(os, "register_at_fork"):
+            reference = weakref.ref(self)
+
+            def _reinit_lock() -> None:  # a lock held in the parent at fork time stays held
+                counter = reference()
+                if counter is not None:
+                    counter._lock = threading.Lock()
+
+            os.register_at_fork(after_in_child=_reinit_lock)
+        _LIVE.add(self)
+
+    def emit(self, item: Any) -> None:
+        if getattr(self._inner, "_shutdown", False):
+            self._count([item], "after_shutdown")
+            return
+        dropped = None
+        with self._lock:  # only emitters add to the queue: with them serialised, it never overflows
+            if len(self._queue) >= self.capacity:
+                try:
+                    dropped = self._queue.pop()  # the oldest, as the SDK would drop it
+                except IndexError:  # the worker emptied it meanwhile
+                    dropped = None
+            self._emit(item)
+        if dropped is not None:
+            self._count([dropped], "queue_full")
+
+    def _count(self, items: list[Any], reason: str) -> None:
+        try:
+            counts: dict[str, int] = {}
+            for item in items:
+                for table in self._tables_of(item):
+                    counts[table] = counts.get(table, 0) + 1
+            for table, count in counts.items():
+                self._stats.add("dropped", table, count, reason=reason)
+            if counts:
+                self._drops.report(reason, counts)
+        except Exception:  # counting must never break the request that ended the span
+            logger.exception("could not count a dropped %s", self.signal)
+
+    def queue_length(self) -> int:
+        return len(self._queue)
+
+    def flush_report(self) -> None:
+        self._drops.flush()
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """``BatchSpanProcessor`` whose queue drops are counted per table in ``stats``."""
+
+    def __init__(self, span_exporter: SpanExporter, *, stats: ExportStats = STATS, **options: Any) -> None:
+        super().__init__(span_exporter, **options)
+        self.drop_counter = _DropCounter(self._batch_processor, span_tables, stats, "span")
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.drop_counter.flush_report()
+
+
+class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
+    """``BatchLogRecordProcessor`` whose queue drops are counted per table in ``stats``."""
+
+    def __init__(self, exporter: LogRecordExporter, *, stats: ExportStats = STATS, **options: Any) -> None:
+        super().__init__(exporter, **options)
+        self.drop_counter = _DropCounter(self._batch_processor, log_tables, stats, "log record")
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self.drop_counter.flush_report()
+
+
+def queue_usage() -> dict[str, tuple[int, int]]:
+    """(records queued, capacity) per signal, summed over this process's counting processors."""
+    usage: dict[str, tuple[int, int]] = {}
+    for counter in list(_LIVE):
+        queued, capacity = usage.get(counter.signal, (0, 0))
+        usage[counter.signal] = (queued + counter.queue_length(), capacity + counter.capacity)
+    return usage
