@@ -23,6 +23,8 @@ import jwt
 import psycopg
 import pytest
 import uvicorn
+from selenium import webdriver
+from selenium.webdriver.common.by import By
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -36,13 +38,10 @@ from tests.conftest import JWT_SECRET, fetch_rows
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="the selenium package is not installed")
 if not (CHROMIUM and CHROMEDRIVER):
     pytest.skip(
         "Chromium is not installed (apt-get install -y chromium chromium-driver)", allow_module_level=True
     )
-
-from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -176,6 +175,7 @@ def servers(service_settings: Settings) -> Iterator[tuple[ServerThread, ServerTh
 
 @pytest.fixture()
 def browser(tmp_path: Path) -> Iterator[Any]:
+    assert CHROMIUM and CHROMEDRIVER  # the module is skipped otherwise
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in CHROMIUM_FLAGS:
