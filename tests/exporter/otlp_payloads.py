@@ -54,8 +54,10 @@ def _node_attr(key: str, value: Any) -> dict[str, Any]:
     return {"key": key, "value": {"stringValue": value}}
 
 
-def node_traces() -> dict[str, Any]:
-    """Two server spans (a 500 with an exception event, a 200), a client and an internal span."""
+def node_traces(trace_id: str = NODE_TRACE_ID) -> dict[str, Any]:
+    """Two server spans (a 500 with an exception event, a 200), a client and an internal span.
+
+    The 200 belongs to a trace of its own: ``trace_id`` reversed."""
     return {
         "resourceSpans": [
             {
@@ -73,7 +75,7 @@ def node_traces() -> dict[str, Any]:
                         "scope": {"name": "@opentelemetry/instrumentation-http", "version": "0.57.1"},
                         "spans": [
                             {
-                                "traceId": NODE_TRACE_ID,
+                                "traceId": trace_id,
                                 "spanId": NODE_ERROR_SPAN_ID,
                                 "name": "POST /api/orders/:id",
                                 "kind": 2,
@@ -113,7 +115,7 @@ def node_traces() -> dict[str, Any]:
                                 "flags": 257,
                             },
                             {
-                                "traceId": "6c9f00a8a9148214e37ac744924ad71d",
+                                "traceId": trace_id[::-1],
                                 "spanId": NODE_OK_SPAN_ID,
                                 "name": "GET /api/orders",
                                 "kind": "SPAN_KIND_SERVER",
@@ -130,7 +132,7 @@ def node_traces() -> dict[str, Any]:
                                 "status": {},
                             },
                             {
-                                "traceId": NODE_TRACE_ID,
+                                "traceId": trace_id,
                                 "spanId": "eee19b7ec3c1b176",
                                 "parentSpanId": NODE_ERROR_SPAN_ID,
                                 "name": "POST",
@@ -145,7 +147,7 @@ def node_traces() -> dict[str, Any]:
                                 "status": {"code": 0},
                             },
                             {
-                                "traceId": NODE_TRACE_ID,
+                                "traceId": trace_id,
                                 "spanId": "eee19b7ec3c1b177",
                                 "parentSpanId": NODE_ERROR_SPAN_ID,
                                 "name": "middleware - jsonParser",
@@ -163,7 +165,7 @@ def node_traces() -> dict[str, Any]:
     }
 
 
-def node_logs() -> dict[str, Any]:
+def node_logs(trace_id: str = NODE_TRACE_ID) -> dict[str, Any]:
     """A device state change recorded by a Node service with the homepot.* keys (and a map as
     ``homepot.extra``), plus an ordinary info log that is no analytics row."""
     return {
@@ -199,7 +201,7 @@ def node_logs() -> dict[str, Any]:
                                         },
                                     },
                                 ],
-                                "traceId": NODE_TRACE_ID,
+                                "traceId": trace_id,
                                 "spanId": NODE_OK_SPAN_ID,
                             },
                             {
@@ -259,10 +261,10 @@ def _java_resource() -> Resource:
     )
 
 
-def java_traces() -> ExportTraceServiceRequest:
+def java_traces(trace_id: bytes = JAVA_TRACE_ID) -> ExportTraceServiceRequest:
     """A 404 and a 500 (exception event) server span in old semantic conventions, and a job span."""
     not_found = Span(
-        trace_id=JAVA_TRACE_ID,
+        trace_id=trace_id,
         span_id=JAVA_NOT_FOUND_SPAN_ID,
         name="GET /inventory/items/{id}",
         kind=Span.SPAN_KIND_SERVER,
@@ -282,7 +284,7 @@ def java_traces() -> ExportTraceServiceRequest:
         status=Status(),  # a 4xx is not an error on a server span
     )
     failed = Span(
-        trace_id=JAVA_TRACE_ID,
+        trace_id=trace_id,
         span_id=JAVA_ERROR_SPAN_ID,
         name="POST /inventory/reserve",
         kind=Span.SPAN_KIND_SERVER,
@@ -310,7 +312,7 @@ def java_traces() -> ExportTraceServiceRequest:
         status=Status(code=Status.STATUS_CODE_ERROR),
     )
     job = Span(
-        trace_id=JAVA_TRACE_ID,
+        trace_id=trace_id,
         span_id=JAVA_JOB_SPAN_ID,
         parent_span_id=JAVA_ERROR_SPAN_ID,
         name="job firmware_update",
@@ -347,7 +349,7 @@ def java_traces() -> ExportTraceServiceRequest:
     )
 
 
-def java_logs() -> ExportLogsServiceRequest:
+def java_logs(trace_id: bytes = JAVA_TRACE_ID) -> ExportLogsServiceRequest:
     """The 500's exception logged through logback (attributes, no event name) and an INFO line."""
     error = LogRecord(
         time_unix_nano=START + 179 * MS,
@@ -362,7 +364,7 @@ def java_logs() -> ExportLogsServiceRequest:
             _kv("thread.name", "http-nio-8080-exec-3"),
             _kv("code.namespace", "com.homepot.inventory.ReserveController"),
         ],
-        trace_id=JAVA_TRACE_ID,
+        trace_id=trace_id,
         span_id=JAVA_ERROR_SPAN_ID,
         flags=1,
     )
@@ -371,7 +373,7 @@ def java_logs() -> ExportLogsServiceRequest:
         severity_number=SeverityNumber.SEVERITY_NUMBER_INFO,
         severity_text="INFO",
         body=AnyValue(string_value="Reserved 3 items"),
-        trace_id=JAVA_TRACE_ID,
+        trace_id=trace_id,
         span_id=JAVA_NOT_FOUND_SPAN_ID,
     )
     return ExportLogsServiceRequest(
