@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     jwt_secret: str | None = Field(default=None, description="HS256 secret of the query API's admin tokens.")
     ingest_token: str | None = Field(default=None, description="Bearer token required by the OTLP sink.")
     jaeger_url: str | None = Field(default=None, description="Jaeger UI base URL for trace links.")
+    query_timeout_ms: int = Field(
+        default=30000, ge=100, description="Longest a query API statement may run before it is cancelled (503)."
+    )
     cors_origins: CsvList = Field(default_factory=list, description="Frontend origins allowed by CORS.")
     intake_max_body_bytes: int = Field(
         default=512 * 1024, ge=1024, description="Largest body the user-activity intake accepts (else 413)."

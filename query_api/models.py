@@ -1,0 +1,191 @@
+"""Response models of the query API.
+
+Row models are derived from the ``Table`` objects in ``exporter.schema``, so a column added there
+appears in the API and in /docs without being named again. Summary models describe aggregates.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
+from sqlalchemy import Column, Table
+from sqlalchemy.types import JSON
+
+from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
+
+
+def _python_type(column: Column[Any]) -> Any:
+    if isinstance(column.type, JSON):
+        return JsonValue
+    return column.type.python_type
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def row_model(table: Table) -> type[BaseModel]:
+    """A model with every column of ``table``, plus the Jaeger link of the row's trace."""
+    fields: dict[str, Any] = {}
+    for column in table.columns:
+        python_type = _python_type(column)
+        fields[column.name] = (python_type | None if column.nullable else python_type, ...)
+    fields["trace_url"] = (
+        str | None,
+        Field(default=None, description="Jaeger UI link to the row's trace (when a Jaeger URL is set)."),
+    )
+    return create_model(f"{_camel(table.name)}Row", **fields)
+
+
+def page_model(row: type[BaseModel]) -> type[BaseModel]:
+    """``{"data": [rows], "next_cursor": ...}`` for one table's rows."""
+    return create_model(
+        row.__name__.removesuffix("Row") + "Page",
+        data=(list[row], Field(description="Rows, newest first.")),  # type: ignore[valid-type]
+        next_cursor=(
+            str | None,
+            Field(description="Pass as `cursor` for the next page; null when this is the last page."),
+        ),
+    )
+
+
+RequestRow = row_model(api_request_logs)
+DeviceStateRow = row_model(device_state_history)
+JobRow = row_model(job_outcomes)
+ErrorRow = row_model(error_logs)
+UserActivityRow = row_model(user_activities)
+
+RequestPage = page_model(RequestRow)
+DeviceStatePage = page_model(DeviceStateRow)
+JobPage = page_model(JobRow)
+ErrorPage = page_model(ErrorRow)
+UserActivityPage = page_model(UserActivityRow)
+
+
+class ResolveError(BaseModel):
+    """Body of PATCH /errors/{id}."""
+
+    model_config = ConfigDict(extra="forbid")
+    resolved: bool = Field(strict=True, description="true: mark resolved (now); false: reopen.")
+
+
+class Window(BaseModel):
+    start_date: datetime | None = Field(description="Inclusive start of the window (UTC), null: open.")
+    end_date: datetime | None = Field(description="Exclusive end of the window (UTC), null: open.")
+
+
+# --- requests ---------------------------------------------------------------------------------
+class RequestStats(BaseModel):
+    count: int
+    server_errors: int = Field(description="Responses with status 500-599.")
+    client_errors: int = Field(description="Responses with status 400-499.")
+    error_rate: float = Field(description="server_errors / count.")
+    client_error_rate: float = Field(description="client_errors / count.")
+    avg_ms: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class RouteStats(RequestStats):
+    route: str | None = Field(description="Route template; null for requests no route matched.")
+    method: str
+
+
+class RequestSummary(Window):
+    total: RequestStats | None = Field(description="All requests in the window; null when there are none.")
+    routes: list[RouteStats] = Field(description="Per route and method, most requests first.")
+
+
+# --- jobs -------------------------------------------------------------------------------------
+class ErrorCodeCount(BaseModel):
+    error_code: str
+    count: int
+
+
+class JobStats(BaseModel):
+    count: int
+    succeeded: int
+    failed: int
+    timed_out: int
+    cancelled: int
+    success_rate: float = Field(description="succeeded / count.")
+    p50_duration_ms: float | None
+    p95_duration_ms: float | None
+    avg_retry_count: float
+
+
+class JobTypeStats(JobStats):
+    job_type: str
+    top_error_codes: list[ErrorCodeCount] = Field(description="Most frequent error codes, most first.")
+
+
+class JobSummary(Window):
+    total: JobStats | None = Field(description="All jobs in the window; null when there are none.")
+    job_types: list[JobTypeStats] = Field(description="Per job type, most runs first.")
+
+
+# --- errors -----------------------------------------------------------------------------------
+class ErrorGroup(BaseModel):
+    fingerprint: str = Field(description="Groups occurrences of one error (type and normalised message).")
+    count: int
+    unresolved: int
+    resolved: bool = Field(description="Every occurrence in the window is resolved.")
+    first_seen: datetime
+    last_seen: datetime
+    category: str = Field(description="Of the latest occurrence.")
+    severity: str = Field(description="Of the latest occurrence.")
+    error_code: str | None = Field(description="Of the latest occurrence.")
+    error_message: str = Field(description="Of the latest occurrence.")
+    latest_id: int = Field(description="id of the latest occurrence (for PATCH /errors/{id}).")
+
+
+class ErrorSummary(Window):
+    groups: list[ErrorGroup] = Field(description="Error groups, most occurrences first.")
+
+
+# --- device states ----------------------------------------------------------------------------
+class Transition(BaseModel):
+    previous_state: str | None
+    new_state: str
+    count: int
+
+
+class DeviceChanges(BaseModel):
+    device_id: str
+    changes: int
+    last_changed_at: datetime
+
+
+class DeviceStateSummary(Window):
+    transitions: list[Transition] = Field(description="State transitions from -> to, most first.")
+    devices: list[DeviceChanges] = Field(description="The devices that changed state most.")
+
+
+# --- user activities --------------------------------------------------------------------------
+class ActivityTypeCount(BaseModel):
+    activity_type: str
+    count: int
+    users: int = Field(description="Distinct user ids.")
+    sessions: int = Field(description="Distinct session ids.")
+
+
+class PageCount(BaseModel):
+    page_url: str
+    count: int = Field(description="Activities of any type on the page.")
+    page_views: int
+    avg_duration_ms: float | None
+
+
+class SearchCount(BaseModel):
+    search_query: str
+    count: int
+
+
+class UserActivitySummary(Window):
+    activity_types: list[ActivityTypeCount] = Field(description="Counts by activity type, most first.")
+    top_pages: list[PageCount]
+    top_searches: list[SearchCount]

@@ -1,0 +1,232 @@
+"""Aggregates over a time window for the spec's AI use cases, computed by PostgreSQL.
+
+Each function takes the same filters and window as the table's list endpoint and returns plain
+dicts shaped like the summary models. Totals come from the same scan as the groups
+(``ROLLUP``), so a summary reads its rows once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import BigInteger, ColumnElement, Connection, Label, Numeric, and_, cast, func, select, tuple_
+from sqlalchemy.dialects.postgresql import ARRAY, array
+
+from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
+from query_api.filters import TimeWindow
+
+
+def _rate(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0
+
+
+def _percentile(fraction: float, column: ColumnElement[Any], name: str) -> Label[Any]:
+    return func.percentile_cont(fraction).within_group(column).label(name)
+
+
+def _grouped_with_total(
+    conn: Connection,
+    groups: Sequence[ColumnElement[Any]],
+    aggregates: Sequence[Label[Any]],
+    where: Sequence[ColumnElement[bool]],
+    limit: int,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The all-rows total (None for no rows) and up to ``limit`` groups, most rows first."""
+    level = func.grouping(*groups).label("level")
+    count = aggregates[0]
+    statement = (
+        select(*groups, level, *aggregates)
+        .where(*where)
+        .group_by(func.rollup(tuple_(*groups)))
+        # The total row (every grouping bit set) sorts first, then the biggest groups.
+        .order_by(level.desc(), count.desc(), *groups)
+        .limit(limit + 1)
+    )
+    rows = [row._asdict() for row in conn.execute(statement)]
+    total = rows[0] if rows and rows[0]["level"] and rows[0]["count"] else None
+    return total, [row for row in rows if not row["level"]]
+
+
+def request_summary(
+    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int
+) -> dict[str, Any]:
+    t = api_request_logs.c
+    aggregates = [
+        func.count().label("count"),
+        func.count().filter(t.status_code >= 500).label("server_errors"),
+        func.count().filter(and_(t.status_code >= 400, t.status_code < 500)).label("client_errors"),
+        func.avg(t.response_time_ms).label("avg_ms"),
+        _percentile(0.5, t.response_time_ms, "p50_ms"),
+        _percentile(0.95, t.response_time_ms, "p95_ms"),
+        _percentile(0.99, t.response_time_ms, "p99_ms"),
+        func.max(t.response_time_ms).label("max_ms"),
+    ]
+    where = [*filters, *window.conditions(t.timestamp)]
+    total, groups = _grouped_with_total(conn, [t.route, t.method], aggregates, where, limit)
+
+    def stats(row: dict[str, Any]) -> dict[str, Any]:
+        return row | {
+            "error_rate": _rate(row["server_errors"], row["count"]),
+            "client_error_rate": _rate(row["client_errors"], row["count"]),
+        }
+
+    return {"total": None if total is None else stats(total), "routes": [stats(row) for row in groups]}
+
+
+def job_summary(
+    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+) -> dict[str, Any]:
+    t = job_outcomes.c
+    aggregates = [
+        func.count().label("count"),
+        func.count().filter(t.status == "success").label("succeeded"),
+        func.count().filter(t.status == "failed").label("failed"),
+        func.count().filter(t.status == "timeout").label("timed_out"),
+        func.count().filter(t.status == "cancelled").label("cancelled"),
+        _percentile(0.5, t.duration_ms, "p50_duration_ms"),
+        _percentile(0.95, t.duration_ms, "p95_duration_ms"),
+        func.coalesce(func.avg(t.retry_count), 0).label("avg_retry_count"),
+    ]
+    where = [*filters, *window.conditions(t.timestamp)]
+    total, groups = _grouped_with_total(conn, [t.job_type], aggregates, where, limit)
+
+    codes: dict[str, list[dict[str, Any]]] = {row["job_type"]: [] for row in groups}
+    if codes:
+        count = func.count().label("count")
+        rank = func.row_number().over(partition_by=t.job_type, order_by=(count.desc(), t.error_code))
+        ranked = (
+            select(t.job_type, t.error_code, count, rank.label("rank"))
+            .where(*where, t.error_code.is_not(None), t.job_type.in_(list(codes)))
+            .group_by(t.job_type, t.error_code)
+            .subquery()
+        )
+        statement = (
+            select(ranked.c.job_type, ranked.c.error_code, ranked.c.count)
+            .where(ranked.c.rank <= top)
+            .order_by(ranked.c.job_type, ranked.c.rank)
+        )
+        for row in conn.execute(statement):
+            codes[row.job_type].append({"error_code": row.error_code, "count": row._mapping["count"]})
+
+    def stats(row: dict[str, Any]) -> dict[str, Any]:
+        return row | {"success_rate": _rate(row["succeeded"], row["count"])}
+
+    return {
+        "total": None if total is None else stats(total),
+        "job_types": [stats(row) | {"top_error_codes": codes[row["job_type"]]} for row in groups],
+    }
+
+
+def error_summary(
+    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int
+) -> dict[str, Any]:
+    t = error_logs.c
+    # Rows written before fingerprints existed group by what they say about themselves.
+    fingerprint = func.coalesce(
+        t.fingerprint, func.md5(func.concat(t.category, "|", t.error_code, "|", t.error_message))
+    ).label("fingerprint")
+    count = func.count().label("count")
+    # The id of the latest occurrence (by timestamp, then id) in the same pass: arrays compare
+    # element by element, so max() of [epoch, id] is the latest row.
+    latest = func.max(array([func.extract("epoch", t.timestamp), cast(t.id, Numeric)]), type_=ARRAY(Numeric))
+    groups = (
+        select(
+            fingerprint,
+            count,
+            func.count().filter(t.resolved.is_(False)).label("unresolved"),
+            func.bool_and(t.resolved).label("resolved"),
+            func.min(t.timestamp).label("first_seen"),
+            func.max(t.timestamp).label("last_seen"),
+            cast(latest[2], BigInteger).label("latest_id"),
+        )
+        .where(*filters, *window.conditions(t.timestamp))
+        .group_by(fingerprint)
+        .order_by(count.desc(), func.max(t.timestamp).desc(), fingerprint)
+        .limit(limit)
+    )
+    rows = [row._asdict() for row in conn.execute(groups)]
+    if not rows:
+        return {"groups": []}
+    samples = select(t.id, t.category, t.severity, t.error_code, t.error_message).where(
+        t.id.in_([row["latest_id"] for row in rows])
+    )
+    by_id = {sample.id: sample._asdict() for sample in conn.execute(samples)}
+    for row in rows:
+        sample = by_id[row["latest_id"]]
+        del sample["id"]
+        row.update(sample)
+    return {"groups": rows}
+
+
+def device_state_summary(
+    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+) -> dict[str, Any]:
+    t = device_state_history.c
+    where = [*filters, *window.conditions(t.timestamp)]
+    count = func.count().label("count")
+    transitions = (
+        select(t.previous_state, t.new_state, count)
+        .where(*where)
+        .group_by(t.previous_state, t.new_state)
+        .order_by(count.desc(), t.previous_state, t.new_state)
+        .limit(limit)
+    )
+    changes = func.count().label("changes")
+    devices = (
+        select(t.device_id, changes, func.max(t.timestamp).label("last_changed_at"))
+        .where(*where)
+        .group_by(t.device_id)
+        .order_by(changes.desc(), t.device_id)
+        .limit(top)
+    )
+    return {
+        "transitions": [row._asdict() for row in conn.execute(transitions)],
+        "devices": [row._asdict() for row in conn.execute(devices)],
+    }
+
+
+def user_activity_summary(
+    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+) -> dict[str, Any]:
+    t = user_activities.c
+    where = [*filters, *window.conditions(t.timestamp)]
+    count = func.count().label("count")
+    types = (
+        select(
+            t.activity_type,
+            count,
+            func.count(t.user_id.distinct()).label("users"),
+            func.count(t.session_id.distinct()).label("sessions"),
+        )
+        .where(*where)
+        .group_by(t.activity_type)
+        .order_by(count.desc(), t.activity_type)
+        .limit(limit)
+    )
+    pages = (
+        select(
+            t.page_url,
+            count,
+            func.count().filter(t.activity_type == "page_view").label("page_views"),
+            func.avg(t.duration_ms).label("avg_duration_ms"),
+        )
+        .where(*where, t.page_url.is_not(None))
+        .group_by(t.page_url)
+        .order_by(count.desc(), t.page_url)
+        .limit(top)
+    )
+    # "Temperature " and "temperature" are one search.
+    query = func.lower(func.btrim(t.search_query)).label("search_query")
+    searches = (
+        select(query, count)
+        .where(*where, func.btrim(t.search_query) != "")
+        .group_by(query)
+        .order_by(count.desc(), query)
+        .limit(top)
+    )
+    return {
+        "activity_types": [row._asdict() for row in conn.execute(types)],
+        "top_pages": [row._asdict() for row in conn.execute(pages)],
+        "top_searches": [row._asdict() for row in conn.execute(searches)],
+    }
