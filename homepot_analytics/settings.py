@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     )
     jwt_secret: str | None = Field(default=None, description="HS256 secret of the query API's admin tokens.")
     ingest_token: str | None = Field(default=None, description="Bearer token required by the OTLP sink.")
+    ingest_max_body_bytes: int = Field(
+        default=20 * 1024 * 1024,
+        ge=1024,
+        description="Largest OTLP request the sink accepts, compressed and uncompressed (else 413).",
+    )
+    export: CsvList = Field(
+        default_factory=lambda: ["postgres"],
+        description="Where instrumented services send telemetry: postgres, otlp (configured by the "
+        "standard OTEL_EXPORTER_OTLP_* variables) or both (postgres,otlp).",
+    )
     jaeger_url: str | None = Field(default=None, description="Jaeger UI base URL for trace links.")
     query_timeout_ms: int = Field(
         default=30000, ge=100, description="Longest a query API statement may run before it is cancelled (503)."
@@ -129,6 +139,17 @@ class Settings(BaseSettings):
     @classmethod
     def _lists_from_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("export", mode="before")
+    @classmethod
+    def _known_export_targets(cls, value: object) -> object:
+        targets = _split_csv(value)
+        if isinstance(targets, list):
+            targets = [str(target).strip().lower() for target in targets]
+            unknown = sorted(set(targets) - {"postgres", "otlp"})
+            if unknown:
+                raise ValueError(f"unknown export target(s) {unknown}: use postgres, otlp or both")
+        return targets
 
     @field_validator("sensitive_query_params", mode="before")
     @classmethod
