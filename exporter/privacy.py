@@ -75,7 +75,9 @@ _SUBSTRING_MIN_LENGTH = 5
 # The value after ``password=``, ``"token": ``, ``api-key: Bearer ``...
 _QUOTED_VALUE = r"\\\"[^\"\\]*\\\"|\"[^\"\n]*\"|'[^'\n]*'"
 _BARE_VALUE = r"(?:(?:bearer|basic|digest)\s+)?[^\s\"'&,;)}\]<>]+"
-_PAIR_TAIL = rf"[\w.-]{{0,40}}+(?:\\?[\"'])?\s*[:=]\s*(?P<value>{_QUOTED_VALUE}|{_BARE_VALUE})"
+_PAIR_TAIL = (
+    rf"[\w.-]{{0,40}}+(?:\\?[\"'])?\s*[:=]\s*(?!\[redacted\])(?P<value>{_QUOTED_VALUE}|{_BARE_VALUE})"
+)
 # Words that make the value after ``=``/``:`` a secret (the word may continue: password_hash,
 # access_token, sessionid); HOMEPOT_ANALYTICS_SENSITIVE_QUERY_PARAMS adds to them.
 PAIR_WORDS = (
@@ -125,9 +127,13 @@ class _Detector:
 
 
 _FIXED_DETECTORS = (
-    _Detector(("bearer",), re.compile(r"(?P<scheme>bearer\s+)[a-z0-9\-._~+/]{8,}=*"), "scheme"),
-    _Detector(("basic",), re.compile(r"(?P<scheme>basic\s+)[a-z0-9+/]{8,}=*"), "scheme"),
-    _Detector(("eyj",), re.compile(r"eyj[a-z0-9_-]{5,}\.[a-z0-9_-]{5,}\.[a-z0-9_-]*"), "whole"),
+    _Detector(("bearer",), re.compile(r"(?P<scheme>bearer\s+)[a-z0-9\-._~+/]{8,}+=*"), "scheme"),
+    _Detector(("basic",), re.compile(r"(?P<scheme>basic\s+)[a-z0-9+/]{8,}+=*"), "scheme"),
+    # Only where a token starts (not inside a run of base64, which would be rescanned from
+    # every "eyJ" in it: quadratic), the literal prefix first (re searches it at memchr speed).
+    _Detector(
+        ("eyj",), re.compile(r"eyj(?<![a-z0-9_-]eyj)[a-z0-9_-]{5,}+\.[a-z0-9_-]{5,}+\.[a-z0-9_-]*"), "whole"
+    ),
     # scheme://user:password@host  (scheme, user and host are kept)
     _Detector(("://",), re.compile(r"(?P<userinfo>://[^\s:/?#@\"']*:)[^\s/?#\"']+@"), "userinfo"),
     # PEM private keys, also when cut off by a length limit

@@ -1,0 +1,24 @@
+"""A database of its own for tests that change the schema or drop partitions (migration,
+retention): the shared test database stays as the other tests expect it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+
+from tests.conftest import ADMIN_URL, _url_for
+
+
+@contextmanager
+def throwaway_database(prefix: str = "homepot_p6") -> Iterator[str]:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _url_for(name)
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
