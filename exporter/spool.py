@@ -38,15 +38,16 @@ class Spool:
         self.max_bytes = max_bytes
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._sequence = itertools.count(1)
-        # Serialises the size check and the write, so two exporter threads cannot both squeeze
-        # into the last free bytes.
-        self._put_lock = threading.Lock()
+        # Serialises the size check with writes and renames, so two exporter threads cannot both
+        # squeeze into the last free bytes, nor a file be missed while it changes name. (Another
+        # process sharing the directory can overshoot the limit by at most one batch.)
+        self._lock = threading.Lock()
         _LIVE.add(self)
 
     def put(self, rows: SpooledRows) -> bool:
         """Keep a batch; False when the spool is full (the caller counts the rows as dropped)."""
         payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
-        with self._put_lock:
+        with self._lock:
             if self.size_bytes() + len(payload) > self.max_bytes:
                 return False
             name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}.batch"
@@ -68,12 +69,13 @@ class Spool:
     def size_bytes(self) -> int:
         """Bytes of batches waiting or being replayed (what counts against ``max_bytes``)."""
         total = 0
-        for pattern in ("*.batch", "*.claimed"):
-            for path in self.directory.glob(pattern):
-                try:
-                    total += path.stat().st_size
-                except FileNotFoundError:
-                    continue
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.endswith((".batch", ".claimed")):
+                    try:
+                        total += entry.stat().st_size
+                    except FileNotFoundError:
+                        continue
         return total
 
     def claim(self) -> Iterator[tuple[Path, SpooledRows]]:
@@ -81,7 +83,8 @@ class Spool:
         for path in self.pending():
             claimed = path.with_name(f"{path.name}.{os.getpid()}.claimed")
             try:
-                os.replace(path, claimed)
+                with self._lock:
+                    os.replace(path, claimed)
             except FileNotFoundError:
                 continue  # another process took it
             try:
@@ -93,21 +96,20 @@ class Spool:
                 continue
             yield claimed, rows
 
-    @staticmethod
-    def release(claimed: Path) -> None:
+    def release(self, claimed: Path) -> None:
         """Give a claimed batch back (its write failed): it is replayed later."""
         original = claimed.name.split(".batch", 1)[0] + ".batch"
-        os.replace(claimed, claimed.with_name(original))
+        with self._lock:
+            os.replace(claimed, claimed.with_name(original))
 
-    @staticmethod
-    def done(claimed: Path) -> None:
+    def done(self, claimed: Path) -> None:
         claimed.unlink(missing_ok=True)
 
-    @staticmethod
-    def set_aside(claimed: Path, why: str) -> Path:
+    def set_aside(self, claimed: Path, why: str) -> Path:
         """Keep a batch that can never be written out of the replay queue, for a human to read."""
         target = claimed.with_name(claimed.name.split(".batch", 1)[0] + f".{why}")
-        os.replace(claimed, target)
+        with self._lock:
+            os.replace(claimed, target)
         return target
 
     def recover_claims(self) -> None:

@@ -1,0 +1,232 @@
+"""Delivery on the real PostgreSQL: write now, else spool; replay exactly once; drops counted."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from exporter.delivery import Delivery
+from exporter.spool import Spool
+from exporter.stats import ExportStats
+from exporter.writer import RowWriter
+from tests.support.processes import free_port
+from tests.support.telemetry import request_rows
+
+
+def closed_port_url() -> str:
+    return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+
+
+def count(url: str, table: str = "api_request_logs") -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def stats() -> ExportStats:
+    return ExportStats()
+
+
+@pytest.fixture
+def deliveries() -> Iterator[Callable[..., Delivery]]:
+    """Deliveries with a fast replay backoff, shut down after the test."""
+    made: list[Delivery] = []
+
+    def make(url: str, spool: Spool | None, stats: ExportStats, **options: float) -> Delivery:
+        options = {"min_backoff_s": 0.02, "max_backoff_s": 0.1, **options}
+        delivery = Delivery(RowWriter(url, stats=stats, connect_timeout=2), spool, stats=stats, **options)
+        made.append(delivery)
+        return delivery
+
+    yield make
+    for delivery in made:
+        delivery.shutdown(timeout_s=2)
+
+
+@pytest.fixture
+def drop_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    # The exporter's loggers do not propagate (they must not feed OTel logging): listen directly.
+    logger = logging.getLogger("exporter.delivery")
+    logger.addHandler(caplog.handler)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def test_database_up_writes_now_and_spools_nothing(
+    db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    delivery = deliveries(db_url, spool, stats)
+    assert delivery.deliver({"api_request_logs": request_rows(3)}) is True
+    assert count(db_url) == 3
+    assert stats.get("written", "api_request_logs") == 3
+    assert stats.total("spooled") == 0 and spool.pending() == []
+
+
+def test_outage_spools_and_the_next_start_replays_exactly_once(
+    db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    spool_dir = tmp_path / "spool"
+    down = deliveries(closed_port_url(), Spool(spool_dir), stats)
+    batches = [request_rows(4) for _ in range(3)]
+    assert all(down.deliver({"api_request_logs": rows}) for rows in batches)
+    assert stats.get("spooled", "api_request_logs") == 12
+    assert stats.get("export_failures", "api_request_logs") >= 1
+    down.shutdown(timeout_s=1)
+    assert len(Spool(spool_dir).pending()) == 3, "kept on disk for the next start"
+
+    up = deliveries(db_url, Spool(spool_dir), stats)  # the next start, database back
+    wait_until(lambda: count(db_url) == 12 and not Spool(spool_dir).pending())
+    assert stats.get("replayed", "api_request_logs") == 12
+    ids = {row["event_id"] for rows in batches for row in rows}
+    with psycopg.connect(db_url) as conn:
+        stored = [r[0] for r in conn.execute("SELECT event_id FROM api_request_logs").fetchall()]
+    assert sorted(stored) == sorted(ids)
+    wait_until(lambda: up._replayer is None)  # the replayer stops once the spool is drained
+
+
+def test_replaying_rows_already_stored_never_duplicates_them(
+    db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    # The commit reached the database but its acknowledgement did not reach us: spooled anyway.
+    rows = request_rows(5)
+    RowWriter(db_url).write({"api_request_logs": rows[:3]})
+    spool = Spool(tmp_path / "spool")
+    spool.put({"api_request_logs": rows})
+    deliveries(db_url, spool, stats)
+    wait_until(lambda: not spool.pending() and count(db_url) == 5)
+    assert stats.get("written", "api_request_logs") == 2
+    assert stats.get("replayed", "api_request_logs") == 5
+
+
+def test_batches_arriving_during_a_replay_all_land(
+    db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    for _ in range(20):
+        spool.put({"api_request_logs": request_rows(50)})
+    delivery = deliveries(db_url, spool, stats)
+    for _ in range(20):
+        assert delivery.deliver({"api_request_logs": request_rows(10)})
+    wait_until(lambda: count(db_url) == 1200 and not spool.pending())
+    assert stats.total("dropped") == 0
+
+
+def test_a_batch_that_can_never_be_written_is_set_aside_not_blocking(
+    db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.put({"api_request_logs": request_rows(2)})
+    spool.put({"api_request_logs": [{"endpoint": "/missing-every-other-column"}]})
+    spool.put({"api_request_logs": request_rows(3)})
+    (spool.directory / "00000000000000000000-1-000001.batch").write_bytes(b"not a pickle")
+    deliveries(db_url, spool, stats)
+    wait_until(lambda: not spool.pending() and count(db_url) == 5)
+    assert len(list(spool.directory.glob("*.failed"))) == 1
+    assert len(list(spool.directory.glob("*.corrupt"))) == 1
+    assert stats.get("rejected", "api_request_logs") == 1
+
+
+def test_full_spool_drops_counts_per_table_and_logs(
+    tmp_path: Path,
+    stats: ExportStats,
+    deliveries: Callable[..., Delivery],
+    drop_log: pytest.LogCaptureFixture,
+) -> None:
+    rows = request_rows(20)
+    size = len(pickle.dumps({"api_request_logs": rows}, protocol=pickle.HIGHEST_PROTOCOL))
+    spool = Spool(tmp_path / "spool", max_bytes=int(size * 1.5))
+    delivery = deliveries(closed_port_url(), spool, stats)
+    assert delivery.deliver({"api_request_logs": rows}) is True
+    assert delivery.deliver({"api_request_logs": request_rows(20), "job_outcomes": [{}] * 7}) is False
+    assert spool.size_bytes() <= spool.max_bytes
+    assert stats.get("dropped", "api_request_logs", "spool_full") == 20
+    assert stats.get("dropped", "job_outcomes", "spool_full") == 7
+    assert any("dropped 27 analytics rows (spool_full)" in r.getMessage() for r in drop_log.records)
+
+
+def test_without_a_spool_an_outage_drops_and_counts(tmp_path: Path, stats: ExportStats) -> None:
+    delivery = Delivery(RowWriter(closed_port_url(), stats=stats, connect_timeout=2), None, stats=stats)
+    assert delivery.deliver({"device_state_history": [{}] * 4}) is False
+    assert stats.get("dropped", "device_state_history", "no_spool") == 4
+    delivery.shutdown()
+
+
+def test_batches_claimed_by_a_dead_process_are_replayed(
+    db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.put({"api_request_logs": request_rows(2)})
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (path,) = spool.pending()
+    path.rename(path.with_name(f"{path.name}.{int(dead.stdout)}.claimed"))
+    assert spool.pending() == []
+    deliveries(db_url, spool, stats)
+    wait_until(lambda: count(db_url) == 2)
+
+
+def test_replay_backs_off_while_the_database_stays_away(
+    tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.put({"api_request_logs": request_rows(1)})
+    deliveries(closed_port_url(), spool, stats, min_backoff_s=0.05, max_backoff_s=0.4)
+    time.sleep(2.0)
+    attempts = stats.get("export_failures", "api_request_logs")
+    # 0.05, 0.1, 0.2, 0.4, 0.4 ... s apart: about 7 in 2 s (40 without backoff).
+    assert 2 <= attempts <= 12, attempts
+    assert spool.pending(), "kept while the database is away"
+
+
+def test_shutdown_with_the_database_away_is_bounded(
+    tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    spool = Spool(tmp_path / "spool")
+    delivery = deliveries(closed_port_url(), spool, stats)
+    for _ in range(50):
+        delivery.deliver({"api_request_logs": request_rows(2)})
+    started = time.monotonic()
+    delivery.shutdown(timeout_s=1)
+    assert time.monotonic() - started < 3
+    assert len(spool.pending()) == 50
+
+
+def test_concurrent_deliveries_share_the_last_spool_bytes_safely(
+    tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    rows = request_rows(10)
+    size = len(pickle.dumps({"api_request_logs": rows}, protocol=pickle.HIGHEST_PROTOCOL))
+    spool = Spool(tmp_path / "spool", max_bytes=size * 10 + size // 2)
+    delivery = deliveries(closed_port_url(), spool, stats)
+    threads = [
+        threading.Thread(target=lambda: [delivery.deliver({"api_request_logs": rows}) for _ in range(10)])
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert spool.size_bytes() <= spool.max_bytes
+    spooled = stats.get("spooled", "api_request_logs")
+    dropped = stats.get("dropped", "api_request_logs")
+    assert spooled + dropped == 400 and spooled == 100
