@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -86,6 +87,64 @@ def token(
     from query_api.auth import issue_token
 
     typer.echo(issue_token(get_settings(), subject=subject, role=role, expires_in=expires_in))
+
+
+@app.command()
+def purge(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would go; remove nothing.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Apply retention now: drop expired monthly partitions, report what was removed per table."""
+    _logging(verbose)
+    from homepot_analytics.database import create_engine, resolve_database_url
+    from homepot_analytics.retention import purge as purge_tables
+    from homepot_analytics.retention import run_retention
+
+    settings = get_settings()
+    engine = create_engine(resolve_database_url(settings))
+    try:
+        results = purge_tables(engine, settings, dry_run=True) if dry_run else run_retention(engine, settings)
+    finally:
+        engine.dispose()
+    if results is None:
+        typer.echo("Another process is applying retention right now; nothing done.", err=True)
+        raise typer.Exit(1)
+    for result in results:
+        typer.echo(("Would remove: " if dry_run else "") + result.describe())
+    typer.echo(f"{'Would remove' if dry_run else 'Removed'} {sum(r.rows for r in results)} rows in total.")
+
+
+@app.command("export")
+def export_dataset(
+    table: Annotated[str, typer.Option(help="The table: api_request_logs, error_logs, ...")],
+    start: Annotated[
+        str, typer.Option(help="From (inclusive): 2026-01-01 or ISO 8601, UTC unless an offset.")
+    ],
+    end: Annotated[str, typer.Option(help="To (exclusive), like --start.")],
+    out: Annotated[Path, typer.Option(help="The file to write (replaced when complete).")],
+    export_format: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Export a table's rows in a time range for training sets: pseudonymous user ids only."""
+    _logging(verbose)
+    from homepot_analytics.database import resolve_database_url
+    from homepot_analytics.dataset_export import ExportFormat, export_table, parse_moment, rich_progress
+
+    try:
+        begin, finish = parse_moment(start), parse_moment(end)
+        chosen = ExportFormat(export_format)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    settings = get_settings()
+    with rich_progress(f"{table} -> {out.name}", enabled=progress) as bar:
+        try:
+            result = export_table(
+                resolve_database_url(settings), settings, table, begin, finish, chosen, out, progress=bar
+            )
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+    typer.echo(f"Exported {result.rows} rows of {result.table} to {result.path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

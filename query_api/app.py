@@ -17,6 +17,7 @@ from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.migrations import migrate
 from exporter.privacy import privacy_from_settings
 from homepot_analytics.database import create_engine, resolve_database_url
+from homepot_analytics.retention import RetentionTask
 from homepot_analytics.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -54,9 +55,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.delivery = delivery
         app.state.logger_provider = logger_provider
         app.state.event_logger = logger_provider.get_logger(INSTRUMENTATION_NAME)
+        # Retention and the coming months' partitions, once a day.
+        app.state.retention = RetentionTask(engine, settings)
+        app.state.retention.start()
         try:
             yield
         finally:
+            await app.state.retention.stop()
             logger_provider.shutdown()
             delivery.shutdown()
             engine.dispose()

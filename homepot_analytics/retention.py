@@ -1,0 +1,208 @@
+"""Retention: rows older than a table's retention period are removed, a whole month at a time.
+
+``purge`` drops every partition that lies entirely before the cut-off (``now`` minus the table's
+retention days) and deletes row by row only in the default partition, where stray rows land.
+``RetentionTask`` runs ``purge`` and the creation of coming partitions once a day inside the
+service; ``homepot-analytics purge`` runs it on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from exporter.partitions import (
+    LOCK_TIMEOUT,
+    PARTITION_KEY,
+    Partition,
+    ensure_partitions,
+    is_partitioned,
+    partitions,
+)
+from exporter.schema import TABLES
+from homepot_analytics.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+DAY_S = 24 * 60 * 60
+# The service waits this long after starting before its first purge: a restart loop must not
+# turn into a purge loop, and a short-lived process (a test, a one-off job) never purges.
+FIRST_RUN_DELAY_S = 15 * 60
+# Only one process purges at a time; the others skip that day's run.
+_PURGE_LOCK_KEY = 0x484F4D45505247  # "HOMEPRG"
+
+
+def retention_days_for(settings: Settings, table: str) -> int:
+    """The table's retention in days: its own setting, else the default (0: kept forever)."""
+    override = getattr(settings, f"retention_days_{table}", None)
+    return settings.retention_days if override is None else int(override)
+
+
+@dataclass
+class TablePurge:
+    """What a purge removed from one table (or would remove, for a dry run)."""
+
+    table: str
+    retention_days: int
+    cutoff: datetime | None
+    dropped: list[tuple[str, int]] = field(default_factory=list)  # (partition, rows)
+    default_rows: int = 0
+    skipped: list[str] = field(default_factory=list)  # partitions whose lock was busy
+
+    @property
+    def rows(self) -> int:
+        return sum(rows for _, rows in self.dropped) + self.default_rows
+
+    def describe(self) -> str:
+        if self.cutoff is None:
+            return f"{self.table}: kept forever (retention 0), nothing removed"
+        head = f"{self.table}: {self.rows} rows older than {self.cutoff:%Y-%m-%d %H:%M} UTC"
+        parts = []
+        if self.dropped:
+            names = ", ".join(name for name, _ in self.dropped)
+            parts.append(f"{len(self.dropped)} partitions dropped ({names})")
+        if self.default_rows:
+            parts.append(f"{self.default_rows} rows deleted from the default partition")
+        if self.skipped:
+            parts.append(f"skipped (table busy, retried next run): {', '.join(self.skipped)}")
+        return f"{head}: {'; '.join(parts) if parts else 'nothing to remove'}"
+
+
+def _quote(conn: Connection, name: str) -> str:
+    return conn.dialect.identifier_preparer.quote(name)
+
+
+def _expired(partition: Partition, cutoff: datetime) -> bool:
+    return not partition.is_default and partition.end is not None and partition.end <= cutoff
+
+
+def _purge_table(conn: Connection, table: str, cutoff: datetime, result: TablePurge, dry_run: bool) -> None:
+    with conn.begin():
+        if not is_partitioned(conn, table):
+            logger.warning("%s is not partitioned (migration 2 pending?); retention skipped", table)
+            return
+        existing = partitions(conn, table)
+    for partition in existing:
+        if _expired(partition, cutoff):
+            _drop_partition(conn, partition, result, dry_run)
+    default = next((p for p in existing if p.is_default), None)
+    if default is not None:
+        quoted = _quote(conn, default.name)
+        condition = f"{_quote(conn, PARTITION_KEY)} < :cutoff"
+        with conn.begin():
+            if dry_run:
+                statement = f"SELECT count(*) FROM {quoted} WHERE {condition}"
+                result.default_rows = conn.execute(text(statement), {"cutoff": cutoff}).scalar_one()
+            else:
+                deleted = conn.execute(text(f"DELETE FROM {quoted} WHERE {condition}"), {"cutoff": cutoff})
+                result.default_rows = max(deleted.rowcount, 0)
+
+
+def _drop_partition(conn: Connection, partition: Partition, result: TablePurge, dry_run: bool) -> None:
+    quoted = _quote(conn, partition.name)
+    # Counted before the exclusive lock is taken: counting under it would stall the writers.
+    with conn.begin():
+        rows = conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()
+    if dry_run:
+        result.dropped.append((partition.name, rows))
+        return
+    try:
+        with conn.begin():
+            conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+            conn.execute(text(f"DROP TABLE {quoted}"))
+    except DBAPIError as error:
+        logger.warning("could not drop %s now (%s); retried at the next run", partition.name, error.orig)
+        result.skipped.append(partition.name)
+        return
+    result.dropped.append((partition.name, rows))
+
+
+def purge(
+    engine: Engine, settings: Settings, *, now: datetime | None = None, dry_run: bool = False
+) -> list[TablePurge]:
+    """Apply each table's retention now; returns what was removed per table."""
+    now = now or datetime.now(UTC)
+    results = []
+    with engine.connect() as conn:
+        for table in TABLES:
+            days = retention_days_for(settings, table)
+            cutoff = now - timedelta(days=days) if days > 0 else None
+            result = TablePurge(table, days, cutoff)
+            if cutoff is not None:
+                _purge_table(conn, table, cutoff, result, dry_run)
+            results.append(result)
+    return results
+
+
+def run_retention(
+    engine: Engine, settings: Settings, *, now: datetime | None = None
+) -> list[TablePurge] | None:
+    """The daily maintenance: purge, then create the coming months' partitions.
+
+    Returns None when another process holds the purge lock (it is doing today's run)."""
+    with engine.connect() as conn:
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _PURGE_LOCK_KEY}).scalar():
+            logger.info("retention: another process is purging; skipped")
+            return None
+        conn.commit()
+        try:
+            results = purge(engine, settings, now=now)
+            ensure_partitions(engine, now=now)
+            return results
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PURGE_LOCK_KEY})
+            conn.commit()
+
+
+class RetentionTask:
+    """Runs ``run_retention`` in a worker thread once a day, from the service's event loop."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        first_delay_s: float | None = None,
+        interval_s: float | None = None,
+    ) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._first_delay_s = FIRST_RUN_DELAY_S if first_delay_s is None else first_delay_s
+        self._interval_s = DAY_S if interval_s is None else interval_s
+        self._task: asyncio.Task[None] | None = None
+        self.runs = 0
+        self.last_results: list[TablePurge] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(), name="homepot-analytics-retention"
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        delay = self._first_delay_s
+        while True:
+            await asyncio.sleep(delay)
+            delay = self._interval_s
+            try:
+                results = await asyncio.to_thread(run_retention, self._engine, self._settings)
+                self.runs += 1
+                self.last_results = results
+                for result in results or ():
+                    if result.rows or result.skipped:
+                        logger.info("retention: %s", result.describe())
+            except Exception:  # a failed run (database away) must not end the daily schedule
+                logger.exception("retention run failed; retried in %.0f s", delay)
