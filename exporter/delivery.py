@@ -9,22 +9,16 @@ just before a connection broke is never stored twice.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from exporter.spool import Spool
-from exporter.stats import STATS, DropReporter, ExportStats
+from exporter.stats import STATS, DropReporter, ExportStats, exporter_logger
 from exporter.writer import UNAVAILABLE, RowWriter
 
-# Our own messages must not feed an OTel logging handler that would export them again.
-logger = logging.getLogger(__name__)
-logger.propagate = False
-if not logger.handlers:
-    logger.addHandler(logging.StreamHandler())
-    logger.setLevel(logging.INFO)
+logger = exporter_logger(__name__)
 
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0

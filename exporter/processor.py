@@ -11,7 +11,6 @@ the log. Records ended after shutdown are counted too (``after_shutdown``).
 from __future__ import annotations
 
 import collections
-import logging
 import os
 import threading
 import weakref
@@ -25,13 +24,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 
 from exporter import conventions as c
-from exporter.stats import STATS, DropReporter, ExportStats
+from exporter.stats import STATS, DropReporter, ExportStats, exporter_logger
 
-logger = logging.getLogger(__name__)
-logger.propagate = False  # see delivery.py: never feed our own messages back into OTel logging
-if not logger.handlers:
-    logger.addHandler(logging.StreamHandler())
-    logger.setLevel(logging.INFO)
+logger = exporter_logger(__name__)
 
 _SERVER_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
 _EVENT_TABLES = {

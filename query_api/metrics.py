@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from exporter.processor import queue_usage
@@ -95,6 +96,8 @@ router = APIRouter(tags=["metrics"])
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-def metrics() -> Response:
+def metrics(request: Request) -> Response:
     """The exporter's counters per table and the spool size (Prometheus text format)."""
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # Prometheus text 0.0.4 by default; OpenMetrics when the scraper asks for it.
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(registry), headers={"Content-Type": content_type})

@@ -10,7 +10,7 @@ from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from exporter import conventions as c
 from exporter.mapping import Row, log_record_to_rows, span_to_rows
@@ -20,12 +20,17 @@ RESOURCE = Resource({"service.name": "reliability-test"})
 _ids = itertools.count(1)
 
 
+def _context(n: int) -> SpanContext:
+    # Sampled, as the SDK's batch processors only take sampled spans.
+    return SpanContext(0x1000 + n, 0x2000 + n, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+
+
 def request_span(path: str = "/ping", status: int = 200, **attributes: Any) -> ReadableSpan:
     n = next(_ids)
     base = {"http.method": "GET", "http.target": path, "http.route": path, "http.status_code": status}
     return ReadableSpan(
         name=f"GET {path}",
-        context=SpanContext(0x1000 + n, 0x2000 + n, is_remote=False),
+        context=_context(n),
         kind=SpanKind.SERVER,
         attributes={**base, **attributes},
         events=[],
@@ -46,7 +51,7 @@ def failing_request_span(path: str = "/boom") -> ReadableSpan:
     )
     return ReadableSpan(
         name=f"GET {path}",
-        context=SpanContext(0x1000 + n, 0x2000 + n, is_remote=False),
+        context=_context(n),
         kind=SpanKind.SERVER,
         attributes={"http.method": "GET", "http.target": path, "http.status_code": 500},
         events=[event],
@@ -62,7 +67,7 @@ def job_span(job_id: str | None = None, **attributes: Any) -> ReadableSpan:
     base = {c.JOB_ID: job_id or f"job-{n}", c.JOB_TYPE: "restart", c.JOB_STATUS: "success"}
     return ReadableSpan(
         name="job restart",
-        context=SpanContext(0x1000 + n, 0x2000 + n, is_remote=False),
+        context=_context(n),
         kind=SpanKind.INTERNAL,
         attributes={**base, **attributes},
         events=[],
