@@ -6,14 +6,22 @@ appears in the API and in /docs without being named again. Summary models descri
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, create_model
 from sqlalchemy import Column, Table
 from sqlalchemy.types import JSON
 
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+# "+00:00", as the rows PostgreSQL renders carry, rather than pydantic's "Z".
+UtcDateTime = Annotated[datetime, PlainSerializer(_iso, return_type=str, when_used="json")]
 
 
 def _python_type(column: Column[Any]) -> Any:
@@ -72,8 +80,8 @@ class ResolveError(BaseModel):
 
 
 class Window(BaseModel):
-    start_date: datetime | None = Field(description="Inclusive start of the window (UTC), null: open.")
-    end_date: datetime | None = Field(description="Exclusive end of the window (UTC), null: open.")
+    start_date: UtcDateTime | None = Field(description="Inclusive start of the window (UTC), null: open.")
+    end_date: UtcDateTime | None = Field(description="Exclusive end of the window (UTC), null: open.")
 
 
 # --- requests ---------------------------------------------------------------------------------
@@ -134,8 +142,8 @@ class ErrorGroup(BaseModel):
     count: int
     unresolved: int
     resolved: bool = Field(description="Every occurrence in the window is resolved.")
-    first_seen: datetime
-    last_seen: datetime
+    first_seen: UtcDateTime
+    last_seen: UtcDateTime
     category: str = Field(description="Of the latest occurrence.")
     severity: str = Field(description="Of the latest occurrence.")
     error_code: str | None = Field(description="Of the latest occurrence.")
@@ -157,7 +165,7 @@ class Transition(BaseModel):
 class DeviceChanges(BaseModel):
     device_id: str
     changes: int
-    last_changed_at: datetime
+    last_changed_at: UtcDateTime
 
 
 class DeviceStateSummary(Window):

@@ -28,9 +28,13 @@ def transaction(engine: Engine, settings: Settings, *, write: bool = False) -> I
             if not write:
                 conn = conn.execution_options(postgresql_readonly=True)
             with conn.begin():
-                # set_config rather than SET: it takes a bound parameter; true = this transaction only.
+                # set_config rather than SET: it takes bound parameters; true = this transaction only.
+                # UTC: timestamps PostgreSQL renders as JSON carry +00:00 whatever the server's zone.
                 conn.execute(
-                    select(func.set_config("statement_timeout", str(settings.query_timeout_ms), True))
+                    select(
+                        func.set_config("statement_timeout", str(settings.query_timeout_ms), True),
+                        func.set_config("TimeZone", "UTC", True),
+                    )
                 )
                 yield conn
     except OperationalError as error:

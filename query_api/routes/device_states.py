@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import ColumnElement
 
 from exporter.schema import device_state_history, max_length
@@ -60,7 +60,7 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(device_state_filters)]
 @router.get("", response_model=DeviceStatePage)
 def list_device_states(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
-) -> dict[str, Any]:
+) -> Response:
     """Device state changes in the window, newest first."""
     return list_page(engine, settings, device_state_history, filters, window, paging)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from sqlalchemy import ColumnElement, func, null, update
 
 from exporter.schema import error_logs, max_length
@@ -24,7 +24,7 @@ from query_api.filters import (
     stored_url,
     stored_user,
 )
-from query_api.listing import list_page, row_to_json
+from query_api.listing import list_page, row_json
 from query_api.models import ErrorPage, ErrorRow, ErrorSummary, ResolveError
 from query_api.reading import transaction
 
@@ -84,7 +84,7 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(error_filters)]
 @router.get("", response_model=ErrorPage)
 def list_errors(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
-) -> dict[str, Any]:
+) -> Response:
     """Error logs in the window, newest first."""
     return list_page(engine, settings, error_logs, filters, window, paging)
 
@@ -105,7 +105,7 @@ def resolve_error(
     settings: SettingsDep,
     error_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The error's `id`.")],
     body: ResolveError,
-) -> dict[str, Any]:
+) -> Response:
     """Mark one error resolved (resolved_at = now) or open again (resolved_at = null)."""
     t = error_logs.c
     # Resolving twice keeps the first resolution time: PATCH stays idempotent.
@@ -114,10 +114,10 @@ def resolve_error(
         update(error_logs)
         .where(t.id == error_id)
         .values(resolved=body.resolved, resolved_at=resolved_at)
-        .returning(*error_logs.columns)
+        .returning(row_json(error_logs, settings.jaeger_url))
     )
     with transaction(engine, settings, write=True) as conn:
-        row = conn.execute(statement).mappings().first()
+        row = conn.execute(statement).scalar_one_or_none()
     if row is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"No error with id {error_id}.")
-    return row_to_json(dict(row), settings.jaeger_url)
+    return Response(row, media_type="application/json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import ColumnElement
 
 from exporter.schema import job_outcomes, max_length
@@ -72,7 +72,7 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(job_filters)]
 @router.get("", response_model=JobPage)
 def list_jobs(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
-) -> dict[str, Any]:
+) -> Response:
     """Job outcomes in the window, newest first."""
     return list_page(engine, settings, job_outcomes, filters, window, paging)
 

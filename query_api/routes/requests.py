@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import ColumnElement
 
 from exporter.schema import api_request_logs, max_length
@@ -95,7 +95,7 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(request_filters)]
 @router.get("", response_model=RequestPage)
 def list_requests(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
-) -> dict[str, Any]:
+) -> Response:
     """API request logs in the window, newest first."""
     return list_page(engine, settings, api_request_logs, filters, window, paging)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import ColumnElement
 
 from exporter.schema import max_length, user_activities
@@ -66,7 +66,7 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(user_activity_filters)]
 @router.get("", response_model=UserActivityPage)
 def list_user_activities(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
-) -> dict[str, Any]:
+) -> Response:
     """User activities in the window, newest first."""
     return list_page(engine, settings, user_activities, filters, window, paging)
 

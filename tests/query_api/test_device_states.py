@@ -85,8 +85,8 @@ def test_summary_counts_transitions_and_busiest_devices(client: TestClient, engi
         {"previous_state": None, "new_state": "online", "count": 1},
     ]
     assert summary["devices"] == [
-        {"device_id": "dev_1", "changes": 3, "last_changed_at": "2025-12-05T12:02:00Z"},
-        {"device_id": "dev_2", "changes": 2, "last_changed_at": "2025-12-05T12:04:00Z"},
+        {"device_id": "dev_1", "changes": 3, "last_changed_at": "2025-12-05T12:02:00+00:00"},
+        {"device_id": "dev_2", "changes": 2, "last_changed_at": "2025-12-05T12:04:00+00:00"},
     ]
     filtered = client.get(f"{URL}/summary", params={"device_id": "dev_2"}).json()
     assert [t["count"] for t in filtered["transitions"]] == [1, 1]

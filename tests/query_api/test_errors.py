@@ -79,7 +79,7 @@ def test_rows_and_filters(client: TestClient, engine: Engine, stored: Stored) ->
     assert [item["id"] for item in data] == [c, b, a]
     assert data[2]["context"] == {"pool": {"size": 5}}
     assert data[1]["resolved"] is True
-    assert data[1]["resolved_at"] == "2025-12-05T13:00:00Z"
+    assert data[1]["resolved_at"] == "2025-12-05T13:00:00+00:00"
     assert _ids(client, category="database") == [a]
     assert _ids(client, category=["database", "api"]) == [b, a]
     assert _ids(client, severity="critical") == [c]
@@ -165,17 +165,17 @@ def test_summary_groups_by_fingerprint(client: TestClient, engine: Engine) -> No
     db, legacy, mqtt, other = groups
     assert db["fingerprint"] == FP_DB
     assert (db["unresolved"], db["resolved"]) == (2, False)
-    assert db["first_seen"] == "2025-12-05T12:00:00Z"
-    assert db["last_seen"] == "2025-12-05T12:30:00Z"
+    assert db["first_seen"] == "2025-12-05T12:00:00+00:00"
+    assert db["last_seen"] == "2025-12-05T12:30:00+00:00"
     # The latest occurrence speaks for the group, though a later-recorded one is older.
     assert (db["latest_id"], db["error_message"], db["error_code"]) == (ids[1], "timeout after 7s", "E_DB")
     assert mqtt["fingerprint"] == FP_MQTT
     assert (mqtt["unresolved"], mqtt["resolved"], mqtt["severity"]) == (0, True, "critical")
-    assert mqtt["first_seen"] == "2025-12-05T12:10:00Z"  # yesterday's occurrence is outside the window
+    assert mqtt["first_seen"] == "2025-12-05T12:10:00+00:00"  # yesterday's occurrence is outside the window
     assert (legacy["error_message"], legacy["category"], legacy["last_seen"]) == (
         "legacy",
         "api",
-        "2025-12-05T12:55:00Z",
+        "2025-12-05T12:55:00+00:00",
     )
     assert len(legacy["fingerprint"]) == 32
     assert other["error_message"] == "other legacy"

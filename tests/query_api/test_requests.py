@@ -44,7 +44,7 @@ def test_rows_carry_every_column_as_json(client: TestClient, engine: Engine) -> 
     [item] = client.get(URL).json()["data"]
     assert set(item) == {column.name for column in api_request_logs.columns} | {"trace_url"}
     assert item["id"] == row_id
-    assert item["timestamp"] == "2025-12-05T12:00:00Z"
+    assert item["timestamp"] == "2025-12-05T12:00:00+00:00"
     assert datetime.fromisoformat(item["timestamp"]) == datetime(2025, 12, 5, 12, tzinfo=UTC)
     assert item["event_id"] == str(stored["event_id"])
     assert item["trace_url"] is None  # no Jaeger URL configured
@@ -149,8 +149,8 @@ def test_summary_per_route_against_inserted_rows(client: TestClient, engine: Eng
     response = client.get(f"{URL}/summary", params={"start_date": "2025-12-05", "end_date": "2025-12-05"})
     assert response.status_code == 200, response.text
     summary = response.json()
-    assert summary["start_date"] == "2025-12-05T00:00:00Z"
-    assert summary["end_date"] == "2025-12-06T00:00:00Z"
+    assert summary["start_date"] == "2025-12-05T00:00:00+00:00"
+    assert summary["end_date"] == "2025-12-06T00:00:00+00:00"
     by_route = {(r["route"], r["method"]): r for r in summary["routes"]}
     assert list(by_route) == [("/devices", "GET"), ("/auth", "POST"), ("/devices", "POST")]
     get = by_route[("/devices", "GET")]

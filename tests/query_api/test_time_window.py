@@ -24,7 +24,7 @@ T = device_state_history
         ("2025-12-05", False, datetime(2025, 12, 5, tzinfo=UTC)),
         ("2025-12-05", True, datetime(2025, 12, 6, tzinfo=UTC)),
         ("2025-12-05T14:30:00", False, datetime(2025, 12, 5, 14, 30, tzinfo=UTC)),
-        ("2025-12-05T14:30:00Z", False, datetime(2025, 12, 5, 14, 30, tzinfo=UTC)),
+        ("2025-12-05T14:30:00+00:00", False, datetime(2025, 12, 5, 14, 30, tzinfo=UTC)),
         ("2025-12-05T14:30:00+01:00", False, datetime(2025, 12, 5, 13, 30, tzinfo=UTC)),
         ("2025-12-05T14:30:00 01:00", False, datetime(2025, 12, 5, 13, 30, tzinfo=UTC)),  # unencoded "+"
         ("2025-12-05T14:30:00-05:00", False, datetime(2025, 12, 5, 19, 30, tzinfo=UTC)),
@@ -69,7 +69,7 @@ def test_date_only_end_includes_the_whole_day(client: TestClient, engine: Engine
 def test_date_time_bounds_are_inclusive_and_zones_apply(client: TestClient, engine: Engine) -> None:
     a, b, c = insert_rows(engine, T, [row(T, minutes=m) for m in (0, 30, 60)])  # 12:00, 12:30, 13:00 UTC
     assert _ids(client, start_date="2025-12-05T12:30:00", end_date="2025-12-05T13:00:00") == [c, b]
-    assert _ids(client, start_date="2025-12-05T12:30:00Z", end_date="2025-12-05T12:30:00Z") == [b]
+    assert _ids(client, start_date="2025-12-05T12:30:00+00:00", end_date="2025-12-05T12:30:00+00:00") == [b]
     # 13:30+01:00 is 12:30 UTC; a naive time is UTC.
     assert _ids(client, end_date="2025-12-05T13:30:00+01:00") == [b, a]
     assert _ids(client, start_date="2025-12-05T07:45:00-05:00") == [c]
