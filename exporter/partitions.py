@@ -304,7 +304,13 @@ def convert_to_partitioned(conn: Connection, table: str, *, now: datetime | None
             logger.warning("%s: %d rows without a timestamp were given the migration time", table, undated)
     oldest = conn.execute(text(f"SELECT min({key}) FROM {quoted_old}")).scalar()
     current = month_start(now or datetime.now(UTC))
-    first = add_months(current, -HISTORY_MONTHS)
+    # Monthly partitions from the oldest row's month (at most HISTORY_MONTHS back; none for empty
+    # past months: every partition costs, e.g. TRUNCATE touches each one's files) to months ahead.
+    first = (
+        current
+        if oldest is None
+        else min(current, max(month_start(oldest), add_months(current, -HISTORY_MONTHS)))
+    )
     if oldest is not None and oldest < first:
         conn.execute(
             text(
@@ -312,8 +318,10 @@ def convert_to_partitioned(conn: Connection, table: str, *, now: datetime | None
                 f"FOR VALUES FROM (MINVALUE) TO ('{first.isoformat()}')"
             )
         )
-    for offset in range(HISTORY_MONTHS + PREMAKE_MONTHS + 1):
-        create_month_partition(conn, table, add_months(first, offset), add_months(first, offset + 1))
+    month = first
+    while month <= add_months(current, PREMAKE_MONTHS):
+        create_month_partition(conn, table, month, add_months(month, 1))
+        month = add_months(month, 1)
     conn.execute(text(f"CREATE TABLE {_quote(conn, default_name(table))} PARTITION OF {quoted} DEFAULT"))
 
     columns = ", ".join(_quote(conn, name) for name, _, _ in old_columns)
