@@ -24,7 +24,7 @@ from query_api.models import DeviceStatePage, DeviceStateSummary
 from query_api.reading import transaction
 
 router = APIRouter(prefix="/device-states", tags=["device states"])
-_TABLE = "device_state_history"
+_TABLE = device_state_history.name
 
 
 def device_state_filters(

@@ -29,7 +29,7 @@ from query_api.models import ErrorPage, ErrorRow, ErrorSummary, ResolveError
 from query_api.reading import transaction
 
 router = APIRouter(prefix="/errors", tags=["errors"])
-_TABLE = "error_logs"
+_TABLE = error_logs.name
 
 
 def error_filters(

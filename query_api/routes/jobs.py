@@ -27,7 +27,7 @@ from query_api.models import JobPage, JobSummary
 from query_api.reading import transaction
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-_TABLE = "job_outcomes"
+_TABLE = job_outcomes.name
 
 
 def job_filters(

@@ -30,7 +30,7 @@ from query_api.models import RequestPage, RequestSummary
 from query_api.reading import transaction
 
 router = APIRouter(prefix="/requests", tags=["requests"])
-_TABLE = "api_request_logs"
+_TABLE = api_request_logs.name
 
 
 def request_filters(

@@ -25,7 +25,7 @@ from query_api.models import UserActivityPage, UserActivitySummary
 from query_api.reading import transaction
 
 router = APIRouter(prefix="/user-activities", tags=["user activities"])
-_TABLE = "user_activities"
+_TABLE = user_activities.name
 
 
 def user_activity_filters(

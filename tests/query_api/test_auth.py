@@ -157,3 +157,23 @@ def test_docs_offer_bearer_login_and_describe_every_parameter(shared: TestClient
                 checked += 1
     assert checked > 60
     assert shared.get("/docs").status_code == 200
+
+
+def test_cli_token_opens_the_api(shared: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from homepot_analytics.cli import app
+    from homepot_analytics.settings import get_settings
+
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_JWT_SECRET", JWT_SECRET)
+    get_settings.cache_clear()
+    try:
+        admin = CliRunner().invoke(app, ["token", "--subject", "ai-job", "--role", "admin"])
+        viewer = CliRunner().invoke(app, ["token", "--subject", "someone", "--role", "viewer"])
+    finally:
+        get_settings.cache_clear()
+    assert admin.exit_code == 0, admin.output
+    headers = {"Authorization": f"Bearer {admin.output.strip()}"}
+    assert shared.get(f"{PREFIX}/errors/summary", headers=headers).status_code == 200
+    headers = {"Authorization": f"Bearer {viewer.output.strip()}"}
+    assert shared.get(f"{PREFIX}/errors/summary", headers=headers).status_code == 403

@@ -103,15 +103,19 @@ def test_rows_and_filters(client: TestClient, engine: Engine, stored: Stored) ->
         ({"resolved": "maybe"}, "resolved"),
     ],
 )
-def test_unknown_enum_values_are_422(client: TestClient, params: dict[str, str], parameter: str) -> None:
-    response = client.get(URL, params=params)
+def test_unknown_enum_values_are_422(
+    shared: TestClient, shared_settings: Settings, params: dict[str, str], parameter: str
+) -> None:
+    response = shared.get(URL, params=params, headers=bearer(shared_settings))
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][:2] == ["query", parameter]
 
 
-def test_categories_of_the_conventions_are_accepted(client: TestClient) -> None:
+def test_categories_of_the_conventions_are_accepted(shared: TestClient, shared_settings: Settings) -> None:
     for category in ("api", "database", "external_service", "validation", "job", "frontend", "other"):
-        assert client.get(URL, params={"category": category}).status_code == 200
+        assert (
+            shared.get(URL, params={"category": category}, headers=bearer(shared_settings)).status_code == 200
+        )
 
 
 def test_trace_url_when_jaeger_is_configured(
@@ -226,8 +230,10 @@ def test_patch_unknown_id_is_404(client: TestClient, engine: Engine) -> None:
         (str(2**63), {"resolved": True}, ["path", "error_id"]),
     ],
 )
-def test_patch_bad_input_is_422(client: TestClient, path: str, body: dict[str, Any], loc: list[str]) -> None:
-    response = client.patch(f"{URL}/{path}", json=body)
+def test_patch_bad_input_is_422(
+    shared: TestClient, shared_settings: Settings, path: str, body: dict[str, Any], loc: list[str]
+) -> None:
+    response = shared.patch(f"{URL}/{path}", json=body, headers=bearer(shared_settings))
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == loc
 

@@ -9,7 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from exporter.schema import job_outcomes
-from tests.query_api.conftest import PREFIX, Stored
+from homepot_analytics.settings import Settings
+from tests.query_api.conftest import PREFIX, Stored, bearer
 from tests.query_api.rows import insert_rows, row
 
 URL = f"{PREFIX}/jobs"
@@ -77,8 +78,8 @@ def test_rows_and_filters(client: TestClient, engine: Engine, stored: Stored) ->
 
 
 @pytest.mark.parametrize("status", ["succeeded", "SUCCESS", ""])
-def test_unknown_status_is_422(client: TestClient, status: str) -> None:
-    response = client.get(URL, params={"status": status})
+def test_unknown_status_is_422(shared: TestClient, shared_settings: Settings, status: str) -> None:
+    response = shared.get(URL, params={"status": status}, headers=bearer(shared_settings))
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"][:2] == ["query", "status"]
 
