@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from exporter.privacy import REDACTED, export_privacy, is_pseudonym, privacy_from_settings
@@ -70,7 +71,7 @@ def read(path: Path, export_format: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in path.read_text().splitlines()]
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
+    return pq.read_table(path).to_pylist()
 
 
 @pytest.mark.parametrize("export_format", ["csv", "jsonl", "parquet"])
@@ -203,7 +204,7 @@ def test_export_command(cli_env: Any, settings: Settings, tmp_path: Path) -> Non
     result = runner.invoke(cli, [*args, "--format", "jsonl", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert f"Exported 2 rows of api_request_logs to {out}" in result.output
-    keyed = Settings(pseudonym_key="a-key-for-the-ai-team-export", data_dir=tmp_path)
+    keyed = Settings(pseudonym_key=SecretStr("a-key-for-the-ai-team-export"), data_dir=tmp_path)
     assert read(out, "jsonl")[0]["user_id"] == export_privacy(keyed).user("alice@example.com")
     quiet = runner.invoke(cli, [*args, "--out", str(tmp_path / "out.csv"), "--no-progress"])
     assert quiet.exit_code == 0, quiet.output

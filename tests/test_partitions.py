@@ -273,7 +273,7 @@ def test_migrating_an_unpartitioned_database_keeps_every_row(legacy_at_version_1
     assert len(before["api_request_logs"]) == 5 and len(before["job_outcomes"]) == 1
     assert before["job_outcomes"][0]["job_type"] is None  # a NULL the new schema would refuse, kept
     with psycopg.connect(url) as conn:
-        placed = dict(
+        placed: dict[str, str] = dict(
             conn.execute("SELECT endpoint, tableoid::regclass::text FROM api_request_logs").fetchall()
         )
         new_id, _ = insert_request(conn, datetime.now(UTC))

@@ -75,7 +75,7 @@ def insert(url: str, table: str, *moments: datetime) -> None:
 
 def stored(url: str, table: str) -> list[tuple[datetime, str]]:
     with psycopg.connect(url) as conn:
-        return conn.execute(  # type: ignore[return-value]
+        return conn.execute(
             f"SELECT timestamp, tableoid::regclass::text FROM {table} ORDER BY timestamp"
         ).fetchall()
 

@@ -7,8 +7,10 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from exporter import conventions as c
 from exporter.mapping import log_record_to_rows, span_to_rows
@@ -147,8 +149,12 @@ def test_sensitive_query_parameters_are_removed_from_urls(url: str, stored: str)
     assert STRICT.url(url) == stored
 
 
-def test_configured_parameters_are_removed_too_and_masked_in_text(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, sensitive_query_params="otp, Ticket", pseudonym_key="x" * 16)
+def test_configured_parameters_are_removed_too_and_masked_in_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_SENSITIVE_QUERY_PARAMS", "otp, Ticket")
+    settings = Settings(data_dir=tmp_path, pseudonym_key=SecretStr("x" * 16))
+    assert settings.sensitive_query_params == ["otp", "Ticket"]
     privacy = privacy_from_settings(settings)
     assert privacy.url("/verify?otp=123456&ticket=T-1&step=2") == "/verify?step=2"
     assert privacy.text("otp=123456 rejected") == f"otp={REDACTED} rejected"
@@ -190,7 +196,8 @@ def test_pseudonyms_are_keyed_stable_idempotent_and_fit_the_column() -> None:
 def test_the_same_person_has_the_same_id_in_every_table() -> None:
     user = "alice@example.com"
     expected = STRICT.user(user)
-    request = span_to_rows(request_span(**{"enduser.id": user, "client.address": "198.51.100.23"}), STRICT)
+    attributes: dict[str, Any] = {"enduser.id": user, "client.address": "198.51.100.23"}
+    request = span_to_rows(request_span(**attributes), STRICT)
     failing = failing_request_span()
     failing._attributes = {**(failing.attributes or {}), "enduser.id": user}  # same span, with a user
     errors = [row for table, row in span_to_rows(failing, STRICT) if table == "error_logs"]
@@ -214,10 +221,11 @@ def test_the_same_person_has_the_same_id_in_every_table() -> None:
 
 # --- from settings ------------------------------------------------------------------------------------------
 def test_settings_key_is_used_and_the_policy_is_cached(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, pseudonym_key="a-deployment-key-0001")
+    settings = Settings(data_dir=tmp_path, pseudonym_key=SecretStr("a-deployment-key-0001"))
     privacy = privacy_from_settings(settings)
     assert (
-        privacy_from_settings(Settings(data_dir=tmp_path, pseudonym_key="a-deployment-key-0001")) is privacy
+        privacy_from_settings(Settings(data_dir=tmp_path, pseudonym_key=SecretStr("a-deployment-key-0001")))
+        is privacy
     )
     assert privacy.user("alice") == Privacy(pseudonym_key=b"a-deployment-key-0001").user("alice")
     assert privacy.truncate_ips and privacy.mask_secrets
@@ -280,7 +288,7 @@ def test_export_policy_pseudonymises_even_when_the_deployment_does_not(tmp_path:
 
 def test_a_short_pseudonym_key_is_refused() -> None:
     with pytest.raises(ValueError, match="pseudonym_key"):
-        Settings(pseudonym_key="short")
+        Settings(pseudonym_key=SecretStr("short"))
 
 
 def test_json_keys_naming_secrets_are_recognised() -> None:
