@@ -28,6 +28,7 @@ from exporter.delivery import Delivery
 from exporter.mapping import Row, TableRow, log_record_to_rows, span_to_rows
 from exporter.otlp_decode import Decoded, Encoding, OtlpDecodeError, decode_logs, decode_traces, serialize
 from exporter.privacy import Privacy, privacy_from_settings
+from homepot_analytics.settings import Settings
 from query_api.deps import DeliveryDep, SettingsDep
 from query_api.otlp_body import BadCompression, BodyTooLarge, content_coding, decompress, read_limited
 
@@ -102,10 +103,11 @@ def _ingest(
     encoding: Encoding,
     signal: _Signal,
     delivery: Delivery,
-    privacy: Privacy,
-    limit: int,
+    settings: Settings,
 ) -> Message:
     """Decompress, decode, map and write one request (in a worker thread); the OTLP response."""
+    limit = settings.ingest_max_body_bytes
+    privacy = privacy_from_settings(settings)  # cached; the first call may read or create the key file
     try:
         decoded = signal.decode(decompress(raw, coding, limit), encoding)
     except BodyTooLarge as error:
@@ -155,7 +157,7 @@ def _limiter(request: Request) -> anyio.CapacityLimiter:
     return limiter
 
 
-async def _receive(request: Request, settings: Any, delivery: Delivery, signal: _Signal) -> Response:
+async def _receive(request: Request, settings: Settings, delivery: Delivery, signal: _Signal) -> Response:
     encoding = _encoding_of(request.headers.get("content-type"))
     # Errors before the media type is known are answered in JSON, the readable one.
     reply_encoding: Encoding = encoding or "json"
@@ -178,14 +180,11 @@ async def _receive(request: Request, settings: Any, delivery: Delivery, signal: 
             raise _Refusal(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, "Content-Encoding must be gzip, deflate or identity"
             )
-        limit = settings.ingest_max_body_bytes
         try:
-            raw = await read_limited(request, limit)
+            raw = await read_limited(request, settings.ingest_max_body_bytes)
         except BodyTooLarge as error:
             raise _Refusal(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from None
-        work = partial(
-            _ingest, raw, coding, encoding, signal, delivery, privacy_from_settings(settings), limit
-        )
+        work = partial(_ingest, raw, coding, encoding, signal, delivery, settings)
         response = await anyio.to_thread.run_sync(work, limiter=_limiter(request))
     except _Refusal as refusal:
         if refusal.status_code >= 500:
