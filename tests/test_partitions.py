@@ -21,7 +21,7 @@ from exporter.stats import ExportStats
 from exporter.writer import RowWriter
 from homepot_analytics.database import create_engine
 from tests.support.telemetry import request_rows
-from tests.support.throwaway import throwaway_database
+from tests.support.throwaway import empty_tables, throwaway_database
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,7 @@ def partitioned() -> Iterator[tuple[str, Engine]]:
 @pytest.fixture()
 def url(partitioned: tuple[str, Engine]) -> str:
     url, _ = partitioned
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+    empty_tables(url)
     return url
 
 

@@ -23,7 +23,7 @@ from homepot_analytics.cli import app as cli
 from homepot_analytics.database import create_engine
 from homepot_analytics.retention import purge, retention_days_for, run_retention
 from homepot_analytics.settings import Settings
-from tests.support.throwaway import throwaway_database
+from tests.support.throwaway import empty_tables, throwaway_database
 
 # The clock of these tests: far from the real date, so the real months' partitions are simply
 # older than every cut-off here.
@@ -43,8 +43,7 @@ def database() -> Iterator[tuple[str, Engine]]:
 def url(database: tuple[str, Engine]) -> str:
     """The module's database with every table empty and the months around NOW partitioned."""
     url, engine = database
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+    empty_tables(url)
     for month in (1, 2, 3, 4, 5, 6):
         ensure_partitions(engine, now=datetime(2031, month, 1, tzinfo=UTC), months_ahead=0)
     return url
