@@ -33,6 +33,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from exporter import PostgresLogExporter, PostgresSpanExporter, create_delivery
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
+from exporter.privacy import privacy_from_settings
 from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
 from homepot_analytics.settings import Settings, get_settings
 from instrumentation import _state
@@ -198,18 +199,20 @@ def setup_telemetry(
             spool_max_bytes=settings.spool_max_mb * 1024 * 1024,
             auto_migrate=settings.auto_migrate,
         )
+        # The same privacy rules as the OTLP sink: pseudonyms, truncated IPs, secrets masked.
+        privacy = privacy_from_settings(settings)
         queue_size = settings.export_queue_size
         batch_size = min(settings.export_batch_size, queue_size)
         delay_ms = settings.export_delay_ms
         # Counting processors: a full queue drops the oldest record, counted per table.
         span_processor = CountingBatchSpanProcessor(
-            PostgresSpanExporter(delivery),
+            PostgresSpanExporter(delivery, privacy),
             max_queue_size=queue_size,
             max_export_batch_size=batch_size,
             schedule_delay_millis=delay_ms,
         )
         log_processor = CountingBatchLogRecordProcessor(
-            PostgresLogExporter(delivery),
+            PostgresLogExporter(delivery, privacy),
             max_queue_size=queue_size,
             max_export_batch_size=batch_size,
             schedule_delay_millis=delay_ms,

@@ -171,11 +171,6 @@ def test_request_headers_and_bodies_are_never_stored(settings: Settings) -> None
         assert secret not in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="instrumentation/setup.py builds PostgresSpanExporter/PostgresLogExporter without "
-    "privacy_from_settings(settings), so an instrumented service stores raw values (report of issue 6)",
-)
 def test_an_instrumented_service_stores_no_secrets_and_only_pseudonyms(settings: Settings) -> None:
     drive_instrumented_app(settings)
     url = settings.database_url or ""
@@ -321,11 +316,6 @@ def test_the_intake_and_the_otlp_sink_store_no_secrets_and_only_pseudonyms(
     assert request == ("/api/orders", pseudonym, "203.0.113.0")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="exporter/mapping.py _mask_json masks string values without their keys: a plain value under "
-    '{"password": ...} needs Privacy.is_secret_key (report of issue 6)',
-)
 def test_plain_values_under_secret_named_json_keys_are_masked(
     service: TestClient, settings: Settings
 ) -> None:

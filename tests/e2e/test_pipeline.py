@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
+from exporter.privacy import privacy_from_settings
 from homepot_analytics.settings import Settings
 from instrumentation import (
     Telemetry,
@@ -113,8 +114,14 @@ def by_endpoint(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {row["endpoint"]: row for row in rows}
 
 
-def test_all_five_tables_filled_through_opentelemetry(running: tuple[str, Telemetry], db_url: str) -> None:
+def test_all_five_tables_filled_through_opentelemetry(
+    running: tuple[str, Telemetry], db_url: str, settings: Settings
+) -> None:
     base_url, telemetry = running
+    # Stored user ids are pseudonyms and IPs truncated by default (see the privacy tests).
+    privacy = privacy_from_settings(settings)
+    user = privacy.user("user123")
+    assert user is not None and user.startswith("u_")
     before = datetime.now(UTC)
     auth = {"Authorization": f"Bearer {USER_TOKEN}", "User-Agent": "e2e-test/1.0"}
     with httpx.Client(base_url=base_url, headers=auth) as client:
@@ -136,8 +143,8 @@ def test_all_five_tables_filled_through_opentelemetry(running: tuple[str, Teleme
     assert len(requests) == 8
     ok = requests["/api/v1/devices/dev_001"]
     assert ok["route"] == "/api/v1/devices/{device_id}"
-    assert (ok["method"], ok["status_code"], ok["user_id"]) == ("GET", 200, "user123")
-    assert ok["ip_address"] == "127.0.0.1"
+    assert (ok["method"], ok["status_code"], ok["user_id"]) == ("GET", 200, user)
+    assert ok["ip_address"] == "127.0.0.0"
     assert ok["user_agent"] == "e2e-test/1.0"
     assert ok["error_message"] is None
     assert ok["request_size_bytes"] == 0
@@ -162,7 +169,7 @@ def test_all_five_tables_filled_through_opentelemetry(running: tuple[str, Teleme
         "offline",
     )
     assert (state["changed_by"], state["reason"], state["extra_data"]) == (
-        "user123",
+        user,
         "Maintenance",
         {"ticket": 7},
     )
@@ -173,7 +180,7 @@ def test_all_five_tables_filled_through_opentelemetry(running: tuple[str, Teleme
     assert (jobs["job_ok"]["status"], jobs["job_ok"]["retry_count"]) == ("success", 1)
     assert jobs["job_ok"]["duration_ms"] >= 20
     assert (jobs["job_ok"]["job_type"], jobs["job_ok"]["device_id"]) == ("firmware_update", "dev_001")
-    assert jobs["job_ok"]["initiated_by"] == "user123"
+    assert jobs["job_ok"]["initiated_by"] == user
     assert jobs["job_ok"]["extra_data"] == {"firmware": "2.0.1"}
     assert (jobs["job_fail"]["status"], jobs["job_fail"]["error_code"]) == ("failed", "ConnectionError")
     assert jobs["job_fail"]["error_message"] == "device unreachable"
@@ -199,7 +206,7 @@ def test_all_five_tables_filled_through_opentelemetry(running: tuple[str, Teleme
     (activity,) = fetch_rows(db_url, "user_activities")
     assert (activity["activity_type"], activity["user_id"], activity["session_id"]) == (
         "click",
-        "user123",
+        user,
         "s-1",
     )
     assert (activity["page_url"], activity["element_id"]) == ("/devices", "add")
