@@ -351,6 +351,20 @@ class Privacy:
         """Whether a JSON key (``extra_data``/``context``) names a secret, so its value is masked."""
         return self.mask_secrets and is_sensitive_param(name, self.sensitive_params)
 
+    def json(self, value: Any) -> Any:
+        """A decoded JSON value as stored: strings masked, and under a key naming a secret
+        (``{"password": ...}``) the value replaced whatever it looks like."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                key: REDACTED if item not in (None, "") and self.is_secret_key(str(key)) else self.json(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.json(item) for item in value]
+        return value
+
 
 PASS_THROUGH = Privacy()
 

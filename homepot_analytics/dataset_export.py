@@ -118,21 +118,6 @@ def parse_moment(value: str) -> datetime:
 
 
 # --- rows -------------------------------------------------------------------------------------------
-def _mask_json(value: Any, privacy: Privacy) -> Any:
-    if isinstance(value, str):
-        return privacy.text(value)
-    if isinstance(value, dict):
-        return {
-            key: "[REDACTED]"
-            if privacy.is_secret_key(str(key)) and item is not None
-            else _mask_json(item, privacy)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_mask_json(item, privacy) for item in value]
-    return value
-
-
 def _column_cleaner(name: str, privacy: Privacy) -> Callable[[Any], Any] | None:
     if name in _USER_COLUMNS:
         return privacy.user
@@ -145,7 +130,7 @@ def _column_cleaner(name: str, privacy: Privacy) -> Callable[[Any], Any] | None:
     if name in _TEXT_COLUMNS:
         return privacy.text
     if name in _JSON_COLUMNS:
-        return lambda value: None if value is None else _mask_json(value, privacy)
+        return privacy.json
     return None
 
 

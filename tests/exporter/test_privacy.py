@@ -296,3 +296,21 @@ def test_json_keys_naming_secrets_are_recognised() -> None:
     assert STRICT.is_secret_key("refresh_token") and STRICT.is_secret_key("sessionId")
     assert not STRICT.is_secret_key("device_id") and not STRICT.is_secret_key("keyword")
     assert not PASS_THROUGH.is_secret_key("password")
+
+
+def test_json_values_are_masked_by_content_and_by_key() -> None:
+    value = {
+        "password": "plain",
+        "api-key": 7,
+        "empty_token": "",
+        "n": 1,
+        "l": [f"Bearer {JWT}", {"secret": None}],
+    }
+    assert STRICT.json(value) == {
+        "password": REDACTED,
+        "api-key": REDACTED,
+        "empty_token": "",
+        "n": 1,
+        "l": [f"Bearer {REDACTED}", {"secret": None}],
+    }
+    assert PASS_THROUGH.json(value) == value
