@@ -297,7 +297,7 @@ class Privacy:
         if value is None:
             return None
         text = value if isinstance(value, str) else str(value)
-        if self.pseudonym_key is None or is_pseudonym(text):
+        if self.pseudonym_key is None or not text or is_pseudonym(text):
             return text
         digest = hmac.new(self.pseudonym_key, text.encode("utf-8", "surrogatepass"), hashlib.sha256)
         return PSEUDONYM_PREFIX + digest.hexdigest()[:32]

@@ -190,6 +190,7 @@ def test_pseudonyms_are_keyed_stable_idempotent_and_fit_the_column() -> None:
     assert Privacy(pseudonym_key=b"another key......").user("alice@example.com") != alice
     assert STRICT.user(42) == STRICT.user("42")
     assert STRICT.user(None) is None
+    assert STRICT.user("") == ""  # no identity to hide
     assert not is_pseudonym("u_" + "A" * 32) and not is_pseudonym("alice")
 
 
