@@ -1,0 +1,1 @@
+"""Benchmarks: ingest throughput, per-request cost and completeness under load (``bench/run.py``)."""

@@ -1,0 +1,1 @@
+"""The FastAPI service the per-request benchmark loads, one process per variant."""

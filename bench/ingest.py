@@ -1,0 +1,177 @@
+"""Ingest: rows per second our exporters write for a mixed stream, beside the COPY ceiling.
+
+Ours: the batches a ``BatchSpanProcessor`` / ``BatchLogRecordProcessor`` would hand over
+(``export_batch_size`` records each) go through ``PostgresSpanExporter.export`` and
+``PostgresLogExporter.export``: mapping, one COPY per table per batch, commit. The exporters
+apply the privacy policy a deployment runs with by default (``privacy_from_settings``:
+pseudonymous users, truncated IPs, secrets masked), as the OTLP sink does.
+Ceiling: the very same rows, already in PostgreSQL's COPY text format (read back with
+``COPY ... TO STDOUT``), loaded with one COPY per table in one transaction: what the database
+takes when Python does nothing per row. Both start from empty tables, alternated over rounds.
+The two halves of our cost are timed apart too: mapping alone, and ``RowWriter`` alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from opentelemetry.sdk._logs.export import LogRecordExportResult
+from opentelemetry.sdk.trace.export import SpanExportResult
+from psycopg import sql
+
+from bench.database import count_rows, truncate_tables
+from bench.workload import Stream
+from exporter import PostgresLogExporter, PostgresSpanExporter, create_delivery
+from exporter.mapping import Row, log_record_to_rows, span_to_rows
+from exporter.privacy import Privacy, privacy_from_settings
+from exporter.schema import TABLES, WRITE_COLUMNS
+from exporter.writer import RowWriter
+from homepot_analytics.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+COPY_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class IngestResult:
+    records: int
+    rows: int
+    rows_by_table: dict[str, int]
+    ours_rows_per_s: list[float] = field(default_factory=list)
+    ceiling_rows_per_s: list[float] = field(default_factory=list)
+    map_rows_per_s: list[float] = field(default_factory=list)
+    write_rows_per_s: list[float] = field(default_factory=list)
+
+
+def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def _map_all(stream: Stream, privacy: Privacy) -> dict[str, list[Row]]:
+    rows: dict[str, list[Row]] = {}
+    for span in stream.spans:
+        for table, row in span_to_rows(span, privacy):
+            rows.setdefault(table, []).append(row)
+    for record in stream.logs:
+        for table, row in log_record_to_rows(record, privacy):
+            rows.setdefault(table, []).append(row)
+    return rows
+
+
+def _run_ours(url: str, stream: Stream, batch_size: int, spool_dir: Path, privacy: Privacy) -> float:
+    """Seconds for the exporters to take the whole stream, batch by batch."""
+    delivery = create_delivery(url, spool_dir, auto_migrate=False)
+    spans, logs = PostgresSpanExporter(delivery, privacy), PostgresLogExporter(delivery, privacy)
+    span_batches, log_batches = _chunks(stream.spans, batch_size), _chunks(stream.logs, batch_size)
+    # Interleave span and log batches in proportion, as the two processors' threads would.
+    order = sorted(
+        [(i / len(span_batches), "span", b) for i, b in enumerate(span_batches)]
+        + [(i / max(len(log_batches), 1), "log", b) for i, b in enumerate(log_batches)],
+        key=lambda item: (item[0], item[1]),
+    )
+    started = time.perf_counter()
+    for _, kind, batch in order:
+        ok = spans.export(batch) if kind == "span" else logs.export(batch)
+        if ok not in (SpanExportResult.SUCCESS, LogRecordExportResult.SUCCESS):
+            raise RuntimeError("the exporter failed during the ingest benchmark")
+    elapsed = time.perf_counter() - started
+    delivery.shutdown()
+    if delivery.spool is not None and delivery.spool.pending():
+        raise RuntimeError("rows were spooled during the ingest benchmark: the database was unavailable")
+    return elapsed
+
+
+def _dump_copy_text(url: str) -> dict[str, bytes]:
+    """Each table's written columns in COPY text format, as PostgreSQL itself renders them."""
+    dumps: dict[str, bytes] = {}
+    with psycopg.connect(url) as conn, conn.cursor() as cursor:
+        for table in TABLES:
+            # A query, not the table: a partitioned table cannot be copied from directly.
+            statement = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
+                sql.SQL(", ").join(map(sql.Identifier, WRITE_COLUMNS[table])), sql.Identifier(table)
+            )
+            with cursor.copy(statement) as copy:
+                dumps[table] = b"".join(bytes(chunk) for chunk in copy)
+    return dumps
+
+
+def _run_ceiling(url: str, dumps: dict[str, bytes]) -> float:
+    with psycopg.connect(url) as conn, conn.cursor() as cursor:
+        started = time.perf_counter()
+        for table, data in dumps.items():
+            statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+                sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, WRITE_COLUMNS[table]))
+            )
+            with cursor.copy(statement) as copy:
+                for start in range(0, len(data), COPY_CHUNK_BYTES):
+                    copy.write(data[start : start + COPY_CHUNK_BYTES])
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def _run_writer_only(url: str, rows: dict[str, list[Row]], batch_size: int) -> float:
+    writer = RowWriter(url)
+    batches = [
+        {table: table_rows[start : start + batch_size]}
+        for table, table_rows in rows.items()
+        for start in range(0, len(table_rows), batch_size)
+    ]
+    started = time.perf_counter()
+    for batch in batches:
+        writer.write(batch)
+    elapsed = time.perf_counter() - started
+    writer.close()
+    return elapsed
+
+
+def run_ingest(url: str, stream: Stream, rounds: int, batch_size: int | None = None) -> IngestResult:
+    """Alternate ours and the ceiling over ``rounds`` on empty tables; rows/s of each round."""
+    batch_size = batch_size or Settings().export_batch_size
+    # The default policy of a deployment; a fixed key, so no key file is written.
+    privacy = privacy_from_settings(Settings(pseudonym_key="homepot-bench-pseudonym-key"))  # type: ignore[arg-type]
+    started = time.perf_counter()
+    mapped = _map_all(stream, privacy)
+    map_seconds = time.perf_counter() - started
+    expected = {table: len(rows) for table, rows in mapped.items()}
+    total = sum(expected.values())
+    result = IngestResult(len(stream.spans) + len(stream.logs), total, expected)
+    result.map_rows_per_s.append(total / map_seconds)
+    with tempfile.TemporaryDirectory(prefix="homepot-bench-spool-") as spool:
+        dumps: dict[str, bytes] | None = None
+        for round_index in range(rounds):
+            truncate_tables(url)
+            seconds = _run_ours(url, stream, batch_size, Path(spool), privacy)
+            stored = {table: n for table, n in count_rows(url).items() if n}
+            if stored != expected:
+                raise RuntimeError(f"ingest stored {stored}, expected {expected}")
+            result.ours_rows_per_s.append(total / seconds)
+            if dumps is None:
+                dumps = _dump_copy_text(url)
+            truncate_tables(url)
+            result.ceiling_rows_per_s.append(total / _run_ceiling(url, dumps))
+            truncate_tables(url)
+            result.write_rows_per_s.append(total / _run_writer_only(url, mapped, batch_size))
+            logger.info(
+                "ingest round %d: ours %.0f rows/s, ceiling %.0f rows/s",
+                round_index + 1,
+                result.ours_rows_per_s[-1],
+                result.ceiling_rows_per_s[-1],
+            )
+        started = time.perf_counter()
+        _map_all(stream, privacy)
+        result.map_rows_per_s.append(total / (time.perf_counter() - started))
+    truncate_tables(url)
+    return result
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else 0.0

@@ -1,0 +1,233 @@
+"""Turns raw benchmark measurements into the result document and the printed table.
+
+Figures per variant are medians over rounds; "added µs/request" is the server time one request
+costs beyond the plain app at the same concurrency: 1e6/rps(variant) - 1e6/rps(plain).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+from collections.abc import Sequence
+from importlib import metadata
+from typing import Any
+
+from bench.ingest import IngestResult
+from bench.load import ENDPOINTS, LoadResult
+
+VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request")
+LABELS = {
+    "plain": "(a) no instrumentation",
+    "otel_null": "(b) stock OTel + null exporter",
+    "instrumented": "(c) ours -> PostgreSQL",
+    "commit_per_request": "(d) insert+commit per request",
+}
+TARGET_INGEST_SHARE = 0.5
+TARGET_SHARE_OF_OTEL = 0.9
+TARGET_TIMES_COMMIT = 2.5
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else 0.0
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    versions: dict[str, str | None] = {}
+    for package in (
+        "opentelemetry-sdk",
+        "opentelemetry-instrumentation-fastapi",
+        "fastapi",
+        "uvicorn",
+        "psycopg",
+    ):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    wrk = shutil.which("wrk")
+    wrk_version = None
+    if wrk:
+        output = subprocess.run([wrk, "-v"], capture_output=True, text=True, check=False)
+        wrk_version = (output.stdout or output.stderr).split("[", 1)[0].strip() or None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "packages": versions,
+        "wrk": wrk_version,
+    }
+
+
+def ingest_figures(result: IngestResult) -> dict[str, Any]:
+    ours, ceiling = _median(result.ours_rows_per_s), _median(result.ceiling_rows_per_s)
+    return {
+        "ingest_rows_per_s": round(ours),
+        "copy_ceiling_rows_per_s": round(ceiling),
+        "ingest_share_of_ceiling": round(ours / ceiling, 3) if ceiling else None,
+        "ingest_map_rows_per_s": round(_median(result.map_rows_per_s)),
+        "ingest_write_rows_per_s": round(_median(result.write_rows_per_s)),
+        "ingest_records": result.records,
+        "ingest_rows": result.rows,
+        "ingest_rows_by_table": result.rows_by_table,
+        "ingest_rounds": {
+            "ours_rows_per_s": [round(v) for v in result.ours_rows_per_s],
+            "copy_ceiling_rows_per_s": [round(v) for v in result.ceiling_rows_per_s],
+            "write_rows_per_s": [round(v) for v in result.write_rows_per_s],
+            "map_rows_per_s": [round(v) for v in result.map_rows_per_s],
+        },
+    }
+
+
+def load_figures(result: LoadResult) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for endpoint in ENDPOINTS:
+        suffix = "" if endpoint == "trivial" else "_db"
+        plain_rps = None
+        for variant in VARIANTS:
+            outcome = result.outcomes.get(variant)
+            measured = [m.run for m in outcome.measurements if m.endpoint == endpoint] if outcome else []
+            if not measured:
+                continue
+            rps = _median([m.rps for m in measured])
+            figures[f"rps_{variant}{suffix}"] = round(rps, 1)
+            figures[f"p50_ms_{variant}{suffix}"] = round(_median([m.p50_ms for m in measured]), 2)
+            figures[f"p99_ms_{variant}{suffix}"] = round(_median([m.p99_ms for m in measured]), 2)
+            cpu = [m.server_cpu_s / m.requests * 1e6 for m in measured if m.requests]
+            figures[f"server_cpu_us_per_request_{variant}{suffix}"] = round(_median(cpu), 1)
+            if variant == "plain":
+                plain_rps = rps
+            elif plain_rps and rps:
+                figures[f"added_us_per_request_{variant}{suffix}"] = round(1e6 / rps - 1e6 / plain_rps, 1)
+            errors = sum(m.errors + m.non_2xx for m in measured)
+            if errors:
+                figures[f"errors_{variant}{suffix}"] = errors
+        base = figures.get(f"server_cpu_us_per_request_plain{suffix}")
+        for variant in VARIANTS[1:]:
+            key = f"server_cpu_us_per_request_{variant}{suffix}"
+            if key in figures and base is not None:
+                figures[f"added_cpu_us_per_request_{variant}{suffix}"] = round(figures[key] - base, 1)
+    ours = result.outcomes.get("instrumented")
+    if ours is not None:
+        served = ours.served or 0
+        stored = result.rows_stored or 0
+        figures["rows_served_instrumented"] = served
+        figures["rows_stored_instrumented"] = stored
+        figures["rows_lost"] = max(served - stored, 0) if ours.served is not None else None
+        figures["rows_duplicated"] = max(stored - served, 0)
+        figures["spool_files_left"] = ours.spool_files_left
+    figures["servers"] = {
+        variant: {
+            "served": outcome.served,
+            "exit_code": outcome.exit_code,
+            "runs": [
+                {
+                    "round": m.round,
+                    "endpoint": m.endpoint,
+                    "rps": round(m.run.rps, 1),
+                    "requests": m.run.requests,
+                    "p50_ms": m.run.p50_ms,
+                    "p99_ms": m.run.p99_ms,
+                    "errors": m.run.errors,
+                    "non_2xx": m.run.non_2xx,
+                    "server_cpu_s": round(m.run.server_cpu_s, 3),
+                }
+                for m in outcome.measurements
+            ],
+        }
+        for variant, outcome in result.outcomes.items()
+    }
+    return figures
+
+
+def targets(figures: dict[str, Any]) -> dict[str, bool | None]:
+    def ratio(a: str, b: str) -> float | None:
+        if figures.get(a) is None or not figures.get(b):
+            return None
+        return float(figures[a]) / float(figures[b])
+
+    checks: dict[str, bool | None] = {}
+    share = figures.get("ingest_share_of_ceiling")
+    checks["ingest_at_least_half_of_copy_ceiling"] = None if share is None else share >= TARGET_INGEST_SHARE
+    for suffix in ("", "_db"):
+        of_otel = ratio(f"rps_instrumented{suffix}", f"rps_otel_null{suffix}")
+        of_commit = ratio(f"rps_instrumented{suffix}", f"rps_commit_per_request{suffix}")
+        checks[f"instrumented_at_least_90pct_of_otel_null{suffix}"] = (
+            None if of_otel is None else of_otel >= TARGET_SHARE_OF_OTEL
+        )
+        checks[f"instrumented_at_least_2_5x_commit_per_request{suffix}"] = (
+            None if of_commit is None else of_commit >= TARGET_TIMES_COMMIT
+        )
+        checks[f"stretch_instrumented_above_otel_null{suffix}"] = None if of_otel is None else of_otel > 1.0
+    if "rows_lost" in figures:
+        checks["rows_lost_is_zero"] = (
+            figures["rows_lost"] == 0 and figures.get("rows_served_instrumented", 0) > 0
+        )
+        checks["no_rows_left_in_spool"] = figures.get("spool_files_left") == 0
+    return checks
+
+
+def _number(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def table(figures: dict[str, Any]) -> str:
+    """The human-readable summary printed at the end of a run."""
+    lines: list[str] = []
+    if "ingest_rows_per_s" in figures:
+        lines += [
+            f"Ingest: {figures['ingest_rows']:,} rows over 5 tables "
+            f"({figures['ingest_records']:,} spans + log records), median of rounds",
+            f"  ours (map + COPY per batch)   {_number(figures['ingest_rows_per_s']):>10} rows/s"
+            f"   {figures['ingest_share_of_ceiling']:.2f}x of ceiling",
+            f"  ceiling (one COPY per table)  {_number(figures['copy_ceiling_rows_per_s']):>10} rows/s",
+            f"  mapping alone                 {_number(figures['ingest_map_rows_per_s']):>10} rows/s",
+            f"  writer alone (mapped rows)    {_number(figures['ingest_write_rows_per_s']):>10} rows/s",
+            "",
+        ]
+    if "rps_plain" in figures:
+        header = (
+            f"{'endpoint':9} {'variant':34} {'req/s':>8} {'x plain':>8} {'p50 ms':>7} {'p99 ms':>7}"
+            f" {'added us/req':>12} {'CPU us/req':>10}"
+        )
+        lines += ["Per request (median over rounds):", header, "-" * len(header)]
+        for endpoint in ENDPOINTS:
+            suffix = "" if endpoint == "trivial" else "_db"
+            plain = figures.get(f"rps_plain{suffix}")
+            for variant in VARIANTS:
+                rps = figures.get(f"rps_{variant}{suffix}")
+                if rps is None:
+                    continue
+                share = f"{rps / plain:.2f}" if plain else "-"
+                lines.append(
+                    f"{endpoint:9} {LABELS[variant]:34} {_number(rps):>8} {share:>8}"
+                    f" {_number(figures.get(f'p50_ms_{variant}{suffix}'), 1):>7}"
+                    f" {_number(figures.get(f'p99_ms_{variant}{suffix}'), 1):>7}"
+                    f" {_number(figures.get(f'added_us_per_request_{variant}{suffix}', 0)):>12}"
+                    f" {_number(figures.get(f'server_cpu_us_per_request_{variant}{suffix}')):>10}"
+                )
+        lines += [
+            "",
+            f"Completeness of (c): {figures['rows_served_instrumented']:,} requests answered, "
+            f"{figures['rows_stored_instrumented']:,} rows stored, rows_lost = {figures['rows_lost']}",
+        ]
+    checks = figures.get("targets", {})
+    if checks:
+        lines += ["", "Targets:"]
+        for name, passed in checks.items():
+            mark = "n/a " if passed is None else ("met " if passed else "MISS")
+            lines.append(f"  [{mark}] {name}")
+    return "\n".join(lines)
