@@ -8,6 +8,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -65,7 +66,11 @@ class Pipeline:
     """A tracer and an event logger feeding counting processors with small queues."""
 
     def __init__(self, delivery: Delivery, queue: int = 256) -> None:
-        options = {"max_queue_size": queue, "max_export_batch_size": 64, "schedule_delay_millis": 10}
+        options: dict[str, Any] = {
+            "max_queue_size": queue,
+            "max_export_batch_size": 64,
+            "schedule_delay_millis": 10,
+        }
         self.spans = CountingBatchSpanProcessor(PostgresSpanExporter(delivery), **options)
         self.logs = CountingBatchLogRecordProcessor(PostgresLogExporter(delivery), **options)
         self.tracer_provider = TracerProvider(resource=RESOURCE)
@@ -77,7 +82,7 @@ class Pipeline:
         self.max_queued = 0
 
     def request(self, n: int) -> None:
-        attributes = {"http.method": "GET", "http.target": f"/r/{n}", "http.status_code": 200}
+        attributes: dict[str, Any] = {"http.method": "GET", "http.target": f"/r/{n}", "http.status_code": 200}
         self.tracer.start_span(f"GET /r/{n}", kind=SpanKind.SERVER, attributes=attributes).end()
         self._watch()
 

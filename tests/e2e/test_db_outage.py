@@ -142,7 +142,9 @@ def test_rows_equal_requests_after_a_database_outage(postgres: tuple[Path, str],
             # Phases end on what happened, not on the clock: a loaded machine only takes longer.
             wait_until(lambda: traffic.count("before") >= 60)
             traffic.phase = "stopping"
-            stop_embedded_postgres(pg_dir)
+            assert stop_embedded_postgres(pg_dir), "the throwaway PostgreSQL was not running"
+            with pytest.raises(psycopg.OperationalError):
+                psycopg.connect(url, connect_timeout=2).close()
             traffic.phase = "outage"
             outage_started = time.monotonic()
             wait_until(

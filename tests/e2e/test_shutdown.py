@@ -50,23 +50,17 @@ def closed_port_url() -> str:
     return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
 
 
-def test_sigterm_writes_pending_telemetry(db_url: str, tmp_path: Path) -> None:
-    env = {**PENDING, "HOMEPOT_ANALYTICS_DATABASE_URL": db_url, "HOMEPOT_ANALYTICS_DATA_DIR": str(tmp_path)}
-    app = AppProcess(env, tmp_path / "app.log")
-    try:
-        expected = send_mixed_requests(app.base_url, 15)
-        time.sleep(0.3)
-        assert sum(counts(db_url).values()) == 0, "telemetry must still be pending here"
-        code = app.terminate()
-    finally:
-        app.stop()
-    assert code in (0, -signal.SIGTERM), app.log()
-    assert counts(db_url) == expected, app.log()
+def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {table: a[table] + b[table] for table in a}
 
 
-def test_spooled_at_shutdown_and_replayed_at_next_start(db_url: str, tmp_path: Path) -> None:
+def test_spooled_at_shutdown_replayed_at_next_start_and_pending_written_at_sigterm(
+    db_url: str, tmp_path: Path
+) -> None:
     data_dir = tmp_path / "data"
     spool = data_dir / "spool" / "reliability-app"
+
+    # 1. The database is away when the service is stopped: what it recorded is spooled.
     down = {
         **PENDING,
         "HOMEPOT_ANALYTICS_DATABASE_URL": closed_port_url(),
@@ -74,7 +68,7 @@ def test_spooled_at_shutdown_and_replayed_at_next_start(db_url: str, tmp_path: P
     }
     first = AppProcess(down, tmp_path / "first.log")
     try:
-        expected = send_mixed_requests(first.base_url, 10)
+        spooled = send_mixed_requests(first.base_url, 10)
         code = first.terminate()
     finally:
         first.stop()
@@ -83,16 +77,25 @@ def test_spooled_at_shutdown_and_replayed_at_next_start(db_url: str, tmp_path: P
     assert "stay spooled" in first.log()
     assert sum(counts(db_url).values()) == 0
 
-    up = {"HOMEPOT_ANALYTICS_DATABASE_URL": db_url, "HOMEPOT_ANALYTICS_DATA_DIR": str(data_dir)}
+    # 2. The next start, database back: the spool is replayed before any request arrives.
+    up = {**PENDING, "HOMEPOT_ANALYTICS_DATABASE_URL": db_url, "HOMEPOT_ANALYTICS_DATA_DIR": str(data_dir)}
     second = AppProcess(up, tmp_path / "second.log")
     try:
         deadline = time.monotonic() + 20
-        while counts(db_url) != expected and time.monotonic() < deadline:
+        while counts(db_url) != spooled and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert counts(db_url) == expected, second.log()  # no request made: the replay did it
+        assert counts(db_url) == spooled, second.log()
         assert list(spool.glob("*.batch")) == []
+
+        # 3. SIGTERM with telemetry still queued (the export delay is long): it is written.
+        pending = send_mixed_requests(second.base_url, 15)
+        time.sleep(0.3)
+        assert counts(db_url) == spooled, "telemetry must still be pending here"
+        code = second.terminate()
     finally:
-        second.terminate()
+        second.stop()
+    assert code in (0, -signal.SIGTERM), second.log()
+    assert counts(db_url) == add(spooled, pending), second.log()
 
 
 def test_sigterm_flushes_a_process_without_a_server(db_url: str, tmp_path: Path) -> None:
@@ -102,13 +105,14 @@ def test_sigterm_flushes_a_process_without_a_server(db_url: str, tmp_path: Path)
         "HOMEPOT_ANALYTICS_DATABASE_URL": db_url,
         "HOMEPOT_ANALYTICS_DATA_DIR": str(tmp_path),
     }
+    log = open(tmp_path / "script.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.e2e.sigterm_script", "25"],
         cwd=ROOT,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=log,
         text=True,
     )
     try:
@@ -121,6 +125,8 @@ def test_sigterm_flushes_a_process_without_a_server(db_url: str, tmp_path: Path)
         if process.poll() is None:
             process.kill()
             process.wait(10)
+        log.close()
+    output += (tmp_path / "script.log").read_text()
     # The signal still does what it would have done (the process ends by SIGTERM)...
     assert process.returncode == -signal.SIGTERM, output
     # ...after everything recorded reached the tables.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,7 +23,7 @@ def stats() -> ExportStats:
 
 
 @pytest.fixture
-def writer(db_url: str, stats: ExportStats) -> RowWriter:
+def writer(db_url: str, stats: ExportStats) -> Iterator[RowWriter]:
     writer = RowWriter(db_url, stats=stats)
     yield writer
     writer.close()
@@ -71,8 +73,8 @@ def test_a_row_the_database_refuses_costs_only_itself(
     rows[2] = {**rows[2], "endpoint": "x" * 5000}  # longer than varchar(2048): refused
     assert writer.write({"api_request_logs": rows}) == 3
     assert stats.get("rejected", "api_request_logs") == 1
-    assert sorted(r["event_id"] for r in fetch_rows(db_url, "api_request_logs")) == sorted(
-        r["event_id"] for i, r in enumerate(rows) if i != 2
+    assert sorted(str(r["event_id"]) for r in fetch_rows(db_url, "api_request_logs")) == sorted(
+        str(r["event_id"]) for i, r in enumerate(rows) if i != 2
     )
 
 
@@ -105,7 +107,7 @@ def test_oversized_attribute_values_are_truncated_and_clamped(writer: RowWriter,
     writer.write(rows_by_table(span, ok))
     rows = fetch_rows(db_url, "api_request_logs")
     assert len(rows) == 2
-    big = next(r for r in rows if r["trace_id"] == format(span.context.trace_id, "032x"))
+    big: dict[str, Any] = next(r for r in rows if r["trace_id"] == format(span.context.trace_id, "032x"))
     assert len(big["endpoint"]) == 2048 and big["endpoint"].startswith("/p/éé")
     assert len(big["user_agent"]) == 1024 and "\x00" not in big["user_agent"]
     assert len(big["user_id"]) == 255

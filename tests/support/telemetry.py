@@ -25,9 +25,14 @@ def _context(n: int) -> SpanContext:
     return SpanContext(0x1000 + n, 0x2000 + n, is_remote=False, trace_flags=TraceFlags(TraceFlags.SAMPLED))
 
 
-def request_span(path: str = "/ping", status: int = 200, **attributes: Any) -> ReadableSpan:
+def request_span(path: str = "/ping", status: int = 200, /, **attributes: Any) -> ReadableSpan:
     n = next(_ids)
-    base = {"http.method": "GET", "http.target": path, "http.route": path, "http.status_code": status}
+    base: dict[str, Any] = {
+        "http.method": "GET",
+        "http.target": path,
+        "http.route": path,
+        "http.status_code": status,
+    }
     return ReadableSpan(
         name=f"GET {path}",
         context=_context(n),
@@ -62,9 +67,9 @@ def failing_request_span(path: str = "/boom") -> ReadableSpan:
     )
 
 
-def job_span(job_id: str | None = None, **attributes: Any) -> ReadableSpan:
+def job_span(job_id: str | None = None, /, **attributes: Any) -> ReadableSpan:
     n = next(_ids)
-    base = {c.JOB_ID: job_id or f"job-{n}", c.JOB_TYPE: "restart", c.JOB_STATUS: "success"}
+    base: dict[str, Any] = {c.JOB_ID: job_id or f"job-{n}", c.JOB_TYPE: "restart", c.JOB_STATUS: "success"}
     return ReadableSpan(
         name="job restart",
         context=_context(n),
