@@ -54,6 +54,7 @@ class TablePurge:
     dropped: list[tuple[str, int]] = field(default_factory=list)  # (partition, rows)
     default_rows: int = 0
     skipped: list[str] = field(default_factory=list)  # partitions whose lock was busy
+    unpartitioned: bool = False  # the table predates migration 2: nothing can be dropped
 
     @property
     def rows(self) -> int:
@@ -62,6 +63,8 @@ class TablePurge:
     def describe(self) -> str:
         if self.cutoff is None:
             return f"{self.table}: kept forever (retention 0), nothing removed"
+        if self.unpartitioned:
+            return f"{self.table}: not partitioned yet, nothing removed (run homepot-analytics create-tables)"
         head = f"{self.table}: {self.rows} rows older than {self.cutoff:%Y-%m-%d %H:%M} UTC"
         parts = []
         if self.dropped:
@@ -85,7 +88,8 @@ def _expired(partition: Partition, cutoff: datetime) -> bool:
 def _purge_table(conn: Connection, table: str, cutoff: datetime, result: TablePurge, dry_run: bool) -> None:
     with conn.begin():
         if not is_partitioned(conn, table):
-            logger.warning("%s is not partitioned (migration 2 pending?); retention skipped", table)
+            logger.warning("%s is not partitioned (migration 2 pending); retention skipped", table)
+            result.unpartitioned = True
             return
         existing = partitions(conn, table)
     for partition in existing:

@@ -177,6 +177,24 @@ def test_daily_maintenance_purges_and_creates_coming_months(url: str, engine: En
         assert run_retention(engine, settings_for(url, tmp_path), now=NOW) is None
 
 
+def test_a_database_not_yet_partitioned_is_reported_not_purged(tmp_path: Path) -> None:
+    from exporter import migrations
+
+    with throwaway_database() as url:
+        engine = create_engine(url)
+        try:
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:1])
+                migrate(engine)
+            insert(url, "api_request_logs", datetime(2020, 1, 1, tzinfo=UTC))
+            results = purge(engine, settings_for(url, tmp_path), now=NOW)
+        finally:
+            engine.dispose()
+        assert len(stored(url, "api_request_logs")) == 1
+    assert all(r.unpartitioned and r.rows == 0 for r in results)
+    assert "run homepot-analytics create-tables" in results[0].describe()
+
+
 def test_purge_command_reports_per_table(url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     insert(url, "api_request_logs", datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC))
     monkeypatch.setenv("HOMEPOT_ANALYTICS_DATABASE_URL", url)
