@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench.apps.service import DIAGNOSTIC_VARIANTS, VARIANTS
+from bench.apps.service import DIAGNOSTIC_VARIANTS, PROTOTYPE_VARIANTS, VARIANTS
 
 REQUEST_HEADERS = [
     (b"host", b"127.0.0.1:8000"),
@@ -124,7 +124,9 @@ def main() -> None:
     )
     parser.add_argument("--database-url", required=True)
     parser.add_argument(
-        "--variant", choices=VARIANTS + DIAGNOSTIC_VARIANTS, help="one variant in this process"
+        "--variant",
+        choices=VARIANTS + DIAGNOSTIC_VARIANTS + PROTOTYPE_VARIANTS,
+        help="one variant in this process",
     )
     parser.add_argument("--endpoint", default="trivial", choices=("trivial", "db"))
     parser.add_argument("--requests", type=int, default=5000)

@@ -8,14 +8,17 @@ pseudonymous users, truncated IPs, secrets masked), as the OTLP sink does.
 Ceiling: the very same rows, already in PostgreSQL's COPY text format (read back with
 ``COPY ... TO STDOUT``), loaded with one COPY per table in one transaction: what the database
 takes when Python does nothing per row. Both start from empty tables, alternated over rounds.
-The two halves of our cost are timed apart too: mapping alone, and ``RowWriter`` alone.
+The two halves of our cost are timed apart too: mapping alone (with the default privacy policy
+and with none), and ``RowWriter`` alone; and a pipelined prototype (see ``_run_pipelined``).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,12 +29,15 @@ import psycopg
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 from psycopg import sql
+from pydantic import SecretStr
 
+from bench.apps.service import BENCH_PSEUDONYM_KEY
 from bench.database import count_rows, truncate_tables
 from bench.workload import Stream
-from exporter import PostgresLogExporter, PostgresSpanExporter, create_delivery
+from exporter import Delivery, PostgresLogExporter, PostgresSpanExporter, create_delivery
 from exporter.mapping import Row, log_record_to_rows, span_to_rows
-from exporter.privacy import Privacy, privacy_from_settings
+from exporter.privacy import PASS_THROUGH, Privacy, privacy_from_settings
+from exporter.rows import RowBatch
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.writer import RowWriter
 from homepot_analytics.settings import Settings
@@ -49,7 +55,10 @@ class IngestResult:
     ours_rows_per_s: list[float] = field(default_factory=list)
     ceiling_rows_per_s: list[float] = field(default_factory=list)
     map_rows_per_s: list[float] = field(default_factory=list)
+    map_plain_rows_per_s: list[float] = field(default_factory=list)
+    map_cached_privacy_rows_per_s: list[float] = field(default_factory=list)
     write_rows_per_s: list[float] = field(default_factory=list)
+    pipelined_rows_per_s: list[float] = field(default_factory=list)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -67,26 +76,68 @@ def _map_all(stream: Stream, privacy: Privacy) -> dict[str, list[Row]]:
     return rows
 
 
-def _run_ours(url: str, stream: Stream, batch_size: int, spool_dir: Path, privacy: Privacy) -> float:
-    """Seconds for the exporters to take the whole stream, batch by batch."""
-    delivery = create_delivery(url, spool_dir, auto_migrate=False)
-    spans, logs = PostgresSpanExporter(delivery, privacy), PostgresLogExporter(delivery, privacy)
+Batch = tuple[str, Sequence[Any]]
+
+
+def _batches(stream: Stream, batch_size: int) -> list[Batch]:
+    """Span and log batches interleaved in proportion, as the two processors' threads send them."""
     span_batches, log_batches = _chunks(stream.spans, batch_size), _chunks(stream.logs, batch_size)
-    # Interleave span and log batches in proportion, as the two processors' threads would.
     order = sorted(
         [(i / len(span_batches), "span", b) for i, b in enumerate(span_batches)]
         + [(i / max(len(log_batches), 1), "log", b) for i, b in enumerate(log_batches)],
         key=lambda item: (item[0], item[1]),
     )
+    return [(kind, batch) for _, kind, batch in order]
+
+
+def _finish(delivery: Delivery) -> None:
+    delivery.shutdown()
+    if delivery.spool is not None and delivery.spool.pending():
+        raise RuntimeError("rows were spooled during the ingest benchmark: the database was unavailable")
+
+
+def _run_ours(url: str, batches: list[Batch], spool_dir: Path, privacy: Privacy) -> float:
+    """Seconds for the exporters to take the whole stream, batch by batch."""
+    delivery = create_delivery(url, spool_dir, auto_migrate=False)
+    spans, logs = PostgresSpanExporter(delivery, privacy), PostgresLogExporter(delivery, privacy)
     started = time.perf_counter()
-    for _, kind, batch in order:
+    for kind, batch in batches:
         ok = spans.export(batch) if kind == "span" else logs.export(batch)
         if ok not in (SpanExportResult.SUCCESS, LogRecordExportResult.SUCCESS):
             raise RuntimeError("the exporter failed during the ingest benchmark")
     elapsed = time.perf_counter() - started
-    delivery.shutdown()
-    if delivery.spool is not None and delivery.spool.pending():
-        raise RuntimeError("rows were spooled during the ingest benchmark: the database was unavailable")
+    _finish(delivery)
+    return elapsed
+
+
+def _run_pipelined(url: str, batches: list[Batch], spool_dir: Path, privacy: Privacy) -> float:
+    """A prototype, not shipped: the exporters' mapping and ``Delivery``, but each batch is
+    written by a second thread while the next one is mapped. The write waits on PostgreSQL
+    with the GIL released, so mapping and the database's work overlap instead of taking turns."""
+    delivery = create_delivery(url, spool_dir, auto_migrate=False)
+    handoff: queue.Queue[dict[str, list[Row]] | None] = queue.Queue(maxsize=1)
+    failures: list[str] = []
+
+    def write_batches() -> None:
+        while (rows := handoff.get()) is not None:
+            if not delivery.deliver(rows):
+                failures.append("dropped")
+
+    writer = threading.Thread(target=write_batches, name="bench-pipelined-writer")
+    started = time.perf_counter()
+    writer.start()
+    for kind, batch in batches:
+        mapper: Any = span_to_rows if kind == "span" else log_record_to_rows
+        rows = RowBatch(delivery.stats)
+        for record in batch:
+            rows.add_from(mapper, record, privacy)
+        handoff.put(rows.rows)
+    handoff.put(None)
+    writer.join()
+    elapsed = time.perf_counter() - started
+    _finish(delivery)
+    if failures:
+        raise RuntimeError("the pipelined prototype dropped a batch")
     return elapsed
 
 
@@ -134,41 +185,49 @@ def _run_writer_only(url: str, rows: dict[str, list[Row]], batch_size: int) -> f
 
 
 def run_ingest(url: str, stream: Stream, rounds: int, batch_size: int | None = None) -> IngestResult:
-    """Alternate ours and the ceiling over ``rounds`` on empty tables; rows/s of each round."""
+    """Alternate ours, the ceiling and the diagnostics over ``rounds`` on empty tables."""
     batch_size = batch_size or Settings().export_batch_size
     # The default policy of a deployment; a fixed key, so no key file is written.
-    privacy = privacy_from_settings(Settings(pseudonym_key="homepot-bench-pseudonym-key"))  # type: ignore[arg-type]
-    started = time.perf_counter()
+    privacy = privacy_from_settings(Settings(pseudonym_key=SecretStr(BENCH_PSEUDONYM_KEY)))
     mapped = _map_all(stream, privacy)
-    map_seconds = time.perf_counter() - started
     expected = {table: len(rows) for table, rows in mapped.items()}
     total = sum(expected.values())
     result = IngestResult(len(stream.spans) + len(stream.logs), total, expected)
-    result.map_rows_per_s.append(total / map_seconds)
+    batches = _batches(stream, batch_size)
+
+    def check_stored(what: str) -> None:
+        stored = {table: n for table, n in count_rows(url).items() if n}
+        if stored != expected:
+            raise RuntimeError(f"{what} stored {stored}, expected {expected}")
+
     with tempfile.TemporaryDirectory(prefix="homepot-bench-spool-") as spool:
         dumps: dict[str, bytes] | None = None
         for round_index in range(rounds):
             truncate_tables(url)
-            seconds = _run_ours(url, stream, batch_size, Path(spool), privacy)
-            stored = {table: n for table, n in count_rows(url).items() if n}
-            if stored != expected:
-                raise RuntimeError(f"ingest stored {stored}, expected {expected}")
-            result.ours_rows_per_s.append(total / seconds)
+            result.ours_rows_per_s.append(total / _run_ours(url, batches, Path(spool), privacy))
+            check_stored("ingest")
             if dumps is None:
                 dumps = _dump_copy_text(url)
             truncate_tables(url)
             result.ceiling_rows_per_s.append(total / _run_ceiling(url, dumps))
             truncate_tables(url)
             result.write_rows_per_s.append(total / _run_writer_only(url, mapped, batch_size))
+            truncate_tables(url)
+            result.pipelined_rows_per_s.append(total / _run_pipelined(url, batches, Path(spool), privacy))
+            check_stored("pipelined prototype")
+            for policy, samples in (
+                (privacy, result.map_rows_per_s),
+                (PASS_THROUGH, result.map_plain_rows_per_s),
+            ):
+                started = time.perf_counter()
+                _map_all(stream, policy)
+                samples.append(total / (time.perf_counter() - started))
             logger.info(
                 "ingest round %d: ours %.0f rows/s, ceiling %.0f rows/s",
                 round_index + 1,
                 result.ours_rows_per_s[-1],
                 result.ceiling_rows_per_s[-1],
             )
-        started = time.perf_counter()
-        _map_all(stream, privacy)
-        result.map_rows_per_s.append(total / (time.perf_counter() - started))
     truncate_tables(url)
     return result
 

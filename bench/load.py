@@ -236,6 +236,7 @@ def run_load(
     connections: int,
     scratch: Path,
     count_rows: Callable[[], int],
+    settle_s: float = SETTLE_S,
 ) -> LoadResult:
     """Start every variant's server, alternate the load over ``rounds``, stop them all.
 
@@ -257,7 +258,7 @@ def run_load(
             for variant in order:
                 server = servers[variant]
                 for endpoint in endpoints:
-                    run = server.load(endpoint, seconds, connections)
+                    run = server.load(endpoint, seconds, connections, settle_s=settle_s)
                     server.outcome.measurements.append(Measurement(variant, round_index, endpoint, run))
                     logger.info(
                         "round %d %-18s %-7s %8.0f req/s  p99 %6.1f ms  %6.0f us CPU/req",

@@ -18,12 +18,13 @@ from typing import Any
 from bench.ingest import IngestResult
 from bench.load import ENDPOINTS, LoadResult
 
-VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request")
+VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request", "lean_prototype")
 LABELS = {
     "plain": "(a) no instrumentation",
     "otel_null": "(b) stock OTel + null exporter",
     "instrumented": "(c) ours -> PostgreSQL",
     "commit_per_request": "(d) insert+commit per request",
+    "lean_prototype": "(e) prototype: lean mw + ours",
 }
 TARGET_INGEST_SHARE = 0.5
 TARGET_SHARE_OF_OTEL = 0.9
@@ -77,7 +78,12 @@ def ingest_figures(result: IngestResult) -> dict[str, Any]:
         "copy_ceiling_rows_per_s": round(ceiling),
         "ingest_share_of_ceiling": round(ours / ceiling, 3) if ceiling else None,
         "ingest_map_rows_per_s": round(_median(result.map_rows_per_s)),
+        "ingest_map_no_privacy_rows_per_s": round(_median(result.map_plain_rows_per_s)),
+        "ingest_map_cached_privacy_prototype_rows_per_s": round(
+            _median(result.map_cached_privacy_rows_per_s)
+        ),
         "ingest_write_rows_per_s": round(_median(result.write_rows_per_s)),
+        "ingest_pipelined_prototype_rows_per_s": round(_median(result.pipelined_rows_per_s)),
         "ingest_records": result.records,
         "ingest_rows": result.rows,
         "ingest_rows_by_table": result.rows_by_table,
@@ -85,7 +91,12 @@ def ingest_figures(result: IngestResult) -> dict[str, Any]:
             "ours_rows_per_s": [round(v) for v in result.ours_rows_per_s],
             "copy_ceiling_rows_per_s": [round(v) for v in result.ceiling_rows_per_s],
             "write_rows_per_s": [round(v) for v in result.write_rows_per_s],
+            "pipelined_prototype_rows_per_s": [round(v) for v in result.pipelined_rows_per_s],
             "map_rows_per_s": [round(v) for v in result.map_rows_per_s],
+            "map_no_privacy_rows_per_s": [round(v) for v in result.map_plain_rows_per_s],
+            "map_cached_privacy_prototype_rows_per_s": [
+                round(v) for v in result.map_cached_privacy_rows_per_s
+            ],
         },
     }
 
@@ -170,6 +181,10 @@ def targets(figures: dict[str, Any]) -> dict[str, bool | None]:
             None if of_commit is None else of_commit >= TARGET_TIMES_COMMIT
         )
         checks[f"stretch_instrumented_above_otel_null{suffix}"] = None if of_otel is None else of_otel > 1.0
+        of_otel_lean = ratio(f"rps_lean_prototype{suffix}", f"rps_otel_null{suffix}")
+        checks[f"info_prototype_above_otel_null{suffix}"] = (
+            None if of_otel_lean is None else of_otel_lean > 1.0
+        )
     if "rows_lost" in figures:
         checks["rows_lost_is_zero"] = (
             figures["rows_lost"] == 0 and figures.get("rows_served_instrumented", 0) > 0
@@ -188,16 +203,24 @@ def table(figures: dict[str, Any]) -> str:
     """The human-readable summary printed at the end of a run."""
     lines: list[str] = []
     if "ingest_rows_per_s" in figures:
-        lines += [
+        share = figures["ingest_share_of_ceiling"]
+        ingest_rows = (
+            ("ours (map + COPY per batch)", "ingest_rows_per_s", f"   {share:.2f}x of ceiling"),
+            ("ceiling (one COPY per table)", "copy_ceiling_rows_per_s", ""),
+            ("mapping alone, default privacy", "ingest_map_rows_per_s", ""),
+            ("mapping alone, no privacy", "ingest_map_no_privacy_rows_per_s", ""),
+            ("prototype: privacy with caches", "ingest_map_cached_privacy_prototype_rows_per_s", ""),
+            ("writer alone (mapped rows)", "ingest_write_rows_per_s", ""),
+            ("prototype: map || write", "ingest_pipelined_prototype_rows_per_s", ""),
+        )
+        lines.append(
             f"Ingest: {figures['ingest_rows']:,} rows over 5 tables "
-            f"({figures['ingest_records']:,} spans + log records), median of rounds",
-            f"  ours (map + COPY per batch)   {_number(figures['ingest_rows_per_s']):>10} rows/s"
-            f"   {figures['ingest_share_of_ceiling']:.2f}x of ceiling",
-            f"  ceiling (one COPY per table)  {_number(figures['copy_ceiling_rows_per_s']):>10} rows/s",
-            f"  mapping alone                 {_number(figures['ingest_map_rows_per_s']):>10} rows/s",
-            f"  writer alone (mapped rows)    {_number(figures['ingest_write_rows_per_s']):>10} rows/s",
-            "",
+            f"({figures['ingest_records']:,} spans + log records), median of rounds"
+        )
+        lines += [
+            f"  {label:32}{_number(figures.get(key)):>10} rows/s{extra}" for label, key, extra in ingest_rows
         ]
+        lines.append("")
     if "rps_plain" in figures:
         header = (
             f"{'endpoint':9} {'variant':34} {'req/s':>8} {'x plain':>8} {'p50 ms':>7} {'p99 ms':>7}"

@@ -33,8 +33,25 @@ from bench.workload import generate
 logger = logging.getLogger("bench")
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
-FULL = {"records": 100_000, "ingest_rounds": 3, "rounds": 5, "seconds": 10, "warmup_s": 2}
-QUICK = {"records": 10_000, "ingest_rounds": 2, "rounds": 2, "seconds": 2, "warmup_s": 1}
+FULL = {
+    "records": 60_000,
+    "ingest_rounds": 3,
+    "rounds": 5,
+    "seconds": 10,
+    "warmup_s": 2,
+    "settle_s": 1.2,
+    "prototype": True,  # also load (e), the lean-middleware prototype (bench/apps/lean_prototype.py)
+}
+# Quick: enough to prove every part still runs and to print figures, not to trust them.
+QUICK = {
+    "records": 10_000,
+    "ingest_rounds": 1,
+    "rounds": 2,
+    "seconds": 2,
+    "warmup_s": 1,
+    "settle_s": 0.5,
+    "prototype": False,
+}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -75,26 +92,32 @@ def main(argv: list[str] | None = None) -> int:
         "config": {**plan, "connections": args.connections, "uvicorn_workers": 1},
         "loadavg_at_start": list(os.getloadavg()),
     }
+    phases: dict[str, float] = {}
     with throwaway_database() as url:
+        phases["database"] = time.monotonic() - started
         figures["machine"]["postgresql"] = server_version(url)  # type: ignore[index]
         if not args.skip_ingest:
             logger.info("ingest: generating %d records", plan["records"])
             stream = generate(int(plan["records"]))
             figures.update(report.ingest_figures(run_ingest(url, stream, int(plan["ingest_rounds"]))))
             del stream
+            phases["ingest"] = time.monotonic() - started - sum(phases.values())
         if not args.skip_load:
             with tempfile.TemporaryDirectory(prefix="homepot-bench-") as scratch:
                 result = run_load(
                     url,
-                    report.VARIANTS,
+                    report.VARIANTS if plan["prototype"] else report.VARIANTS[:4],
                     rounds=int(plan["rounds"]),
                     seconds=int(plan["seconds"]),
                     warmup_s=int(plan["warmup_s"]),
                     connections=args.connections,
                     scratch=Path(scratch),
                     count_rows=lambda: count_rows(url)["api_request_logs"],
+                    settle_s=float(plan["settle_s"]),
                 )
             figures.update(report.load_figures(result))
+            phases["load"] = time.monotonic() - started - sum(phases.values())
+    figures["phase_seconds"] = {name: round(seconds, 1) for name, seconds in phases.items()}
     figures["loadavg_at_end"] = list(os.getloadavg())
     figures["duration_s"] = round(time.monotonic() - started, 1)
     figures["targets"] = report.targets(figures)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,13 @@ from homepot_analytics.database import create_engine
 # so (c)'s completeness count is not mixed with (d)'s rows while both servers are up.
 commit_log = api_request_logs.to_metadata(MetaData(), name="bench_commit_log")
 
+BENCH_PSEUDONYM_KEY = "homepot-bench-pseudonym-key"
 VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request")
 # Diagnostic variant (bench/asgi_cost.py): our instrumentation with the stock null exporter,
 # which separates our request-path cost from the exporter's.
 DIAGNOSTIC_VARIANTS = ("instrumented_null_export",)
+# Prototype of a leaner server-span middleware with our exporter (bench/apps/lean_prototype.py).
+PROTOTYPE_VARIANTS = ("lean_prototype",)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -90,12 +94,22 @@ def _otel_null(app: FastAPI) -> None:
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])
 
 
+def _settings(database_url: str, data_dir: Path) -> Any:
+    """Our settings for the benchmark: defaults, with a fixed pseudonym key (no key file)."""
+    from pydantic import SecretStr
+
+    from homepot_analytics.settings import Settings
+
+    return Settings(
+        database_url=database_url, data_dir=data_dir, pseudonym_key=SecretStr(BENCH_PSEUDONYM_KEY)
+    )
+
+
 def _instrumented(app: FastAPI, database_url: str, data_dir: Path, *, null_export: bool = False) -> None:
     """Ours, as a user sets it up: one call, the exporter writing to PostgreSQL in-process."""
-    from homepot_analytics.settings import Settings
     from instrumentation import setup_telemetry
 
-    settings = Settings(database_url=database_url, data_dir=data_dir)
+    settings = _settings(database_url, data_dir)
     if null_export:
         telemetry = setup_telemetry(app, "bench", settings=settings, export_to_postgres=False)
         telemetry.tracer_provider.add_span_processor(_null_processor())
@@ -128,6 +142,45 @@ def _commit_per_request(app: FastAPI, engine: Engine) -> None:
                 )
             )
         return response
+
+
+def _lean_prototype(app: FastAPI, database_url: str, data_dir: Path) -> None:
+    """Our exporter exactly as setup_telemetry wires it, fed by the lean prototype middleware."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from starlette.concurrency import run_in_threadpool
+
+    from bench.apps.lean_prototype import LeanServerSpanMiddleware
+    from exporter import PostgresSpanExporter, create_delivery
+    from exporter.privacy import privacy_from_settings
+    from exporter.processor import CountingBatchSpanProcessor
+    from instrumentation.users import default_user_resolver
+
+    settings = _settings(database_url, data_dir)
+    delivery = create_delivery(database_url, data_dir / "spool" / "bench")
+    processor = CountingBatchSpanProcessor(
+        PostgresSpanExporter(delivery, privacy_from_settings(settings)),
+        max_queue_size=settings.export_queue_size,
+        max_export_batch_size=settings.export_batch_size,
+        schedule_delay_millis=settings.export_delay_ms,
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(processor)
+    app.add_middleware(
+        LeanServerSpanMiddleware,
+        tracer=provider.get_tracer("homepot_analytics"),
+        user_resolver=default_user_resolver,
+    )
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(running_app: Any) -> AsyncIterator[Any]:
+        async with original(running_app) as state:
+            yield state
+        await run_in_threadpool(provider.shutdown)
+        delivery.shutdown()
+
+    app.router.lifespan_context = lifespan
 
 
 class ServedCounter:
@@ -163,7 +216,7 @@ class ServedCounter:
 
 def create_app() -> ServedCounter:
     variant = os.environ.get("BENCH_VARIANT", "plain")
-    if variant not in VARIANTS + DIAGNOSTIC_VARIANTS:
+    if variant not in VARIANTS + DIAGNOSTIC_VARIANTS + PROTOTYPE_VARIANTS:
         raise ValueError(f"BENCH_VARIANT must be one of {VARIANTS}, not {variant!r}")
     database_url = os.environ["BENCH_DATABASE_URL"]
     engine = create_engine(database_url, pool_size=20, max_overflow=0, pool_pre_ping=False)
@@ -177,5 +230,7 @@ def create_app() -> ServedCounter:
         _instrumented(app, database_url, Path("/nonexistent"), null_export=True)
     elif variant == "commit_per_request":
         _commit_per_request(app, engine)
+    elif variant == "lean_prototype":
+        _lean_prototype(app, database_url, Path(os.environ.get("BENCH_DATA_DIR", "/tmp/homepot-bench")))
     served_file = os.environ.get("BENCH_SERVED_FILE")
     return ServedCounter(app, Path(served_file) if served_file else None)
