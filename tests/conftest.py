@@ -21,7 +21,9 @@ from exporter.schema import TABLES
 from homepot_analytics.database import create_engine
 from homepot_analytics.settings import Settings
 
-ADMIN_URL = os.environ.get("HOMEPOT_ANALYTICS_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "HOMEPOT_ANALYTICS_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 
@@ -53,9 +55,13 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture()
 def db_url(database_url: str) -> str:
-    """The test database with all five tables emptied."""
+    """The test database with all five tables emptied.
+
+    DELETE, not TRUNCATE: the tables are partitioned, and TRUNCATE replaces every partition's
+    files (about a second per test); the few rows a test leaves behind delete in microseconds."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        for table in TABLES:
+            conn.execute(f"DELETE FROM {table}")
     return database_url
 
 
