@@ -8,7 +8,9 @@ its table exactly once.
 
 from __future__ import annotations
 
+import shutil
 import statistics
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -38,11 +40,16 @@ class Sent:
 
 
 @pytest.fixture
-def postgres(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    directory = tmp_path / "pg"
-    url = ensure_embedded_postgres(directory)
-    yield directory, url
-    stop_embedded_postgres(directory)
+def postgres() -> Iterator[tuple[Path, str]]:
+    # Not under pytest's tmp root: a pytest process starting meanwhile (another run on the same
+    # machine) chmods that root 0700, which voids the ACL that lets the server's account through.
+    directory = Path(tempfile.mkdtemp(prefix="homepot-outage-")) / "pg"
+    try:
+        url = ensure_embedded_postgres(directory)
+        yield directory, url
+    finally:
+        stop_embedded_postgres(directory)
+        shutil.rmtree(directory.parent, ignore_errors=True)
 
 
 class Traffic:
