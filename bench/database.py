@@ -62,6 +62,15 @@ def truncate_tables(url: str) -> None:
         conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
 
 
+def count_service_rows(url: str, service_name: str, table: str = "api_request_logs") -> int:
+    """Rows one service stored in ``table``."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            f"SELECT count(*) FROM {table} WHERE service_name = %s", (service_name,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+
 def count_rows(url: str) -> dict[str, int]:
     with psycopg.connect(url) as conn:
         return {

@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from bench.apps.service import BENCH_PSEUDONYM_KEY
 from bench.database import count_rows, truncate_tables
+from bench.privacy_prototype import caching
 from bench.workload import Stream
 from exporter import Delivery, PostgresLogExporter, PostgresSpanExporter, create_delivery
 from exporter.mapping import Row, log_record_to_rows, span_to_rows
@@ -218,6 +219,7 @@ def run_ingest(url: str, stream: Stream, rounds: int, batch_size: int | None = N
             for policy, samples in (
                 (privacy, result.map_rows_per_s),
                 (PASS_THROUGH, result.map_plain_rows_per_s),
+                (caching(privacy), result.map_cached_privacy_rows_per_s),
             ):
                 started = time.perf_counter()
                 _map_all(stream, policy)

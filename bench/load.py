@@ -223,7 +223,7 @@ class Server:
 @dataclass
 class LoadResult:
     outcomes: dict[str, ServerOutcome]
-    rows_stored: int | None
+    rows_stored: dict[str, int]  # per variant that stores rows, after its server flushed
 
 
 def run_load(
@@ -235,12 +235,13 @@ def run_load(
     warmup_s: int,
     connections: int,
     scratch: Path,
-    count_rows: Callable[[], int],
+    count_rows: Callable[[str], int | None],
     settle_s: float = SETTLE_S,
 ) -> LoadResult:
     """Start every variant's server, alternate the load over ``rounds``, stop them all.
 
-    ``count_rows`` counts what the instrumented variant stored, after its server has flushed.
+    ``count_rows(variant)`` counts what a variant stored (None: it stores nothing), once every
+    server has stopped and flushed.
     """
     servers = {variant: Server(variant, database_url, scratch) for variant in variants}
     with ExitStack() as stack:
@@ -270,5 +271,5 @@ def run_load(
                         run.server_cpu_s / max(run.requests, 1) * 1e6,
                     )
     outcomes = {variant: server.outcome for variant, server in servers.items()}
-    rows = count_rows() if "instrumented" in servers else None
-    return LoadResult(outcomes, rows)
+    stored = {variant: count_rows(variant) for variant in servers}
+    return LoadResult(outcomes, {variant: rows for variant, rows in stored.items() if rows is not None})

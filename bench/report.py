@@ -129,15 +129,17 @@ def load_figures(result: LoadResult) -> dict[str, Any]:
             key = f"server_cpu_us_per_request_{variant}{suffix}"
             if key in figures and base is not None:
                 figures[f"added_cpu_us_per_request_{variant}{suffix}"] = round(figures[key] - base, 1)
-    ours = result.outcomes.get("instrumented")
-    if ours is not None:
-        served = ours.served or 0
-        stored = result.rows_stored or 0
-        figures["rows_served_instrumented"] = served
-        figures["rows_stored_instrumented"] = stored
-        figures["rows_lost"] = max(served - stored, 0) if ours.served is not None else None
-        figures["rows_duplicated"] = max(stored - served, 0)
-        figures["spool_files_left"] = ours.spool_files_left
+    for variant, prefix in (("instrumented", ""), ("lean_prototype", "lean_prototype_")):
+        outcome = result.outcomes.get(variant)
+        if outcome is None or variant not in result.rows_stored:
+            continue
+        served, stored = outcome.served or 0, result.rows_stored[variant]
+        figures[f"rows_served_{variant}"] = served
+        figures[f"rows_stored_{variant}"] = stored
+        # None: the server never wrote its count (it died before its shutdown ran).
+        figures[f"{prefix}rows_lost"] = max(served - stored, 0) if outcome.served is not None else None
+        figures[f"{prefix}rows_duplicated"] = max(stored - served, 0)
+        figures[f"{prefix}spool_files_left"] = outcome.spool_files_left
     figures["servers"] = {
         variant: {
             "served": outcome.served,
@@ -189,6 +191,7 @@ def targets(figures: dict[str, Any]) -> dict[str, bool | None]:
         checks["rows_lost_is_zero"] = (
             figures["rows_lost"] == 0 and figures.get("rows_served_instrumented", 0) > 0
         )
+        checks["no_rows_duplicated"] = figures.get("rows_duplicated") == 0
         checks["no_rows_left_in_spool"] = figures.get("spool_files_left") == 0
     return checks
 
@@ -242,11 +245,17 @@ def table(figures: dict[str, Any]) -> str:
                     f" {_number(figures.get(f'added_us_per_request_{variant}{suffix}', 0)):>12}"
                     f" {_number(figures.get(f'server_cpu_us_per_request_{variant}{suffix}')):>10}"
                 )
-        lines += [
-            "",
-            f"Completeness of (c): {figures['rows_served_instrumented']:,} requests answered, "
-            f"{figures['rows_stored_instrumented']:,} rows stored, rows_lost = {figures['rows_lost']}",
-        ]
+        lines.append("")
+        for variant, prefix, label in (
+            ("instrumented", "", "(c)"),
+            ("lean_prototype", "lean_prototype_", "(e)"),
+        ):
+            if f"rows_served_{variant}" in figures:
+                lines.append(
+                    f"Completeness of {label}: {figures[f'rows_served_{variant}']:,} requests answered, "
+                    f"{figures[f'rows_stored_{variant}']:,} rows stored, "
+                    f"{prefix}rows_lost = {figures[f'{prefix}rows_lost']}"
+                )
     checks = figures.get("targets", {})
     if checks:
         lines += ["", "Targets:"]

@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import report
-from bench.database import count_rows, server_version, throwaway_database
+from bench.apps.service import SERVICE_NAMES
+from bench.database import count_service_rows, server_version, throwaway_database
 from bench.ingest import run_ingest
 from bench.load import run_load, wrk_path
 from bench.workload import generate
@@ -44,7 +45,7 @@ FULL = {
 }
 # Quick: enough to prove every part still runs and to print figures, not to trust them.
 QUICK = {
-    "records": 10_000,
+    "records": 8_000,
     "ingest_rounds": 1,
     "rounds": 2,
     "seconds": 2,
@@ -112,7 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                     warmup_s=int(plan["warmup_s"]),
                     connections=args.connections,
                     scratch=Path(scratch),
-                    count_rows=lambda: count_rows(url)["api_request_logs"],
+                    count_rows=lambda variant: (
+                        count_service_rows(url, SERVICE_NAMES[variant]) if variant in SERVICE_NAMES else None
+                    ),
                     settle_s=float(plan["settle_s"]),
                 )
             figures.update(report.load_figures(result))

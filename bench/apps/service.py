@@ -34,6 +34,8 @@ from homepot_analytics.database import create_engine
 commit_log = api_request_logs.to_metadata(MetaData(), name="bench_commit_log")
 
 BENCH_PSEUDONYM_KEY = "homepot-bench-pseudonym-key"
+# service.name of the variants that store rows: the completeness check counts each one's own.
+SERVICE_NAMES = {"instrumented": "bench-instrumented", "lean_prototype": "bench-lean-prototype"}
 VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request")
 # Diagnostic variant (bench/asgi_cost.py): our instrumentation with the stock null exporter,
 # which separates our request-path cost from the exporter's.
@@ -111,10 +113,10 @@ def _instrumented(app: FastAPI, database_url: str, data_dir: Path, *, null_expor
 
     settings = _settings(database_url, data_dir)
     if null_export:
-        telemetry = setup_telemetry(app, "bench", settings=settings, export_to_postgres=False)
+        telemetry = setup_telemetry(app, "bench-null-export", settings=settings, export_to_postgres=False)
         telemetry.tracer_provider.add_span_processor(_null_processor())
     else:
-        setup_telemetry(app, "bench", settings=settings)
+        setup_telemetry(app, SERVICE_NAMES["instrumented"], settings=settings)
 
 
 def _commit_per_request(app: FastAPI, engine: Engine) -> None:
@@ -157,14 +159,14 @@ def _lean_prototype(app: FastAPI, database_url: str, data_dir: Path) -> None:
     from instrumentation.users import default_user_resolver
 
     settings = _settings(database_url, data_dir)
-    delivery = create_delivery(database_url, data_dir / "spool" / "bench")
+    delivery = create_delivery(database_url, data_dir / "spool" / "lean")
     processor = CountingBatchSpanProcessor(
         PostgresSpanExporter(delivery, privacy_from_settings(settings)),
         max_queue_size=settings.export_queue_size,
         max_export_batch_size=settings.export_batch_size,
         schedule_delay_millis=settings.export_delay_ms,
     )
-    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAMES["lean_prototype"]}))
     provider.add_span_processor(processor)
     app.add_middleware(
         LeanServerSpanMiddleware,

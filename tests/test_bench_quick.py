@@ -1,0 +1,143 @@
+"""The benchmark's own logic: how figures and targets are derived, the request counter the
+completeness check relies on, and that its prototypes store what ours stores.
+
+Timing is never asserted (CI runs ``bench/run.py --quick`` for that, without failing on time).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from fastapi.testclient import TestClient
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from bench import report
+from bench.apps.lean_prototype import LeanServerSpanMiddleware
+from bench.apps.service import ServedCounter
+from bench.load import LoadResult, Measurement, ServerOutcome, WrkRun
+from bench.privacy_prototype import caching
+from bench.workload import generate
+from exporter.mapping import log_record_to_rows, span_to_rows
+from exporter.privacy import Privacy
+from instrumentation.users import default_user_resolver
+
+
+def _outcome(variant: str, rps: float, served: int | None = None) -> ServerOutcome:
+    outcome = ServerOutcome(variant, served, 0)
+    for round_index, endpoint in ((0, "trivial"), (0, "db"), (1, "trivial"), (1, "db")):
+        run = WrkRun(int(rps * 10), 10.0, 0, 0, p50_ms=1.0, p99_ms=5.0, server_cpu_s=rps * 10 * 1e-4)
+        outcome.measurements.append(Measurement(variant, round_index, endpoint, run))
+    return outcome
+
+
+def test_figures_and_targets_from_measurements() -> None:
+    outcomes = {
+        "plain": _outcome("plain", 2000),
+        "otel_null": _outcome("otel_null", 1000),
+        "instrumented": _outcome("instrumented", 850, served=12_000),
+        "commit_per_request": _outcome("commit_per_request", 300),
+    }
+    figures = report.load_figures(LoadResult(outcomes, rows_stored={"instrumented": 11_990}))
+    assert figures["rps_plain"] == 2000 and figures["rps_instrumented_db"] == 850
+    # 1e6/1000 - 1e6/2000: half a millisecond more per request than the plain app
+    assert figures["added_us_per_request_otel_null"] == 500.0
+    assert figures["rows_lost"] == 10 and figures["rows_duplicated"] == 0
+    figures["ingest_share_of_ceiling"] = 0.6
+    checks = report.targets(figures)
+    assert checks["ingest_at_least_half_of_copy_ceiling"] is True
+    assert checks["instrumented_at_least_90pct_of_otel_null"] is False  # 0.85
+    assert checks["instrumented_at_least_2_5x_commit_per_request"] is True  # 2.83
+    assert checks["rows_lost_is_zero"] is False and checks["no_rows_duplicated"] is True
+    assert checks["info_prototype_above_otel_null"] is None  # not measured
+    assert "rows_lost = 10" in report.table(figures)
+
+
+def test_served_counter_counts_answers_and_writes_them_at_shutdown(tmp_path: Path) -> None:
+    app = FastAPI()
+
+    @app.get("/ok")
+    async def ok() -> dict[str, bool]:
+        return {"ok": True}
+
+    served_file = tmp_path / "served"
+    counter = ServedCounter(app, served_file)
+    with TestClient(counter) as client:
+        for _ in range(3):
+            assert client.get("/ok").status_code == 200
+        assert client.get("/missing").status_code == 404  # answered too
+        assert not served_file.exists()
+    assert served_file.read_text() == "4"
+
+
+def _spans_of(app: FastAPI) -> list[Any]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    wrapped = LeanServerSpanMiddleware(app, provider.get_tracer("t"), default_user_resolver)
+    client = TestClient(wrapped, raise_server_exceptions=False)
+    client.get("/items/7?x=1", headers={"user-agent": "bench-test", "content-length": "0"})
+    client.get("/items/404")
+    client.get("/items/500")
+    return list(exporter.get_finished_spans())
+
+
+def test_lean_prototype_spans_map_to_the_rows_ours_store() -> None:
+    app = FastAPI()
+
+    @app.get("/items/{item}")
+    async def item(item: int) -> dict[str, int]:
+        if item == 404:
+            raise HTTPException(404, "no such item")
+        if item == 500:
+            raise RuntimeError("boom")
+        return {"item": item}
+
+    ok, missing, failed = (span_to_rows(span) for span in _spans_of(app))
+    assert [table for table, _ in failed] == ["api_request_logs", "error_logs"]
+    row = ok[0][1]
+    assert (row["endpoint"], row["route"], row["method"], row["status_code"]) == (
+        "/items/7",
+        "/items/{item}",
+        "GET",
+        200,
+    )
+    assert row["user_agent"] == "bench-test" and row["ip_address"] == "testclient"
+    assert row["response_size_bytes"] == len(b'{"item":7}')
+    assert missing[0][1]["status_code"] == 404 and missing[0][1]["error_message"] == "no such item"
+    assert failed[0][1]["status_code"] == 500 and failed[0][1]["error_message"] == "RuntimeError: boom"
+    assert failed[1][1]["error_code"] == "RuntimeError"
+
+
+def test_privacy_cache_prototype_stores_the_same_rows() -> None:
+    policy = Privacy(pseudonym_key=b"k" * 32, truncate_ips=True, mask_secrets=True)
+    cached = caching(policy)
+    stream = generate(300)
+    for span in stream.spans:
+        assert span_to_rows(span, cached) == span_to_rows(span, policy)
+    for record in stream.logs:
+        assert log_record_to_rows(record, cached) == log_record_to_rows(record, policy)
+    assert cached.user("alice") == policy.user("alice") != "alice"
+
+
+def test_wrk_summary_line_is_parsed(tmp_path: Path, monkeypatch: Any) -> None:
+    import subprocess
+
+    from bench import load
+
+    line = (
+        'WRK_JSON {"requests": 1200, "duration_us": 2000000, "errors": 1, "non_2xx": 2, '
+        '"p50_us": 1500, "p90_us": 3000, "p99_us": 9000, "mean_us": 1700.0}\n'
+    )
+
+    def fake_run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, stdout="Running 2s test\n" + line, stderr="")
+
+    monkeypatch.setattr(load, "wrk_path", lambda: "/usr/bin/wrk")
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    run = load.run_wrk("http://127.0.0.1:1/x", 2, 16)
+    assert (run.rps, run.p50_ms, run.p99_ms, run.errors, run.non_2xx) == (600.0, 1.5, 9.0, 1, 2)
