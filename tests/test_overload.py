@@ -30,7 +30,7 @@ from exporter.spool import Spool
 from exporter.stats import STATS
 from exporter.writer import RowWriter
 from query_api import metrics
-from tests.support.processes import free_port
+from tests.support.processes import refused_url
 
 RESOURCE = Resource({"service.name": "overload-test"})
 TABLES = ("api_request_logs", "device_state_history")
@@ -170,7 +170,7 @@ def test_database_away_and_spool_full_drops_counted_per_table(
 ) -> None:
     before = counters()
     spool = Spool(tmp_path / "spool", max_bytes=64 * 1024)
-    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    url = refused_url()
     delivery = Delivery(RowWriter(url, connect_timeout=2), spool, max_backoff_s=0.2)
     pipeline = Pipeline(delivery)
     for burst in range(20):

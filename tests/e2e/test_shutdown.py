@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support.processes import ROOT, AppProcess, free_port
+from tests.support.processes import ROOT, AppProcess, refused_url
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +46,6 @@ def send_mixed_requests(base_url: str, rounds: int) -> dict[str, int]:
     }
 
 
-def closed_port_url() -> str:
-    return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-
-
 def add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {table: a[table] + b[table] for table in a}
 
@@ -63,7 +59,7 @@ def test_spooled_at_shutdown_replayed_at_next_start_and_pending_written_at_sigte
     # 1. The database is away when the service is stopped: what it recorded is spooled.
     down = {
         **PENDING,
-        "HOMEPOT_ANALYTICS_DATABASE_URL": closed_port_url(),
+        "HOMEPOT_ANALYTICS_DATABASE_URL": refused_url(),
         "HOMEPOT_ANALYTICS_DATA_DIR": str(data_dir),
     }
     first = AppProcess(down, tmp_path / "first.log")

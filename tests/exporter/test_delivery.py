@@ -18,12 +18,8 @@ from exporter.delivery import Delivery
 from exporter.spool import Spool
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
-from tests.support.processes import free_port
+from tests.support.processes import refused_url
 from tests.support.telemetry import request_rows
-
-
-def closed_port_url() -> str:
-    return f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
 
 
 def count(url: str, table: str = "api_request_logs") -> int:
@@ -33,7 +29,7 @@ def count(url: str, table: str = "api_request_logs") -> int:
         return int(row[0])
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = 15.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, "timed out"
@@ -85,7 +81,7 @@ def test_outage_spools_and_the_next_start_replays_exactly_once(
     db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
 ) -> None:
     spool_dir = tmp_path / "spool"
-    down = deliveries(closed_port_url(), Spool(spool_dir), stats)
+    down = deliveries(refused_url(), Spool(spool_dir), stats)
     batches = [request_rows(4) for _ in range(3)]
     assert all(down.deliver({"api_request_logs": rows}) for rows in batches)
     assert stats.get("spooled", "api_request_logs") == 12
@@ -154,7 +150,7 @@ def test_full_spool_drops_counts_per_table_and_logs(
     rows = request_rows(20)
     size = len(pickle.dumps({"api_request_logs": rows}, protocol=pickle.HIGHEST_PROTOCOL))
     spool = Spool(tmp_path / "spool", max_bytes=int(size * 1.5))
-    delivery = deliveries(closed_port_url(), spool, stats)
+    delivery = deliveries(refused_url(), spool, stats)
     assert delivery.deliver({"api_request_logs": rows}) is True
     assert delivery.deliver({"api_request_logs": request_rows(20), "job_outcomes": [{}] * 7}) is False
     assert spool.size_bytes() <= spool.max_bytes
@@ -164,7 +160,7 @@ def test_full_spool_drops_counts_per_table_and_logs(
 
 
 def test_without_a_spool_an_outage_drops_and_counts(tmp_path: Path, stats: ExportStats) -> None:
-    delivery = Delivery(RowWriter(closed_port_url(), stats=stats, connect_timeout=2), None, stats=stats)
+    delivery = Delivery(RowWriter(refused_url(), stats=stats, connect_timeout=2), None, stats=stats)
     assert delivery.deliver({"device_state_history": [{}] * 4}) is False
     assert stats.get("dropped", "device_state_history", "no_spool") == 4
     delivery.shutdown()
@@ -190,7 +186,7 @@ def test_replay_backs_off_while_the_database_stays_away(
 ) -> None:
     spool = Spool(tmp_path / "spool")
     spool.put({"api_request_logs": request_rows(1)})
-    deliveries(closed_port_url(), spool, stats, min_backoff_s=0.05, max_backoff_s=0.4)
+    deliveries(refused_url(), spool, stats, min_backoff_s=0.05, max_backoff_s=0.4)
     time.sleep(2.0)
     attempts = stats.get("export_failures", "api_request_logs")
     # 0.05, 0.1, 0.2, 0.4, 0.4 ... s apart: about 7 in 2 s (40 without backoff).
@@ -202,7 +198,7 @@ def test_shutdown_with_the_database_away_is_bounded(
     tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
 ) -> None:
     spool = Spool(tmp_path / "spool")
-    delivery = deliveries(closed_port_url(), spool, stats)
+    delivery = deliveries(refused_url(), spool, stats)
     for _ in range(50):
         delivery.deliver({"api_request_logs": request_rows(2)})
     started = time.monotonic()
@@ -217,7 +213,7 @@ def test_concurrent_deliveries_share_the_last_spool_bytes_safely(
     rows = request_rows(10)
     size = len(pickle.dumps({"api_request_logs": rows}, protocol=pickle.HIGHEST_PROTOCOL))
     spool = Spool(tmp_path / "spool", max_bytes=size * 10 + size // 2)
-    delivery = deliveries(closed_port_url(), spool, stats)
+    delivery = deliveries(refused_url(), spool, stats)
     threads = [
         threading.Thread(target=lambda: [delivery.deliver({"api_request_logs": rows}) for _ in range(10)])
         for _ in range(4)

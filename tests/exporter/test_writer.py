@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +13,7 @@ from exporter.mapping import span_to_rows
 from exporter.stats import ExportStats
 from exporter.writer import UNAVAILABLE, RowWriter
 from tests.conftest import fetch_rows
+from tests.support.processes import refused_url
 from tests.support.telemetry import failing_request_span, request_rows, request_span, rows_by_table
 
 
@@ -27,13 +27,6 @@ def writer(db_url: str, stats: ExportStats) -> Iterator[RowWriter]:
     writer = RowWriter(db_url, stats=stats)
     yield writer
     writer.close()
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
 
 
 def count(url: str, table: str) -> int:
@@ -118,7 +111,7 @@ def test_oversized_attribute_values_are_truncated_and_clamped(writer: RowWriter,
 
 
 def test_database_away_raises_unavailable_quickly(stats: ExportStats) -> None:
-    writer = RowWriter(closed_port_url(), stats=stats, connect_timeout=2)
+    writer = RowWriter(refused_url(), stats=stats, connect_timeout=2)
     with pytest.raises(UNAVAILABLE):
         writer.write({"api_request_logs": request_rows(1)})
     assert stats.total("written") == 0 and stats.total("rejected") == 0

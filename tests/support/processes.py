@@ -15,6 +15,21 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Bound for the whole test process, never listened on: nobody else can take these ports.
+_REFUSING: list[socket.socket] = []
+
+
+def refused_url() -> str:
+    """A PostgreSQL URL whose port refuses every connection, as a stopped database does.
+
+    The port stays bound (not listening) until the process ends, so no server started
+    meanwhile by a parallel test run can take it and make "down" mean "up"."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _REFUSING.append(sock)
+    return f"postgresql://postgres@127.0.0.1:{sock.getsockname()[1]}/postgres"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
