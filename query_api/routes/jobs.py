@@ -82,6 +82,6 @@ def summarise_jobs(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
     """Per job type: count, success rate, p50/p95 duration and the most frequent error codes."""
-    with transaction(engine, settings) as conn:
+    with transaction(engine, settings, aggregate=True) as conn:
         summary = summaries.job_summary(conn, filters, window, size.limit, size.top)
     return summary | window.echo()

@@ -76,6 +76,6 @@ def summarise_user_activities(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
     """Counts by activity type, the top pages and the top search queries."""
-    with transaction(engine, settings) as conn:
+    with transaction(engine, settings, aggregate=True) as conn:
         summary = summaries.user_activity_summary(conn, filters, window, size.limit, size.top)
     return summary | window.echo()

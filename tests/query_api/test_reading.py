@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import HTTPException
-from sqlalchemy import Engine, func, insert, select, text
+from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from exporter.schema import user_activities
@@ -49,3 +49,20 @@ def test_unreachable_database_is_503(settings: Settings, tmp_path: Path) -> None
         dead.dispose()
     assert raised.value.status_code == 503
     assert "unavailable" in raised.value.detail
+
+
+def test_transaction_settings_are_local(engine: Engine, settings: Settings) -> None:
+    def show(conn: Connection, name: str) -> str:
+        return str(conn.execute(text(f"SHOW {name}")).scalar_one())
+
+    with transaction(engine, settings, aggregate=True) as conn:
+        assert show(conn, "work_mem") == "64MB"
+        assert show(conn, "plan_cache_mode") == "force_custom_plan"
+        assert show(conn, "TimeZone") == "UTC"
+        assert show(conn, "statement_timeout") == "30s"  # the 30000 ms default
+        assert show(conn, "transaction_read_only") == "on"
+    with transaction(engine, settings) as conn:
+        assert show(conn, "work_mem") != "64MB"
+    with engine.connect() as conn:
+        assert show(conn, "plan_cache_mode") == "auto"
+        assert show(conn, "transaction_read_only") == "off"
