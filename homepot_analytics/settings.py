@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     )
     jaeger_url: str | None = Field(default=None, description="Jaeger UI base URL for trace links.")
     query_timeout_ms: int = Field(
-        default=30000, ge=100, description="Longest a query API statement may run before it is cancelled (503)."
+        default=30000,
+        ge=100,
+        description="Longest a query API statement may run before it is cancelled (503).",
     )
     cors_origins: CsvList = Field(default_factory=list, description="Frontend origins allowed by CORS.")
     intake_max_body_bytes: int = Field(
