@@ -6,16 +6,19 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from exporter import PostgresLogExporter, create_delivery
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.migrations import migrate
 from exporter.privacy import privacy_from_settings
+from exporter.processor import CountingBatchLogRecordProcessor
 from homepot_analytics.database import create_engine, resolve_database_url
 from homepot_analytics.retention import RetentionTask
 from homepot_analytics.settings import Settings, get_settings
@@ -23,6 +26,34 @@ from homepot_analytics.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = "homepot-analytics"
+
+
+def _try_migrate(engine: Engine) -> bool:
+    """Create/upgrade the tables; a database that is down must not keep the sink from starting
+    (it spools what it receives), so the failure is logged and left to the writer."""
+    try:
+        migrate(engine)
+    except SQLAlchemyError as error:
+        logger.warning("database unavailable at start (%s); tables will be checked on first write", error)
+        return False
+    return True
+
+
+def reject_nul_in_query(request: Request) -> None:
+    """422 for a query parameter holding a NUL character: PostgreSQL text cannot hold one, and
+    it must never surface as a server error."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "value_error",
+                        "loc": ("query", name),
+                        "msg": "must not contain NUL characters",
+                        "input": value,
+                    }
+                ]
+            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -33,17 +64,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = resolve_database_url(settings)
         engine = create_engine(url)
-        migrate(engine)
+        migrated = _try_migrate(engine)
         delivery = create_delivery(
             url,
             settings.data_dir / "spool" / SERVICE_NAME,
             spool_max_bytes=settings.spool_max_mb * 1024 * 1024,
-            auto_migrate=False,
+            # Database away at start: the writer creates the tables once it connects.
+            auto_migrate=not migrated,
         )
         # Events received over HTTP (frontend activity) take the same OpenTelemetry log path
         # and exporter as everything else.
         logger_provider = LoggerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-        log_processor = BatchLogRecordProcessor(
+        log_processor = CountingBatchLogRecordProcessor(
             PostgresLogExporter(delivery, privacy_from_settings(settings)),
             max_queue_size=settings.export_queue_size,
             max_export_batch_size=min(settings.export_batch_size, settings.export_queue_size),
@@ -71,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Query the five analytics tables, receive OTLP from a collector, take frontend activity.",
         lifespan=lifespan,
+        dependencies=[Depends(reject_nul_in_query)],
     )
 
     if settings.cors_origins:

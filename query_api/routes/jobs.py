@@ -51,7 +51,7 @@ def job_filters(
         Query(max_length=max_length(_TABLE, "initiated_by"), description="A user id, or `system`."),
     ] = None,
     min_duration_ms: Annotated[
-        int | None, Query(ge=0, description="Only jobs that ran at least this long.")
+        int | None, Query(ge=0, le=2**31 - 1, description="Only jobs that ran at least this long.")
     ] = None,
 ) -> list[ColumnElement[bool]]:
     t = job_outcomes.c
