@@ -325,14 +325,14 @@ def _job_row(span: ReadableSpan, attributes: Mapping[str, Any], privacy: Privacy
         "error_code": _text(error_code, 128),
         "error_message": _text(privacy.text(error_message and str(error_message)), MESSAGE),
         "retry_count": _int(attributes.get(c.JOB_RETRY_COUNT)) or 0,
-        "initiated_by": _text(_actor(initiated_by, privacy), NAME),
+        "initiated_by": _text(stored_actor(initiated_by, privacy), NAME),
         "extra_data": _json_text(attributes.get(c.EXTRA), privacy),
     }
     row.update(_span_context(span, "job"))
     return row
 
 
-def _actor(value: Any, privacy: Privacy) -> str | None:
+def stored_actor(value: Any, privacy: Privacy) -> str | None:
     """``changed_by``/``initiated_by``: "system" stays readable, a user is treated as a user id."""
     if value is None:
         return None
@@ -388,7 +388,7 @@ def _device_state_row(record: ReadableLogRecord, attributes: Mapping[str, Any], 
         "device_id": _text(attributes.get(c.DEVICE_ID) or "unknown", NAME),
         "previous_state": _text(attributes.get(c.DEVICE_PREVIOUS_STATE), SHORT),
         "new_state": _text(attributes.get(c.DEVICE_NEW_STATE) or "unknown", SHORT),
-        "changed_by": _text(_actor(attributes.get(c.DEVICE_CHANGED_BY), privacy), NAME),
+        "changed_by": _text(stored_actor(attributes.get(c.DEVICE_CHANGED_BY), privacy), NAME),
         "reason": _text(privacy.text(attributes.get(c.DEVICE_REASON)), MESSAGE),
         "extra_data": _json_text(attributes.get(c.EXTRA), privacy),
     }

@@ -84,9 +84,13 @@ def token(
     expires_in: Annotated[int, typer.Option(help="Lifetime in seconds.")] = 3600,
 ) -> None:
     """Print a JWT signed with HOMEPOT_ANALYTICS_JWT_SECRET for the query API."""
-    from query_api.auth import issue_token
+    from query_api.auth import MissingSecretError, issue_token
 
-    typer.echo(issue_token(get_settings(), subject=subject, role=role, expires_in=expires_in))
+    try:
+        typer.echo(issue_token(get_settings(), subject=subject, role=role, expires_in=expires_in))
+    except MissingSecretError as error:
+        typer.secho(str(error), err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from None
 
 
 @app.command()

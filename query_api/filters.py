@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, tuple_
 from sqlalchemy.sql.expression import ColumnClause
 
 from exporter import conventions
-from exporter.mapping import _actor as stored_actor_of
+from exporter.mapping import stored_actor as stored_actor_of
 from exporter.privacy import Privacy, privacy_from_settings
 from query_api.cursor import Cursor, InvalidCursor, decode_cursor
 from query_api.deps import SettingsDep
