@@ -143,10 +143,8 @@ def main() -> None:
             f"  median {costs[len(costs) // 2]:7.1f} us CPU/request"
         )
         return
-    for variant in (
-        *VARIANTS[:3],
-        *DIAGNOSTIC_VARIANTS,
-    ):  # each in its own process: OpenTelemetry providers are global
+    # Each in its own process: OpenTelemetry providers are global.
+    for variant in (*VARIANTS[:3], *DIAGNOSTIC_VARIANTS, *PROTOTYPE_VARIANTS):
         subprocess.run(
             [
                 sys.executable,
