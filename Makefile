@@ -28,7 +28,7 @@ test: $(BIN)/.installed lint
 
 bench-quick: $(BIN)/.installed
 	bash scripts/ensure-system.sh
-	$(BIN)/python bench/run.py --quick
+	$(BIN)/python bench/run.py --quick --output "$${TMPDIR:-/tmp}/bench-quick.json"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
