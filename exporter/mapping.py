@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
 from exporter import conventions as c
-from exporter.privacy import PASS_THROUGH, REDACTED, Privacy
+from exporter.privacy import PASS_THROUGH, Privacy
 from exporter.schema import MESSAGE, NAME, SHORT, STACK_TRACE, URL
 
 Row = dict[str, Any]
@@ -97,26 +97,10 @@ def _json_text(value: Any, privacy: Privacy) -> str | None:
             value = {"value": value}
     if not isinstance(value, dict):
         value = {"value": value}
-    cleaned = _mask_json(value, privacy)
+    cleaned = privacy.json(value)
     encoded = json.dumps(cleaned, default=str, ensure_ascii=False)
     # jsonb rejects \u0000 as well; the escaped form survives json.dumps.
     return encoded.replace("\\u0000", "\\ufffd")
-
-
-def _mask_json(value: Any, privacy: Privacy) -> Any:
-    if isinstance(value, str):
-        return privacy.text(value)
-    if isinstance(value, dict):
-        # A value under a key like "password" is a secret whatever it looks like.
-        return {
-            str(k): REDACTED
-            if privacy.is_secret_key(str(k)) and v not in (None, "")
-            else _mask_json(v, privacy)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_mask_json(v, privacy) for v in value]
-    return value
 
 
 def _path_of(attributes: Mapping[str, Any], fallback: str) -> str:

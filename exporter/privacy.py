@@ -358,7 +358,9 @@ class Privacy:
             return self.text(value)
         if isinstance(value, dict):
             return {
-                key: REDACTED if item not in (None, "") and self.is_secret_key(str(key)) else self.json(item)
+                str(key): REDACTED
+                if item not in (None, "") and self.is_secret_key(str(key))
+                else self.json(item)
                 for key, item in value.items()
             }
         if isinstance(value, list | tuple):
