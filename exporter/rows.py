@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from exporter.mapping import Row, TableRow
 from exporter.privacy import Privacy
@@ -27,19 +27,14 @@ class RowBatch:
 
     def add_from(
         self, mapper: Callable[[Record, Privacy], list[TableRow]], record: Record, privacy: Privacy
-    ) -> None:
+    ) -> bool:
+        """Map one record into the batch; False (counted as rejected) when it cannot be mapped."""
         try:
             mapped = mapper(record, privacy)
         except Exception:
             self._stats.add("rejected", "unmapped")
             logger.exception("could not map %s; skipped", type(record).__name__)
-            return
+            return False
         for table, row in mapped:
             self.rows.setdefault(table, []).append(row)
-
-    def __len__(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
-
-    def extend(self, other: dict[str, list[Any]]) -> None:
-        for table, rows in other.items():
-            self.rows.setdefault(table, []).extend(rows)
+        return True

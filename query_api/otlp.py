@@ -25,9 +25,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from exporter.delivery import Delivery
-from exporter.mapping import Row, TableRow, log_record_to_rows, span_to_rows
+from exporter.mapping import TableRow, log_record_to_rows, span_to_rows
 from exporter.otlp_decode import Decoded, Encoding, OtlpDecodeError, decode_logs, decode_traces, serialize
 from exporter.privacy import Privacy, privacy_from_settings
+from exporter.rows import RowBatch
 from homepot_analytics.settings import Settings
 from query_api.deps import DeliveryDep, SettingsDep
 from query_api.otlp_body import BadCompression, BodyTooLarge, content_coding, decompress, read_limited
@@ -114,20 +115,15 @@ def _ingest(
         raise _Refusal(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from None
     except (BadCompression, OtlpDecodeError) as error:
         raise _Refusal(status.HTTP_400_BAD_REQUEST, str(error)) from None
-    rows: dict[str, list[Row]] = {}
+    # Records the decoder refused; RowBatch counts those the mapping refuses itself.
+    delivery.stats.add("rejected", "unmapped", decoded.rejected)
+    batch = RowBatch(delivery.stats)
     for record in decoded.records:
-        try:
-            mapped = signal.to_rows(record, privacy)
-        except Exception:
-            logger.exception("could not map one of the received %s; rejected", signal.noun)
+        if not batch.add_from(signal.to_rows, record, privacy):
             decoded.reject("could not be mapped to a row")
-            continue
-        for table, row in mapped:
-            rows.setdefault(table, []).append(row)
     if decoded.rejected:
-        delivery.stats.add("rejected", "unmapped", decoded.rejected)
         logger.info("OTLP %s: %d rejected (%s)", signal.noun, decoded.rejected, decoded.error_message)
-    if not delivery.deliver(rows):
+    if not delivery.deliver(batch.rows):
         raise _Refusal(
             status.HTTP_503_SERVICE_UNAVAILABLE,
             "analytics storage cannot keep these rows right now (database away and spool full)",
