@@ -33,14 +33,19 @@ class PostgresLogExporter(LogRecordExporter):
         rows = RowBatch(self._delivery.stats)
         for record in batch:
             rows.add_from(log_record_to_rows, record, self._privacy)
-        ok = self._delivery.deliver(rows.rows)
+        # Handed to the delivery's writer thread: the next batch is mapped while this one is written.
+        ok = self._delivery.submit(rows.rows)
         return LogRecordExportResult.SUCCESS if ok else LogRecordExportResult.FAILURE
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_millis: float = 30000) -> None:
+        """Wait (at most ``timeout_millis``) for what this exporter submitted; the shared
+        ``Delivery`` keeps running (its owner shuts it down)."""
         if self._shut_down:
             logger.warning("shutdown called twice")
             return
         self._shut_down = True
+        self._delivery.flush(timeout_millis / 1000)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        """True once every batch exported so far is stored, spooled or counted dropped."""
+        return self._delivery.flush(timeout_millis / 1000)

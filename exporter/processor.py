@@ -6,6 +6,10 @@ rate-limited warning. These subclasses keep the SDK's worker, batching, flush an
 and change one thing: when the queue is full they take out the oldest record themselves, count
 the rows it would have become as ``dropped`` (reason ``queue_full``) per table, and say so in
 the log. Records ended after shutdown are counted too (``after_shutdown``).
+
+``force_flush`` also waits for the exporter: ours hand their batches to the ``Delivery``'s
+writer thread and return before the rows are stored, and the SDK's flush only empties the
+queue into ``export``, it never calls the exporter's own ``force_flush``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -132,12 +137,28 @@ class _DropCounter:
         self._drops.flush()
 
 
+def _flush_exporter(exporter: SpanExporter | LogRecordExporter, deadline: float) -> bool:
+    """The exporter's own ``force_flush`` with what is left of the caller's time."""
+    remaining_ms = max(int((deadline - time.monotonic()) * 1000), 0)
+    try:
+        return bool(exporter.force_flush(remaining_ms))
+    except Exception:  # a flush must never raise into the caller (a request, a shutdown hook)
+        logger.exception("exporter flush failed")
+        return False
+
+
 class CountingBatchSpanProcessor(BatchSpanProcessor):
     """``BatchSpanProcessor`` whose queue drops are counted per table in ``stats``."""
 
     def __init__(self, span_exporter: SpanExporter, *, stats: ExportStats = STATS, **options: Any) -> None:
         super().__init__(span_exporter, **options)
+        self._flushed_exporter = span_exporter
         self.drop_counter = _DropCounter(self._batch_processor, span_tables, stats, "span")
+
+    def force_flush(self, timeout_millis: int | None = None) -> bool:
+        deadline = time.monotonic() + (30000 if timeout_millis is None else timeout_millis) / 1000
+        flushed = super().force_flush(timeout_millis)
+        return _flush_exporter(self._flushed_exporter, deadline) and flushed
 
     def shutdown(self) -> None:
         super().shutdown()
@@ -149,7 +170,13 @@ class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
 
     def __init__(self, exporter: LogRecordExporter, *, stats: ExportStats = STATS, **options: Any) -> None:
         super().__init__(exporter, **options)
+        self._flushed_exporter = exporter
         self.drop_counter = _DropCounter(self._batch_processor, log_tables, stats, "log record")
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        deadline = time.monotonic() + timeout_millis / 1000
+        flushed = super().force_flush(timeout_millis)
+        return _flush_exporter(self._flushed_exporter, deadline) and flushed
 
     def shutdown(self) -> None:
         super().shutdown()

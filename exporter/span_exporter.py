@@ -32,13 +32,19 @@ class PostgresSpanExporter(SpanExporter):
         batch = RowBatch(self._delivery.stats)
         for span in spans:
             batch.add_from(span_to_rows, span, self._privacy)
-        return SpanExportResult.SUCCESS if self._delivery.deliver(batch.rows) else SpanExportResult.FAILURE
+        # Handed to the delivery's writer thread: the next batch is mapped while this one is written.
+        ok = self._delivery.submit(batch.rows)
+        return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_millis: float = 30000) -> None:
+        """Wait (at most ``timeout_millis``) for what this exporter submitted; the shared
+        ``Delivery`` keeps running (its owner shuts it down)."""
         if self._shut_down:
             logger.warning("shutdown called twice")
             return
         self._shut_down = True
+        self._delivery.flush(timeout_millis / 1000)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
+        """True once every batch exported so far is stored, spooled or counted dropped."""
+        return self._delivery.flush(timeout_millis / 1000)

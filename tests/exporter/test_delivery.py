@@ -1,8 +1,10 @@
-"""Delivery on the real PostgreSQL: write now, else spool; replay exactly once; drops counted."""
+"""Delivery on the real PostgreSQL: write now, else spool; replay exactly once; drops counted;
+submitted batches written in order by one writer thread, bounded, flushed and drained."""
 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -226,3 +229,190 @@ def test_concurrent_deliveries_share_the_last_spool_bytes_safely(
     spooled = stats.get("spooled", "api_request_logs")
     dropped = stats.get("dropped", "api_request_logs")
     assert spooled + dropped == 400 and spooled == 100
+
+
+# --- submit: the exporters' asynchronous path ------------------------------------------------------
+class RecordingWriter(RowWriter):
+    """A real writer that remembers the batches it was asked to write, and can be held back."""
+
+    def __init__(self, url: str, stats: ExportStats, *, fail_first: int = 0) -> None:
+        super().__init__(url, stats=stats, connect_timeout=2)
+        self.paths: list[str] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.writing = threading.Event()
+        self._fail_first = fail_first
+
+    def write(self, rows: Any) -> int:
+        self.writing.set()
+        assert self.release.wait(30)
+        if self._fail_first:
+            self._fail_first -= 1
+            raise RuntimeError("a bug in the writer")
+        self.paths += [str(row["endpoint"]) for row in rows.get("api_request_logs", [])]
+        return super().write(rows)
+
+
+def test_flush_makes_submitted_rows_visible(db_url: str, stats: ExportStats) -> None:
+    writer = RecordingWriter(db_url, stats)
+    delivery = Delivery(writer, None, stats=stats)
+    writer.release.clear()  # the writer thread is still busy when flush is called
+    for _ in range(3):
+        threading.Timer(0.2, writer.release.set).start()
+        assert delivery.submit({"api_request_logs": request_rows(4)}) is True
+    assert delivery.flush(timeout_s=30) is True
+    assert count(db_url) == 12 and stats.get("written", "api_request_logs") == 12
+    delivery.shutdown()
+
+
+def test_submitted_batches_are_written_in_order(db_url: str, stats: ExportStats) -> None:
+    writer = RecordingWriter(db_url, stats)
+    delivery = Delivery(writer, None, stats=stats)
+    paths = [f"/order/{n}" for n in range(40)]
+    for path in paths:
+        delivery.submit({"api_request_logs": request_rows(1, path)})
+    assert delivery.flush(timeout_s=30)
+    assert writer.paths == paths
+    with psycopg.connect(db_url) as conn:
+        stored = [r[0] for r in conn.execute("SELECT endpoint FROM api_request_logs ORDER BY id").fetchall()]
+    assert stored == paths
+    delivery.shutdown()
+
+
+def test_a_full_handoff_makes_submit_wait_and_drops_nothing(db_url: str, stats: ExportStats) -> None:
+    writer = RecordingWriter(db_url, stats)
+    writer.release.clear()  # a database that does not answer
+    delivery = Delivery(writer, None, stats=stats, handoff_batches=2)
+    submitted: list[int] = []
+
+    def exporter_thread() -> None:
+        for n in range(5):
+            delivery.submit({"api_request_logs": request_rows(1, f"/bp/{n}")})
+            submitted.append(n)
+
+    thread = threading.Thread(target=exporter_thread, daemon=True)
+    thread.start()
+    assert writer.writing.wait(10)
+    time.sleep(0.3)
+    # One batch in the writer, one waiting; the third submit waits for room.
+    assert submitted == [0, 1] and thread.is_alive()
+    assert len(delivery._handoff) == 1
+    writer.release.set()
+    thread.join(30)
+    assert delivery.flush(timeout_s=30)
+    assert count(db_url) == 5 and stats.total("dropped") == 0
+    delivery.shutdown()
+
+
+def test_flush_gives_up_after_its_timeout(db_url: str, stats: ExportStats) -> None:
+    writer = RecordingWriter(db_url, stats)
+    writer.release.clear()
+    delivery = Delivery(writer, None, stats=stats)
+    delivery.submit({"api_request_logs": request_rows(1)})
+    started = time.monotonic()
+    assert delivery.flush(timeout_s=0.3) is False
+    assert time.monotonic() - started < 2
+    writer.release.set()
+    assert delivery.flush(timeout_s=30) is True
+    delivery.shutdown()
+
+
+def test_a_batch_submitted_during_an_outage_is_spooled_then_replayed(
+    db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    spool_dir = tmp_path / "spool"
+    down = deliveries(refused_url(), Spool(spool_dir), stats)
+    assert down.submit({"api_request_logs": request_rows(3)}) is True
+    assert down.flush(timeout_s=30)
+    assert stats.get("spooled", "api_request_logs") == 3 and count(db_url) == 0
+    down.shutdown(timeout_s=1)
+    assert len(Spool(spool_dir).pending()) == 1
+
+    deliveries(db_url, Spool(spool_dir), stats)  # the next start, database back
+    wait_until(lambda: count(db_url) == 3 and not Spool(spool_dir).pending())
+    assert stats.get("replayed", "api_request_logs") == 3
+
+
+def test_the_writer_thread_survives_unexpected_errors(
+    db_url: str, tmp_path: Path, stats: ExportStats, deliveries: Callable[..., Delivery]
+) -> None:
+    class BrokenSpool(Spool):
+        def put(self, rows: Any) -> bool:
+            raise OSError("disk on fire")
+
+    # A writer bug: the batch is spooled as today and replayed once the writer works again.
+    writer = RecordingWriter(db_url, stats, fail_first=1)
+    spool = Spool(tmp_path / "spool")
+    delivery = Delivery(writer, spool, stats=stats, min_backoff_s=0.02, max_backoff_s=0.1)
+    delivery.submit({"api_request_logs": request_rows(2)})
+    delivery.submit({"api_request_logs": request_rows(3)})
+    assert delivery.flush(timeout_s=30)
+    wait_until(lambda: count(db_url) == 5 and not spool.pending())
+    assert stats.get("export_failures", "api_request_logs") == 1
+    delivery.shutdown()
+
+    # The spool failing too: nowhere to keep the batch, so it is counted dropped; the thread goes on.
+    writer = RecordingWriter(db_url, stats, fail_first=1)
+    delivery = Delivery(writer, BrokenSpool(tmp_path / "broken"), stats=stats)
+    delivery.submit({"api_request_logs": request_rows(4)})
+    delivery.submit({"api_request_logs": request_rows(1, "/after")})
+    assert delivery.flush(timeout_s=30)
+    assert stats.get("dropped", "api_request_logs", "delivery_error") == 4
+    assert writer.paths == ["/after"] and count(db_url) == 6
+    assert delivery._writer_thread is not None and delivery._writer_thread.is_alive()
+    delivery.shutdown()
+
+
+def test_shutdown_drains_the_handoff_first(db_url: str, stats: ExportStats) -> None:
+    writer = RecordingWriter(db_url, stats)
+    delivery = Delivery(writer, None, stats=stats, handoff_batches=3)
+    writer.release.clear()
+    for n in range(3):
+        delivery.submit({"api_request_logs": request_rows(2, f"/drain/{n}")})
+    threading.Timer(0.3, writer.release.set).start()
+    delivery.shutdown(timeout_s=30)
+    assert count(db_url) == 6
+    assert delivery._writer_thread is None or not delivery._writer_thread.is_alive()
+    # After shutdown there is no writer thread: a late batch is written on the caller's thread.
+    assert delivery.submit({"api_request_logs": request_rows(1, "/late")}) is True
+    assert count(db_url) == 7
+    delivery.writer.close()
+
+
+def test_the_writer_thread_is_a_daemon_outside_instrumentation(db_url: str, stats: ExportStats) -> None:
+    from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_value
+
+    seen: list[object] = []
+
+    class Watching(RowWriter):
+        def write(self, rows: Any) -> int:
+            seen.append(get_value(_SUPPRESS_INSTRUMENTATION_KEY))
+            return super().write(rows)
+
+    delivery = Delivery(Watching(db_url, stats=stats), None, stats=stats)
+    delivery.submit({"api_request_logs": request_rows(1)})
+    assert delivery.flush(timeout_s=30)
+    assert delivery._writer_thread is not None and delivery._writer_thread.daemon
+    assert seen == [True]  # a host's psycopg instrumentation must not trace our own writes
+    delivery.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_its_own_writer_thread(db_url: str, stats: ExportStats) -> None:
+    delivery = Delivery(RowWriter(db_url, stats=stats), None, stats=stats)
+    delivery.submit({"api_request_logs": request_rows(1, "/parent")})
+    assert delivery.flush(timeout_s=30)  # the parent's writer thread runs
+    pid = os.fork()
+    if pid == 0:  # the child (gunicorn --preload forks workers like this)
+        code = 1
+        try:
+            # A connection must not be shared with the parent: the child writes through its own.
+            delivery.writer = RowWriter(db_url, stats=stats)
+            delivery.submit({"api_request_logs": request_rows(2, "/child")})
+            code = 0 if delivery.flush(timeout_s=20) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert count(db_url) == 3
+    delivery.shutdown()

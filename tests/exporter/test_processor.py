@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -13,9 +15,19 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from exporter import conventions as c
+from exporter.delivery import Delivery
+from exporter.log_exporter import PostgresLogExporter
 from exporter.mapping import log_record_to_rows, span_to_rows
-from exporter.processor import CountingBatchSpanProcessor, log_tables, span_tables
+from exporter.processor import (
+    CountingBatchLogRecordProcessor,
+    CountingBatchSpanProcessor,
+    log_tables,
+    span_tables,
+)
+from exporter.span_exporter import PostgresSpanExporter
 from exporter.stats import ExportStats
+from exporter.writer import RowWriter
+from tests.conftest import fetch_rows
 from tests.support.telemetry import (
     device_state_log,
     event_log,
@@ -95,3 +107,31 @@ def test_spans_ended_after_shutdown_are_counted() -> None:
     processor.on_end(request_span())
     assert stats.get("dropped", "job_outcomes", "after_shutdown") == 1
     assert stats.get("dropped", "api_request_logs", "after_shutdown") == 1
+
+
+def test_force_flush_waits_for_the_exporters_writer_thread(db_url: str) -> None:
+    """The SDK's flush hands the queue to ``export`` and returns; ours write on their own
+    thread, so the processors' flush waits for that too (telemetry.force_flush, tests, demo)."""
+    stats = ExportStats()
+
+    class SlowWriter(RowWriter):
+        def write(self, rows: Any) -> int:
+            time.sleep(0.2)
+            return super().write(rows)
+
+    delivery = Delivery(SlowWriter(db_url, stats=stats), None, stats=stats)
+    spans = CountingBatchSpanProcessor(
+        PostgresSpanExporter(delivery), stats=stats, max_export_batch_size=10, schedule_delay_millis=60_000
+    )
+    logs = CountingBatchLogRecordProcessor(
+        PostgresLogExporter(delivery), stats=stats, max_export_batch_size=10, schedule_delay_millis=60_000
+    )
+    for _ in range(25):
+        spans.on_end(request_span())
+    logs.on_emit(device_state_log())  # type: ignore[arg-type]
+    assert spans.force_flush(10_000) and logs.force_flush(10_000)
+    assert len(fetch_rows(db_url, "api_request_logs")) == 25
+    assert len(fetch_rows(db_url, "device_state_history")) == 1
+    spans.shutdown()
+    logs.shutdown()
+    delivery.shutdown()
