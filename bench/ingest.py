@@ -2,23 +2,23 @@
 
 Ours: the batches a ``BatchSpanProcessor`` / ``BatchLogRecordProcessor`` would hand over
 (``export_batch_size`` records each) go through ``PostgresSpanExporter.export`` and
-``PostgresLogExporter.export``: mapping, one COPY per table per batch, commit. The exporters
-apply the privacy policy a deployment runs with by default (``privacy_from_settings``:
-pseudonymous users, truncated IPs, secrets masked), as the OTLP sink does.
+``PostgresLogExporter.export``: mapping, then the ``Delivery``'s writer thread writes the batch
+(one COPY per table, commit) while the next one is mapped; the clock stops when
+``force_flush`` says every row is stored. The exporters apply the privacy policy a deployment
+runs with by default (``privacy_from_settings``: pseudonymous users, truncated IPs, secrets
+masked, with its per-value caches), as the OTLP sink does.
 Ceiling: the very same rows, already in PostgreSQL's COPY text format (read back with
 ``COPY ... TO STDOUT``), loaded with one COPY per table in one transaction: what the database
 takes when Python does nothing per row. Both start from empty tables, alternated over rounds.
 The two halves of our cost are timed apart too: mapping alone (with the default privacy policy
-and with none), and ``RowWriter`` alone; and a pipelined prototype (see ``_run_pipelined``).
+and with none), and ``RowWriter`` alone.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,12 +33,10 @@ from pydantic import SecretStr
 
 from bench.apps.service import BENCH_PSEUDONYM_KEY
 from bench.database import count_rows, truncate_tables
-from bench.privacy_prototype import caching
 from bench.workload import Stream
 from exporter import Delivery, PostgresLogExporter, PostgresSpanExporter, create_delivery
 from exporter.mapping import Row, log_record_to_rows, span_to_rows
 from exporter.privacy import PASS_THROUGH, Privacy, privacy_from_settings
-from exporter.rows import RowBatch
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.writer import RowWriter
 from homepot_analytics.settings import Settings
@@ -57,9 +55,7 @@ class IngestResult:
     ceiling_rows_per_s: list[float] = field(default_factory=list)
     map_rows_per_s: list[float] = field(default_factory=list)
     map_plain_rows_per_s: list[float] = field(default_factory=list)
-    map_cached_privacy_rows_per_s: list[float] = field(default_factory=list)
     write_rows_per_s: list[float] = field(default_factory=list)
-    pipelined_rows_per_s: list[float] = field(default_factory=list)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -98,7 +94,7 @@ def _finish(delivery: Delivery) -> None:
 
 
 def _run_ours(url: str, batches: list[Batch], spool_dir: Path, privacy: Privacy) -> float:
-    """Seconds for the exporters to take the whole stream, batch by batch."""
+    """Seconds for the exporters to take the whole stream, batch by batch, until it is stored."""
     delivery = create_delivery(url, spool_dir, auto_migrate=False)
     spans, logs = PostgresSpanExporter(delivery, privacy), PostgresLogExporter(delivery, privacy)
     started = time.perf_counter()
@@ -106,39 +102,10 @@ def _run_ours(url: str, batches: list[Batch], spool_dir: Path, privacy: Privacy)
         ok = spans.export(batch) if kind == "span" else logs.export(batch)
         if ok not in (SpanExportResult.SUCCESS, LogRecordExportResult.SUCCESS):
             raise RuntimeError("the exporter failed during the ingest benchmark")
+    if not (spans.force_flush() and logs.force_flush()):
+        raise RuntimeError("the exporters did not finish writing during the ingest benchmark")
     elapsed = time.perf_counter() - started
     _finish(delivery)
-    return elapsed
-
-
-def _run_pipelined(url: str, batches: list[Batch], spool_dir: Path, privacy: Privacy) -> float:
-    """A prototype, not shipped: the exporters' mapping and ``Delivery``, but each batch is
-    written by a second thread while the next one is mapped. The write waits on PostgreSQL
-    with the GIL released, so mapping and the database's work overlap instead of taking turns."""
-    delivery = create_delivery(url, spool_dir, auto_migrate=False)
-    handoff: queue.Queue[dict[str, list[Row]] | None] = queue.Queue(maxsize=1)
-    failures: list[str] = []
-
-    def write_batches() -> None:
-        while (rows := handoff.get()) is not None:
-            if not delivery.deliver(rows):
-                failures.append("dropped")
-
-    writer = threading.Thread(target=write_batches, name="bench-pipelined-writer")
-    started = time.perf_counter()
-    writer.start()
-    for kind, batch in batches:
-        mapper: Any = span_to_rows if kind == "span" else log_record_to_rows
-        rows = RowBatch(delivery.stats)
-        for record in batch:
-            rows.add_from(mapper, record, privacy)
-        handoff.put(rows.rows)
-    handoff.put(None)
-    writer.join()
-    elapsed = time.perf_counter() - started
-    _finish(delivery)
-    if failures:
-        raise RuntimeError("the pipelined prototype dropped a batch")
     return elapsed
 
 
@@ -213,13 +180,9 @@ def run_ingest(url: str, stream: Stream, rounds: int, batch_size: int | None = N
             result.ceiling_rows_per_s.append(total / _run_ceiling(url, dumps))
             truncate_tables(url)
             result.write_rows_per_s.append(total / _run_writer_only(url, mapped, batch_size))
-            truncate_tables(url)
-            result.pipelined_rows_per_s.append(total / _run_pipelined(url, batches, Path(spool), privacy))
-            check_stored("pipelined prototype")
             for policy, samples in (
                 (privacy, result.map_rows_per_s),
                 (PASS_THROUGH, result.map_plain_rows_per_s),
-                (caching(privacy), result.map_cached_privacy_rows_per_s),
             ):
                 started = time.perf_counter()
                 _map_all(stream, policy)

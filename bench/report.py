@@ -79,11 +79,7 @@ def ingest_figures(result: IngestResult) -> dict[str, Any]:
         "ingest_share_of_ceiling": round(ours / ceiling, 3) if ceiling else None,
         "ingest_map_rows_per_s": round(_median(result.map_rows_per_s)),
         "ingest_map_no_privacy_rows_per_s": round(_median(result.map_plain_rows_per_s)),
-        "ingest_map_cached_privacy_prototype_rows_per_s": round(
-            _median(result.map_cached_privacy_rows_per_s)
-        ),
         "ingest_write_rows_per_s": round(_median(result.write_rows_per_s)),
-        "ingest_pipelined_prototype_rows_per_s": round(_median(result.pipelined_rows_per_s)),
         "ingest_records": result.records,
         "ingest_rows": result.rows,
         "ingest_rows_by_table": result.rows_by_table,
@@ -91,12 +87,8 @@ def ingest_figures(result: IngestResult) -> dict[str, Any]:
             "ours_rows_per_s": [round(v) for v in result.ours_rows_per_s],
             "copy_ceiling_rows_per_s": [round(v) for v in result.ceiling_rows_per_s],
             "write_rows_per_s": [round(v) for v in result.write_rows_per_s],
-            "pipelined_prototype_rows_per_s": [round(v) for v in result.pipelined_rows_per_s],
             "map_rows_per_s": [round(v) for v in result.map_rows_per_s],
             "map_no_privacy_rows_per_s": [round(v) for v in result.map_plain_rows_per_s],
-            "map_cached_privacy_prototype_rows_per_s": [
-                round(v) for v in result.map_cached_privacy_rows_per_s
-            ],
         },
     }
 
@@ -208,13 +200,11 @@ def table(figures: dict[str, Any]) -> str:
     if "ingest_rows_per_s" in figures:
         share = figures["ingest_share_of_ceiling"]
         ingest_rows = (
-            ("ours (map + COPY per batch)", "ingest_rows_per_s", f"   {share:.2f}x of ceiling"),
+            ("ours (map || COPY per batch)", "ingest_rows_per_s", f"   {share:.2f}x of ceiling"),
             ("ceiling (one COPY per table)", "copy_ceiling_rows_per_s", ""),
             ("mapping alone, default privacy", "ingest_map_rows_per_s", ""),
             ("mapping alone, no privacy", "ingest_map_no_privacy_rows_per_s", ""),
-            ("prototype: privacy with caches", "ingest_map_cached_privacy_prototype_rows_per_s", ""),
             ("writer alone (mapped rows)", "ingest_write_rows_per_s", ""),
-            ("prototype: map || write", "ingest_pipelined_prototype_rows_per_s", ""),
         )
         lines.append(
             f"Ingest: {figures['ingest_rows']:,} rows over 5 tables "

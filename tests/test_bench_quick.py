@@ -1,5 +1,5 @@
 """The benchmark's own logic: how figures and targets are derived, the request counter the
-completeness check relies on, and that its prototypes store what ours stores.
+completeness check relies on, and that its prototype and our privacy caches store what ours stores.
 
 Timing is never asserted (CI runs ``bench/run.py --quick`` for that, without failing on time).
 """
@@ -19,11 +19,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from bench import report
 from bench.apps.lean_prototype import LeanServerSpanMiddleware
 from bench.apps.service import ServedCounter
+from bench.ingest import IngestResult
 from bench.load import LoadResult, Measurement, ServerOutcome, WrkRun
-from bench.privacy_prototype import caching
 from bench.workload import generate
 from exporter.mapping import log_record_to_rows, span_to_rows
-from exporter.privacy import Privacy
+from exporter.privacy import CachingPrivacy, Privacy
 from instrumentation.users import default_user_resolver
 
 
@@ -113,9 +113,26 @@ def test_lean_prototype_spans_map_to_the_rows_ours_store() -> None:
     assert failed[1][1]["error_code"] == "RuntimeError"
 
 
-def test_privacy_cache_prototype_stores_the_same_rows() -> None:
+def test_ingest_figures_feed_the_table_and_the_target() -> None:
+    result = IngestResult(100, 101, {"api_request_logs": 101})
+    result.ours_rows_per_s += [6000.0, 5000.0, 7000.0]
+    result.ceiling_rows_per_s += [10000.0, 12000.0, 11000.0]
+    result.map_rows_per_s.append(9000.0)
+    result.map_plain_rows_per_s.append(15000.0)
+    result.write_rows_per_s.append(20000.0)
+    figures = report.ingest_figures(result)
+    assert figures["ingest_rows_per_s"] == 6000 and figures["copy_ceiling_rows_per_s"] == 11000
+    assert figures["ingest_share_of_ceiling"] == round(6000 / 11000, 3)
+    assert report.targets(figures)["ingest_at_least_half_of_copy_ceiling"] is True
+    printed = report.table(figures)
+    for key in ("ingest_map_rows_per_s", "ingest_map_no_privacy_rows_per_s", "ingest_write_rows_per_s"):
+        assert f"{figures[key]:,}" in printed, key
+    assert "0.55x of ceiling" in printed
+
+
+def test_privacy_caches_store_the_same_rows_on_the_bench_stream() -> None:
     policy = Privacy(pseudonym_key=b"k" * 32, truncate_ips=True, mask_secrets=True)
-    cached = caching(policy)
+    cached = CachingPrivacy(pseudonym_key=b"k" * 32, truncate_ips=True, mask_secrets=True)
     stream = generate(300)
     for span in stream.spans:
         assert span_to_rows(span, cached) == span_to_rows(span, policy)
