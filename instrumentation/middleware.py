@@ -1,10 +1,19 @@
-"""ASGI middleware that completes the server span with what stock instrumentation leaves out.
+"""The server span of every HTTP request: one ASGI middleware, outermost in the app's stack.
 
-It sits inside the OpenTelemetry middleware (so the server span is current) and outside
-Starlette's error handling (so it sees the 500 that an unhandled exception becomes). It counts
-body bytes as they stream (no Content-Length needed), resolves the user and the client IP,
-and keeps the error text of 4xx/5xx responses. All attributes are set before the last body
-chunk goes out, because the OpenTelemetry middleware ends the span right after it.
+It replaces the stock ``FastAPIInstrumentor`` for our purposes, because it is cheaper and sees
+more. The span is current while the request runs (user middleware, handlers, error handlers,
+background tasks), so jobs, device states and errors recorded on the way join its trace. It
+carries the attributes of the stable HTTP semantic conventions that the analytics tables need,
+plus what stock instrumentation leaves out: body sizes counted as they stream (no
+Content-Length needed), the user, the client behind trusted proxies, and the error text of
+4xx/5xx responses. It skips what stock instrumentation pays on every request and we never
+store: each attribute in two convention sets, a second route lookup, duration histograms,
+per-message bookkeeping (bench/README.md has the figures).
+
+The span ends when the last byte of the response is sent, so ``response_time_ms`` is what the
+client waited, not counting background tasks. ``ExceptionRecorder``, just inside Starlette's
+error handler, records an unhandled exception on the span before the 500 goes out; one raised
+after the response (a background task) becomes an error record in the request's trace.
 """
 
 from __future__ import annotations
@@ -14,10 +23,16 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from starlette.routing import Mount
 
 from exporter import conventions as c
 from instrumentation.client_ip import Network, client_ip
+from instrumentation.exclusions import ExcludedPaths
+from instrumentation.records import record_error
 from instrumentation.users import UserResolver
 
 logger = logging.getLogger(__name__)
@@ -33,14 +48,6 @@ ERROR_BODY_CAPTURE_BYTES = 4096
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers") or ()}
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    """One header's value, without decoding the others (this runs on every request)."""
-    for key, value in scope.get("headers") or ():
-        if key == name:
-            return value.decode("latin-1")
-    return None
 
 
 def error_text(body: bytes) -> str | None:
@@ -64,25 +71,169 @@ def error_text(body: bytes) -> str | None:
     return detail if isinstance(detail, str) else json.dumps(detail, default=str)[:1024]
 
 
-class RequestDetailsMiddleware:
-    def __init__(self, app: ASGIApp, *, user_resolver: UserResolver, trusted_proxies: tuple[Network, ...]):
+def route_template(scope: Scope, entry_root_path: str) -> str | None:
+    """The matched route's template (``/devices/{device_id}``), mounts' prefixes included.
+
+    Routers leave the innermost matched route in ``scope["route"]`` (FastAPI only for its own
+    routes), and each mount a request goes through appends its matched prefix to
+    ``root_path``. A request a mounted app answers without a route of its own (static files)
+    is named by the mount, as stock instrumentation does.
+    """
+    mounted = str(scope.get("root_path", ""))[len(entry_root_path) :]
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if path is None or isinstance(route, Mount):
+        return mounted or None
+    return mounted + path
+
+
+class _ScopeHeaders:
+    """The propagator's view of the ASGI headers."""
+
+    @staticmethod
+    def get(scope: Scope, key: str) -> list[str] | None:
+        wanted = key.lower().encode("latin-1")
+        values = [value.decode("latin-1") for name, value in scope.get("headers") or () if name == wanted]
+        if len(values) > 1 and wanted == b"baggage":
+            return [",".join(values)]  # the baggage propagator reads only the first value
+        return values or None
+
+    @staticmethod
+    def keys(scope: Scope) -> list[str]:
+        return [name.decode("latin-1") for name, _ in scope.get("headers") or ()]
+
+
+_SCOPE_HEADERS = _ScopeHeaders()
+
+
+EXCHANGE_KEY = "homepot_analytics.exchange"
+
+
+class _Exchange:
+    """One request's span, and whether it has ended (the response went out) or failed."""
+
+    __slots__ = ("ended", "exception", "path", "span")
+
+    def __init__(self, span: trace.Span, path: str) -> None:
+        self.span = span
+        self.path = path
+        self.ended = False
+        self.exception: BaseException | None = None
+
+    def failed(self, exception: BaseException) -> None:
+        if exception is self.exception:  # seen on the way in already
+            return
+        self.exception = exception
+        summary = f"{type(exception).__name__}: {exception}"
+        if self.ended:  # raised after the response was sent (a background task): still an error
+            record_error("api", "error", None, summary, exception=exception, endpoint=self.path)
+            return
+        self.span.record_exception(exception, escaped=True)
+        self.span.set_status(Status(StatusCode.ERROR, summary))
+
+
+class ExceptionRecorder:
+    """Sits just inside Starlette's error handler: records an unhandled exception on the span
+    before the handler turns it into a 500, so the span can end with that response."""
+
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.user_resolver = user_resolver
-        self.trusted_proxies = trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exception:
+            exchange = scope.get(EXCHANGE_KEY)
+            if isinstance(exchange, _Exchange):
+                exchange.failed(exception)
+            raise
+
+
+class ServerSpanMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        tracer: trace.Tracer,
+        user_resolver: UserResolver,
+        trusted_proxies: tuple[Network, ...] = (),
+        excluded_paths: ExcludedPaths | None = None,
+    ) -> None:
+        self.app = app
+        self.tracer = tracer
+        self.user_resolver = user_resolver
+        self.trusted_proxies = trusted_proxies
+        self.excluded_paths = excluded_paths or ExcludedPaths(())
+        self._propagator: TextMapPropagator | None = None
+        self._propagation_headers: frozenset[bytes] = frozenset()
+
+    def _trace_headers(self) -> frozenset[bytes]:
+        """The header names the global propagator reads (``traceparent``, ``baggage``...):
+        extraction runs only when a request carries one of them."""
+        propagator = propagate.get_global_textmap()
+        if propagator is not self._propagator:
+            self._propagation_headers = frozenset(f.lower().encode("latin-1") for f in propagator.fields)
+            self._propagator = propagator
+        return self._propagation_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.excluded_paths:
             await self.app(scope, receive, send)
             return
-        span = trace.get_current_span()
-        if not span.is_recording():
-            await self.app(scope, receive, send)
-            return
+        method = scope["method"]
+        user_agent = None
+        declared_length = 0
+        parent = None
+        trace_headers = self._trace_headers()
+        for name, value in scope.get("headers") or ():
+            if name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"content-length":
+                if value.isdigit():
+                    declared_length = int(value)
+            elif name in trace_headers and parent is None:
+                parent = propagate.extract(scope, getter=_SCOPE_HEADERS)  # type: ignore[arg-type]
+        span = self.tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                c.HTTP_METHOD[0]: method,
+                c.HTTP_PATH[0]: scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+            },
+        )
+        exchange = _Exchange(span, scope["path"])
+        scope[EXCHANGE_KEY] = exchange
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        entry_root_path = str(scope.get("root_path", ""))
         request_bytes = 0
         response_bytes = 0
         status_code = 0
         error_body = bytearray()
-        completed = False
+
+        def end() -> None:
+            exchange.ended = True
+            try:
+                attributes: dict[str, Any] = {
+                    c.HTTP_STATUS_CODE[0]: status_code or 500,
+                    c.REQUEST_BODY_SIZE[0]: max(request_bytes, declared_length),
+                    c.RESPONSE_BODY_SIZE[0]: response_bytes,
+                }
+                if user_agent:
+                    attributes[c.USER_AGENT[0]] = user_agent
+                self._add_details(attributes, scope, status_code, error_body)
+                route = route_template(scope, entry_root_path)
+                if route:
+                    attributes[c.HTTP_ROUTE] = route
+                    span.update_name(f"{method} {route}")
+                span.set_attributes(attributes)
+                if status_code >= 500 and exchange.exception is None:
+                    span.set_status(Status(StatusCode.ERROR))
+            except Exception:  # instrumentation must never break the host application
+                logger.exception("could not complete the request span")
+            finally:
+                span.end()
 
         async def counting_receive() -> Message:
             nonlocal request_bytes
@@ -90,14 +241,6 @@ class RequestDetailsMiddleware:
             if message["type"] == "http.request":
                 request_bytes += len(message.get("body", b""))
             return message
-
-        def complete() -> None:
-            nonlocal completed
-            completed = True
-            try:
-                self._set_attributes(span, scope, status_code, request_bytes, response_bytes, error_body)
-            except Exception:  # instrumentation must never break the host application
-                logger.exception("could not complete request span")
 
         async def counting_send(message: Message) -> None:
             nonlocal response_bytes, status_code
@@ -109,48 +252,40 @@ class RequestDetailsMiddleware:
                 response_bytes += len(body)
                 if status_code >= 400 and len(error_body) < ERROR_BODY_CAPTURE_BYTES:
                     error_body.extend(body[: ERROR_BODY_CAPTURE_BYTES - len(error_body)])
-                if not message.get("more_body", False) and not completed:
-                    complete()
+                if not message.get("more_body", False):
+                    await send(message)
+                    if not exchange.ended:
+                        end()
+                    return
             await send(message)
 
         try:
             await self.app(scope, counting_receive, counting_send)
+        except Exception as exception:
+            exchange.failed(exception)
+            raise
         finally:
-            if not completed:  # the response never finished (client gone, error before start)
-                complete()
+            if not exchange.ended:  # the response never finished (client gone, crash before it)
+                end()
+            otel_context.detach(token)
 
-    def _set_attributes(
-        self,
-        span: trace.Span,
-        scope: Scope,
-        status_code: int,
-        request_bytes: int,
-        response_bytes: int,
-        error_body: bytearray,
+    def _add_details(
+        self, attributes: dict[str, Any], scope: Scope, status_code: int, error_body: bytearray
     ) -> None:
-        declared = _header(scope, b"content-length")
-        if declared and declared.isdigit():
-            # The app may not have read the body (e.g. it rejected the request first).
-            request_bytes = max(request_bytes, int(declared))
-        # Collected first and set in one call: one pass through the span's lock and checks
-        # instead of one per attribute (see bench/README.md).
-        attributes: dict[str, str | int] = {
-            c.REQUEST_BODY_SIZE[0]: request_bytes,
-            c.RESPONSE_BODY_SIZE[0]: response_bytes,
-        }
         peer = scope.get("client")
         address = peer[0] if peer else None
         if self.trusted_proxies:  # forwarding headers only matter when a proxy is trusted
             address = client_ip(address, _headers(scope), self.trusted_proxies)
         if address:
             attributes[c.CLIENT_ADDRESS[0]] = address
+        if status_code >= 400:
+            message = error_text(bytes(error_body))
+            if message:
+                attributes[c.HTTP_ERROR_MESSAGE] = message
         try:
             user_id = self.user_resolver(scope, status_code)
-            if user_id:
-                attributes[c.USER_ID[0]] = user_id
-            if status_code >= 400:
-                message = error_text(bytes(error_body))
-                if message:
-                    attributes[c.HTTP_ERROR_MESSAGE] = message
-        finally:  # a resolver that raises still leaves the sizes and the address on the span
-            span.set_attributes(attributes)
+        except Exception:
+            logger.exception("the user resolver failed; the request is recorded without a user")
+            return
+        if user_id:
+            attributes[c.USER_ID[0]] = str(user_id)

@@ -23,7 +23,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry import _logs, trace
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -38,25 +37,11 @@ from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpa
 from homepot_analytics.settings import Settings, get_settings
 from instrumentation import _state
 from instrumentation.client_ip import parse_networks
-from instrumentation.middleware import RequestDetailsMiddleware
+from instrumentation.exclusions import ExcludedPaths
+from instrumentation.middleware import ExceptionRecorder, ServerSpanMiddleware
 from instrumentation.users import UserResolver, default_user_resolver
 
 logger = logging.getLogger(__name__)
-
-
-def excluded_urls_pattern(paths: Sequence[str]) -> str:
-    """FastAPIInstrumentor matches regexes against ``scheme://host/path``: anchor each path.
-
-    A trailing ``*`` makes a prefix (``/static/*``); otherwise the path must match exactly,
-    so excluding ``/health`` does not exclude ``/api/health-report``.
-    """
-    patterns = []
-    for path in paths:
-        if path.endswith("*"):
-            patterns.append(r"^[a-z]+://[^/]+" + re.escape(path[:-1]))
-        else:
-            patterns.append(r"^[a-z]+://[^/]+" + re.escape(path.rstrip("/") or "/") + "/?$")
-    return ",".join(patterns)
 
 
 class Telemetry:
@@ -74,6 +59,10 @@ class Telemetry:
         self.delivery = delivery
         self._processors = processors
         self._shut_down = False
+
+    @property
+    def is_shut_down(self) -> bool:
+        return self._shut_down
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Write (or spool) everything recorded so far; True when it all went out in time."""
@@ -106,26 +95,48 @@ def _providers(resource: Resource) -> tuple[TracerProvider, LoggerProvider]:
     return tracer_provider, logger_provider
 
 
-def _insert_details_middleware(app: FastAPI, middleware: Callable[[Any], Any]) -> None:
-    """Place our middleware between the OTel middleware and Starlette's error handler.
+def _quiet_native_telemetry(app: FastAPI) -> None:
+    """FastAPI's own request tracing (0.16x+) uses the global providers, which may be ours: each
+    request would then be recorded twice. Turn its tracing and logs off for this app, unless the
+    application gave it providers of its own. ``FastAPI(telemetry=...)`` is only a constructor
+    argument, so the config it keeps is changed in place; metrics are left as configured."""
+    config = getattr(app, "_telemetry", None)
+    if not isinstance(config, dict):
+        return
+    if config.get("tracer_provider") is None:
+        config["tracing"] = False
+    if config.get("logger_provider") is None:
+        config["logs"] = False
 
-    FastAPIInstrumentor builds ``ServerErrorMiddleware(OpenTelemetryMiddleware(
-    ServerErrorMiddleware(...)))``; inside the OTel middleware the server span is current,
-    and outside the inner error handler we see the 500 an unhandled exception becomes.
-    """
-    instrumented_build = app.build_middleware_stack
+
+def _wrap_middleware_stack(app: FastAPI, middleware: Callable[[Any], Any]) -> None:
+    """Make our middleware the outermost layer of the app's stack, around Starlette's error
+    handler (the span is current for every middleware, and we see the 500 an unhandled
+    exception becomes), with ``ExceptionRecorder`` just inside that handler. Set up again
+    (after a shutdown), the new middleware replaces the old one instead of stacking on it."""
+    build = getattr(app, "_homepot_unwrapped_build", app.build_middleware_stack)
+    app._homepot_unwrapped_build = build  # type: ignore[attr-defined]
 
     def build_middleware_stack() -> Any:
-        stack = instrumented_build()
-        otel = getattr(stack, "app", None)
-        inner = getattr(otel, "app", None)
-        if isinstance(stack, ServerErrorMiddleware) and isinstance(inner, ServerErrorMiddleware):
-            otel.app = middleware(inner)  # type: ignore[union-attr]
-            return stack
-        logger.warning("unexpected middleware stack; request details recorded from inside it")
+        stack = build()
+        if isinstance(stack, ServerErrorMiddleware):
+            stack.app = ExceptionRecorder(stack.app)
+        else:
+            logger.warning("unexpected middleware stack; exceptions are recorded after the 500 is sent")
+        layer: Any = stack
+        while layer is not None:
+            if type(layer).__name__ == "OpenTelemetryMiddleware":
+                logger.warning(
+                    "this app is also instrumented by OpenTelemetry's ASGI/FastAPI instrumentation: "
+                    "each request becomes two server spans and two api_request_logs rows; "
+                    "setup_telemetry replaces FastAPIInstrumentor, remove the other one"
+                )
+                break
+            layer = getattr(layer, "app", None)
         return middleware(stack)
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
+    app.middleware_stack = None  # built already (the app served a request): build it again
 
 
 def _flush_on_shutdown(app: FastAPI, telemetry: Telemetry) -> None:
@@ -181,6 +192,10 @@ def setup_telemetry(
     ``export`` says where telemetry goes: "postgres" (the tables), "otlp" (a collector, configured
     by the standard OTEL_EXPORTER_OTLP_* variables) or both; default HOMEPOT_ANALYTICS_EXPORT.
     """
+    current = getattr(app.state, "homepot_telemetry", None)
+    if isinstance(current, Telemetry) and not current.is_shut_down:
+        logger.warning("setup_telemetry was already called for this app; keeping that setup")
+        return current
     settings = settings or get_settings()
     service_name = service_name or settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "unknown"
     resource = Resource.create({"service.name": service_name})
@@ -228,22 +243,23 @@ def setup_telemetry(
         logger_provider.add_log_record_processor(otlp_logs)
         processors += [otlp_spans, otlp_logs]
 
-    _state.configure(
-        tracer_provider.get_tracer(INSTRUMENTATION_NAME), logger_provider.get_logger(INSTRUMENTATION_NAME)
-    )
-    paths = list(settings.excluded_paths if excluded_paths is None else excluded_paths)
-    FastAPIInstrumentor.instrument_app(
-        app,
-        tracer_provider=tracer_provider,
-        excluded_urls=excluded_urls_pattern(paths) if paths else None,
-        exclude_spans=["receive", "send"],
-    )
+    tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
+    _state.configure(tracer, logger_provider.get_logger(INSTRUMENTATION_NAME))
+    excluded = ExcludedPaths(list(settings.excluded_paths if excluded_paths is None else excluded_paths))
     trusted = parse_networks(settings.trusted_proxies)
-    _insert_details_middleware(
+    _quiet_native_telemetry(app)
+    _wrap_middleware_stack(
         app,
-        lambda inner: RequestDetailsMiddleware(inner, user_resolver=user_resolver, trusted_proxies=trusted),
+        lambda inner: ServerSpanMiddleware(
+            inner,
+            tracer=tracer,
+            user_resolver=user_resolver,
+            trusted_proxies=trusted,
+            excluded_paths=excluded,
+        ),
     )
     telemetry = Telemetry(tracer_provider, logger_provider, processors, delivery)
+    app.state.homepot_telemetry = telemetry
     _flush_on_shutdown(app, telemetry)
     atexit.register(telemetry.shutdown)
     _flush_on_sigterm(telemetry)
