@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import Any
 
-from bench.apps.service import DIAGNOSTIC_VARIANTS, PROTOTYPE_VARIANTS, VARIANTS
+from bench.apps.service import DIAGNOSTIC_VARIANTS, VARIANTS
 
 REQUEST_HEADERS = [
     (b"host", b"127.0.0.1:8000"),
@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument(
         "--variant",
-        choices=VARIANTS + DIAGNOSTIC_VARIANTS + PROTOTYPE_VARIANTS,
+        choices=VARIANTS + DIAGNOSTIC_VARIANTS,
         help="one variant in this process",
     )
     parser.add_argument("--endpoint", default="trivial", choices=("trivial", "db"))
@@ -144,7 +144,7 @@ def main() -> None:
         )
         return
     # Each in its own process: OpenTelemetry providers are global.
-    for variant in (*VARIANTS[:3], *DIAGNOSTIC_VARIANTS, *PROTOTYPE_VARIANTS):
+    for variant in (*VARIANTS[:3], *DIAGNOSTIC_VARIANTS):
         subprocess.run(
             [
                 sys.executable,

@@ -18,13 +18,12 @@ from typing import Any
 from bench.ingest import IngestResult
 from bench.load import ENDPOINTS, LoadResult
 
-VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request", "lean_prototype")
+VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request")
 LABELS = {
     "plain": "(a) no instrumentation",
     "otel_null": "(b) stock OTel + null exporter",
     "instrumented": "(c) ours -> PostgreSQL",
     "commit_per_request": "(d) insert+commit per request",
-    "lean_prototype": "(e) prototype: lean mw + ours",
 }
 TARGET_INGEST_SHARE = 0.5
 TARGET_SHARE_OF_OTEL = 0.9
@@ -121,17 +120,15 @@ def load_figures(result: LoadResult) -> dict[str, Any]:
             key = f"server_cpu_us_per_request_{variant}{suffix}"
             if key in figures and base is not None:
                 figures[f"added_cpu_us_per_request_{variant}{suffix}"] = round(figures[key] - base, 1)
-    for variant, prefix in (("instrumented", ""), ("lean_prototype", "lean_prototype_")):
-        outcome = result.outcomes.get(variant)
-        if outcome is None or variant not in result.rows_stored:
-            continue
-        served, stored = outcome.served or 0, result.rows_stored[variant]
-        figures[f"rows_served_{variant}"] = served
-        figures[f"rows_stored_{variant}"] = stored
+    outcome = result.outcomes.get("instrumented")
+    if outcome is not None and "instrumented" in result.rows_stored:
+        served, stored = outcome.served or 0, result.rows_stored["instrumented"]
+        figures["rows_served_instrumented"] = served
+        figures["rows_stored_instrumented"] = stored
         # None: the server never wrote its count (it died before its shutdown ran).
-        figures[f"{prefix}rows_lost"] = max(served - stored, 0) if outcome.served is not None else None
-        figures[f"{prefix}rows_duplicated"] = max(stored - served, 0)
-        figures[f"{prefix}spool_files_left"] = outcome.spool_files_left
+        figures["rows_lost"] = max(served - stored, 0) if outcome.served is not None else None
+        figures["rows_duplicated"] = max(stored - served, 0)
+        figures["spool_files_left"] = outcome.spool_files_left
     figures["servers"] = {
         variant: {
             "served": outcome.served,
@@ -175,10 +172,6 @@ def targets(figures: dict[str, Any]) -> dict[str, bool | None]:
             None if of_commit is None else of_commit >= TARGET_TIMES_COMMIT
         )
         checks[f"stretch_instrumented_above_otel_null{suffix}"] = None if of_otel is None else of_otel > 1.0
-        of_otel_lean = ratio(f"rps_lean_prototype{suffix}", f"rps_otel_null{suffix}")
-        checks[f"info_prototype_above_otel_null{suffix}"] = (
-            None if of_otel_lean is None else of_otel_lean > 1.0
-        )
     if "rows_lost" in figures:
         checks["rows_lost_is_zero"] = (
             figures["rows_lost"] == 0 and figures.get("rows_served_instrumented", 0) > 0
@@ -236,16 +229,11 @@ def table(figures: dict[str, Any]) -> str:
                     f" {_number(figures.get(f'server_cpu_us_per_request_{variant}{suffix}')):>10}"
                 )
         lines.append("")
-        for variant, prefix, label in (
-            ("instrumented", "", "(c)"),
-            ("lean_prototype", "lean_prototype_", "(e)"),
-        ):
-            if f"rows_served_{variant}" in figures:
-                lines.append(
-                    f"Completeness of {label}: {figures[f'rows_served_{variant}']:,} requests answered, "
-                    f"{figures[f'rows_stored_{variant}']:,} rows stored, "
-                    f"{prefix}rows_lost = {figures[f'{prefix}rows_lost']}"
-                )
+        if "rows_served_instrumented" in figures:
+            lines.append(
+                f"Completeness of (c): {figures['rows_served_instrumented']:,} requests answered, "
+                f"{figures['rows_stored_instrumented']:,} rows stored, rows_lost = {figures['rows_lost']}"
+            )
     checks = figures.get("targets", {})
     if checks:
         lines += ["", "Targets:"]

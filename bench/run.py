@@ -41,7 +41,6 @@ FULL = {
     "seconds": 10,
     "warmup_s": 2,
     "settle_s": 1.2,
-    "prototype": True,  # also load (e), the lean-middleware prototype (bench/apps/lean_prototype.py)
 }
 # Quick: enough to prove every part still runs and to print figures, not to trust them.
 QUICK = {
@@ -51,7 +50,6 @@ QUICK = {
     "seconds": 2,
     "warmup_s": 1,
     "settle_s": 0.5,
-    "prototype": False,
 }
 
 
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="homepot-bench-") as scratch:
                 result = run_load(
                     url,
-                    report.VARIANTS if plan["prototype"] else report.VARIANTS[:4],
+                    report.VARIANTS,
                     rounds=int(plan["rounds"]),
                     seconds=int(plan["seconds"]),
                     warmup_s=int(plan["warmup_s"]),

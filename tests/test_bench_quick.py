@@ -1,5 +1,5 @@
 """The benchmark's own logic: how figures and targets are derived, the request counter the
-completeness check relies on, and that its prototype and our privacy caches store what ours stores.
+completeness check relies on, and that our privacy caches store what the plain policy stores.
 
 Timing is never asserted (CI runs ``bench/run.py --quick`` for that, without failing on time).
 """
@@ -9,22 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from bench import report
-from bench.apps.lean_prototype import LeanServerSpanMiddleware
 from bench.apps.service import ServedCounter
 from bench.ingest import IngestResult
 from bench.load import LoadResult, Measurement, ServerOutcome, WrkRun
 from bench.workload import generate
 from exporter.mapping import log_record_to_rows, span_to_rows
 from exporter.privacy import CachingPrivacy, Privacy
-from instrumentation.users import default_user_resolver
 
 
 def _outcome(variant: str, rps: float, served: int | None = None) -> ServerOutcome:
@@ -53,7 +47,6 @@ def test_figures_and_targets_from_measurements() -> None:
     assert checks["instrumented_at_least_90pct_of_otel_null"] is False  # 0.85
     assert checks["instrumented_at_least_2_5x_commit_per_request"] is True  # 2.83
     assert checks["rows_lost_is_zero"] is False and checks["no_rows_duplicated"] is True
-    assert checks["info_prototype_above_otel_null"] is None  # not measured
     assert "rows_lost = 10" in report.table(figures)
 
 
@@ -72,45 +65,6 @@ def test_served_counter_counts_answers_and_writes_them_at_shutdown(tmp_path: Pat
         assert client.get("/missing").status_code == 404  # answered too
         assert not served_file.exists()
     assert served_file.read_text() == "4"
-
-
-def _spans_of(app: FastAPI) -> list[Any]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    wrapped = LeanServerSpanMiddleware(app, provider.get_tracer("t"), default_user_resolver)
-    client = TestClient(wrapped, raise_server_exceptions=False)
-    client.get("/items/7?x=1", headers={"user-agent": "bench-test", "content-length": "0"})
-    client.get("/items/404")
-    client.get("/items/500")
-    return list(exporter.get_finished_spans())
-
-
-def test_lean_prototype_spans_map_to_the_rows_ours_store() -> None:
-    app = FastAPI()
-
-    @app.get("/items/{item}")
-    async def item(item: int) -> dict[str, int]:
-        if item == 404:
-            raise HTTPException(404, "no such item")
-        if item == 500:
-            raise RuntimeError("boom")
-        return {"item": item}
-
-    ok, missing, failed = (span_to_rows(span) for span in _spans_of(app))
-    assert [table for table, _ in failed] == ["api_request_logs", "error_logs"]
-    row = ok[0][1]
-    assert (row["endpoint"], row["route"], row["method"], row["status_code"]) == (
-        "/items/7",
-        "/items/{item}",
-        "GET",
-        200,
-    )
-    assert row["user_agent"] == "bench-test" and row["ip_address"] == "testclient"
-    assert row["response_size_bytes"] == len(b'{"item":7}')
-    assert missing[0][1]["status_code"] == 404 and missing[0][1]["error_message"] == "no such item"
-    assert failed[0][1]["status_code"] == 500 and failed[0][1]["error_message"] == "RuntimeError: boom"
-    assert failed[1][1]["error_code"] == "RuntimeError"
 
 
 def test_ingest_figures_feed_the_table_and_the_target() -> None:

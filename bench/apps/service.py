@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,11 @@ commit_log = api_request_logs.to_metadata(MetaData(), name="bench_commit_log")
 
 BENCH_PSEUDONYM_KEY = "homepot-bench-pseudonym-key"
 # service.name of the variants that store rows: the completeness check counts each one's own.
-SERVICE_NAMES = {"instrumented": "bench-instrumented", "lean_prototype": "bench-lean-prototype"}
+SERVICE_NAMES = {"instrumented": "bench-instrumented"}
 VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request")
 # Diagnostic variant (bench/asgi_cost.py): our instrumentation with the stock null exporter,
 # which separates our request-path cost from the exporter's.
 DIAGNOSTIC_VARIANTS = ("instrumented_null_export",)
-# Prototype of a leaner server-span middleware with our exporter (bench/apps/lean_prototype.py).
-PROTOTYPE_VARIANTS = ("lean_prototype",)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -146,45 +143,6 @@ def _commit_per_request(app: FastAPI, engine: Engine) -> None:
         return response
 
 
-def _lean_prototype(app: FastAPI, database_url: str, data_dir: Path) -> None:
-    """Our exporter exactly as setup_telemetry wires it, fed by the lean prototype middleware."""
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from starlette.concurrency import run_in_threadpool
-
-    from bench.apps.lean_prototype import LeanServerSpanMiddleware
-    from exporter import PostgresSpanExporter, create_delivery
-    from exporter.privacy import privacy_from_settings
-    from exporter.processor import CountingBatchSpanProcessor
-    from instrumentation.users import default_user_resolver
-
-    settings = _settings(database_url, data_dir)
-    delivery = create_delivery(database_url, data_dir / "spool" / "lean")
-    processor = CountingBatchSpanProcessor(
-        PostgresSpanExporter(delivery, privacy_from_settings(settings)),
-        max_queue_size=settings.export_queue_size,
-        max_export_batch_size=settings.export_batch_size,
-        schedule_delay_millis=settings.export_delay_ms,
-    )
-    provider = TracerProvider(resource=Resource.create({"service.name": SERVICE_NAMES["lean_prototype"]}))
-    provider.add_span_processor(processor)
-    app.add_middleware(
-        LeanServerSpanMiddleware,
-        tracer=provider.get_tracer("homepot_analytics"),
-        user_resolver=default_user_resolver,
-    )
-    original = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(running_app: Any) -> AsyncIterator[Any]:
-        async with original(running_app) as state:
-            yield state
-        await run_in_threadpool(provider.shutdown)
-        delivery.shutdown()
-
-    app.router.lifespan_context = lifespan
-
-
 class ServedCounter:
     """Counts responses the app started; writes the count when the server shuts down."""
 
@@ -218,7 +176,7 @@ class ServedCounter:
 
 def create_app() -> ServedCounter:
     variant = os.environ.get("BENCH_VARIANT", "plain")
-    if variant not in VARIANTS + DIAGNOSTIC_VARIANTS + PROTOTYPE_VARIANTS:
+    if variant not in VARIANTS + DIAGNOSTIC_VARIANTS:
         raise ValueError(f"BENCH_VARIANT must be one of {VARIANTS}, not {variant!r}")
     database_url = os.environ["BENCH_DATABASE_URL"]
     engine = create_engine(database_url, pool_size=20, max_overflow=0, pool_pre_ping=False)
@@ -232,7 +190,5 @@ def create_app() -> ServedCounter:
         _instrumented(app, database_url, Path("/nonexistent"), null_export=True)
     elif variant == "commit_per_request":
         _commit_per_request(app, engine)
-    elif variant == "lean_prototype":
-        _lean_prototype(app, database_url, Path(os.environ.get("BENCH_DATA_DIR", "/tmp/homepot-bench")))
     served_file = os.environ.get("BENCH_SERVED_FILE")
     return ServedCounter(app, Path(served_file) if served_file else None)

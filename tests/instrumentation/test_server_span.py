@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import BackgroundTasks, FastAPI
+from fastapi import BackgroundTasks, FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from opentelemetry import trace
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
@@ -240,3 +240,35 @@ def test_setting_up_twice_keeps_one_span_per_request(
     with TestClient(app) as client:
         client.get("/items/1")
     captured.only_server_span()
+
+
+def test_spans_map_to_the_rows_the_tables_expect(tmp_path: Path) -> None:
+    app = FastAPI()
+
+    @app.get("/items/{item}")
+    async def item(item: int) -> dict[str, int]:
+        if item == 404:
+            raise HTTPException(404, "no such item")
+        if item == 500:
+            raise RuntimeError("boom")
+        return {"item": item}
+
+    captured = instrument(app, tmp_path)
+    with TestClient(app, raise_server_exceptions=False, headers={"user-agent": "probe"}) as client:
+        for item in (7, 404, 500):
+            client.get(f"/items/{item}")
+    ok, missing, failed = (span_to_rows(span) for span in captured.server_spans())
+    row = ok[0][1]
+    assert (row["endpoint"], row["route"], row["method"], row["status_code"]) == (
+        "/items/7",
+        "/items/{item}",
+        "GET",
+        200,
+    )
+    assert row["user_agent"] == "probe" and row["ip_address"] == "testclient"
+    assert row["response_size_bytes"] == len(b'{"item":7}')
+    assert missing[0][1]["status_code"] == 404 and missing[0][1]["error_message"] == "no such item"
+    assert [table for table, _ in failed] == ["api_request_logs", "error_logs"]
+    assert failed[0][1]["status_code"] == 500 and failed[0][1]["error_message"] == "RuntimeError: boom"
+    assert failed[1][1]["error_code"] == "RuntimeError"
+    captured.telemetry.shutdown()
