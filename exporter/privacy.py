@@ -371,22 +371,32 @@ class Privacy:
 PASS_THROUGH = Privacy()
 
 VALUE_CACHE_SIZE = 65536
+# Free text and JSON keys are cached only when short, in a smaller cache: memory stays small
+# (a stack trace is not kept), and what repeats (a device state's reason, an activity's search,
+# the keys and values of extra_data) is short.
+TEXT_CACHE_SIZE = 4096
+TEXT_CACHE_MAX_CHARS = 256
 
 
 class CachingPrivacy(Privacy):
-    """``Privacy`` that remembers its user, IP and URL results (a bounded LRU per method).
+    """``Privacy`` that remembers its results (a bounded LRU per method).
 
     User ids, client IPs and paths repeat from request to request, and pseudonymising (an
     HMAC), truncating (``ipaddress``) and scanning them again each time was most of the
-    mapping's cost (bench/README.md: mapping 10.1k -> 15.1k rows/s). Rows are identical."""
+    mapping's cost (bench/README.md: mapping 10.1k -> 15.1k rows/s). Short free text and JSON
+    keys repeat too: the secret scan of ``{"site": "site_12"}`` cost more than its JSON
+    round trip. Rows are identical."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("user", "ip", "url"):
             method = getattr(super(), name)
-            object.__setattr__(
-                self, name, _hashable_or_direct(lru_cache(maxsize=VALUE_CACHE_SIZE)(method), method)
-            )
+            # typed: 1, 1.0 and True are equal keys to an untyped cache but not the same text.
+            cached = lru_cache(maxsize=VALUE_CACHE_SIZE, typed=True)(method)
+            object.__setattr__(self, name, _hashable_or_direct(cached, method))
+        for name in ("text", "is_secret_key"):
+            method = getattr(super(), name)
+            object.__setattr__(self, name, _short_text_cached(method))
 
 
 def _hashable_or_direct(cached: Any, method: Any) -> Any:
@@ -395,6 +405,17 @@ def _hashable_or_direct(cached: Any, method: Any) -> Any:
             return cached(value)
         except TypeError:  # an unhashable value (never from the SDK, which stores str/int)
             return method(value)
+
+    return call
+
+
+def _short_text_cached(method: Any) -> Any:
+    cached = lru_cache(maxsize=TEXT_CACHE_SIZE)(method)
+
+    def call(value: Any) -> Any:
+        if type(value) is str and len(value) <= TEXT_CACHE_MAX_CHARS:
+            return cached(value)
+        return method(value)
 
     return call
 

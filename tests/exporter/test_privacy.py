@@ -17,6 +17,7 @@ from exporter.mapping import log_record_to_rows, span_to_rows
 from exporter.privacy import (
     PASS_THROUGH,
     REDACTED,
+    CachingPrivacy,
     Privacy,
     export_privacy,
     is_pseudonym,
@@ -315,3 +316,21 @@ def test_json_values_are_masked_by_content_and_by_key() -> None:
         "l": [f"Bearer {REDACTED}", {"secret": None}],
     }
     assert PASS_THROUGH.json(value) == value
+
+
+def test_the_caching_policy_gives_what_the_plain_one_gives() -> None:
+    cached = CachingPrivacy(pseudonym_key=KEY, truncate_ips=True, mask_secrets=True)
+    for _ in range(2):  # the second round is answered from the caches
+        # Equal keys to an untyped cache, but not the same text: each keeps its own pseudonym.
+        for value in (1, 1.0, True, "1", "alice"):
+            assert cached.user(value) == STRICT.user(value)
+        for text, _secret in SECRETS_IN_TEXT:
+            assert cached.text(text) == STRICT.text(text)
+        long_text = "Traceback: password=hunter2 " + "x" * 1000  # too long to be cached: same result
+        assert cached.text(long_text) == STRICT.text(long_text)
+        for key in ("site", "client_secret", "api-key", "monkey"):
+            assert cached.is_secret_key(key) == STRICT.is_secret_key(key)
+        document = {"site": "site_12", "token": "abc", "inner": {"password": "x", "note": "Bearer abcdefgh"}}
+        assert cached.json(document) == STRICT.json(document)
+        assert cached.url("/a?token=1&b=2") == STRICT.url("/a?token=1&b=2")
+        assert cached.ip("203.0.113.7:4711") == STRICT.ip("203.0.113.7:4711")
