@@ -127,21 +127,18 @@ class Delivery:
         if not batch:
             return True
         with self._handoff_changed:
-            if self._closed:
-                handed_over = False
-            else:
+            closed = self._closed
+            if not closed:
                 while self._submitted - self._finished >= self.handoff_batches and self._writer_running():
                     self._handoff_changed.wait(_WRITER_CHECK_S)
                 self._handoff.append(batch)
                 self._submitted += 1
                 self._handoff_changed.notify_all()
-                handed_over = self._writer_running()
-        if not handed_over and self._closed:
+                if self._writer_running():
+                    return True
+        if closed:
             return self.deliver(batch)
-        if not handed_over:
-            # No thread can be started (the interpreter is exiting): write the hand-off here.
-            while self._write_next(wait=False):
-                pass
+        self._write_handoff_here()
         return True
 
     def flush(self, timeout_s: float | None = None) -> bool:
@@ -152,16 +149,24 @@ class Delivery:
             if threading.current_thread() is self._writer_thread:
                 return False  # it would wait for itself
             target = self._submitted
-            while self._finished < target and self._writer_running():
+            while self._finished < target:
+                if not self._writer_running():
+                    break
                 wait_s = _WRITER_CHECK_S
                 if deadline is not None:
                     wait_s = min(wait_s, deadline - time.monotonic())
                     if wait_s <= 0:
                         return False
                 self._handoff_changed.wait(wait_s)
-        while self._write_next(wait=False):  # only when no writer thread runs
-            pass
+            else:
+                return True
+        self._write_handoff_here()
         return True
+
+    def _write_handoff_here(self) -> None:
+        """No writer thread can be started (the interpreter is exiting): the caller writes."""
+        while self._write_next(wait=False):
+            pass
 
     def _writer_running(self) -> bool:
         """Whether a writer thread takes the hand-off; starts one at the first submit, and again

@@ -329,8 +329,9 @@ def test_a_batch_submitted_during_an_outage_is_spooled_then_replayed(
     assert len(Spool(spool_dir).pending()) == 1
 
     deliveries(db_url, Spool(spool_dir), stats)  # the next start, database back
-    wait_until(lambda: count(db_url) == 3 and not Spool(spool_dir).pending())
-    assert stats.get("replayed", "api_request_logs") == 3
+    # Counted once the batch is done with, just after its rows are visible: wait for the count.
+    wait_until(lambda: stats.get("replayed", "api_request_logs") == 3)
+    assert count(db_url) == 3 and not Spool(spool_dir).pending()
 
 
 def test_the_writer_thread_survives_unexpected_errors(
@@ -415,4 +416,22 @@ def test_a_forked_child_gets_its_own_writer_thread(db_url: str, stats: ExportSta
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert count(db_url) == 3
+    delivery.shutdown()
+
+
+def test_when_no_thread_can_be_started_the_caller_writes(
+    db_url: str, stats: ExportStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NoThreads(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    writer = RecordingWriter(db_url, stats)
+    delivery = Delivery(writer, None, stats=stats)
+    monkeypatch.setattr(threading, "Thread", NoThreads)  # as at interpreter exit
+    for n in range(3):
+        assert delivery.submit({"api_request_logs": request_rows(1, f"/exit/{n}")}) is True
+    assert writer.paths == ["/exit/0", "/exit/1", "/exit/2"] and count(db_url) == 3
+    assert delivery.flush(timeout_s=1) is True
+    monkeypatch.undo()
     delivery.shutdown()
