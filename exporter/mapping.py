@@ -39,6 +39,7 @@ _SEVERITY_BY_NUMBER = ((21, "critical"), (17, "error"), (13, "warning"), (0, "in
 # ``collections.abc.Mapping.get`` (a miss raises and catches KeyError). Read straight from the
 # plain dict inside instead: same values, a fraction of the cost. Read only, never modified.
 _READABLE_SPAN_ATTRIBUTES = ReadableSpan.__dict__["attributes"]
+_READABLE_SPAN_EVENTS = ReadableSpan.__dict__["events"]
 
 
 def _plain(attributes: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -59,6 +60,13 @@ def _span_attributes(span: ReadableSpan) -> Mapping[str, Any]:
     if type(span).attributes is _READABLE_SPAN_ATTRIBUTES:  # not overridden by a subclass
         return _plain(span._attributes)
     return _plain(span.attributes)
+
+
+def _has_events(span: ReadableSpan) -> bool:
+    """Whether ``span.events`` is not empty, without the tuple the property copies them into."""
+    if type(span).events is _READABLE_SPAN_EVENTS:
+        return len(span._events) > 0
+    return len(span.events) > 0
 
 
 # --- small value helpers ---------------------------------------------------------------------
@@ -221,23 +229,23 @@ def span_to_rows(span: ReadableSpan, privacy: Privacy = PASS_THROUGH) -> list[Ta
         rows.append(("job_outcomes", _job_row(span, attributes, privacy)))
     elif span.kind in _SERVER_KINDS and _first(attributes, c.HTTP_METHOD) is not None:
         rows.append(("api_request_logs", _request_row(span, attributes, privacy)))
-    if span.kind in _SERVER_KINDS and span.events:
+    if span.kind in _SERVER_KINDS and _has_events(span):
         rows.extend(_exception_rows(span, attributes, privacy))
     return rows
 
 
-def _span_context(span: ReadableSpan, suffix: str) -> Row:
+def _with_span_context(row: Row, span: ReadableSpan, suffix: str) -> Row:
+    """``row`` with the trace, the service and the row's identity added (in place)."""
     context = span.context
     trace_id = context.trace_id if context else 0
     span_id = context.span_id if context else 0
     resource = _plain(span.resource.attributes) if span.resource else {}
-    return {
-        "trace_id": _hex_trace(trace_id),
-        "span_id": _hex_span(span_id),
-        "service_name": _text(resource.get(c.SERVICE_NAME), NAME),
-        # The text _event_id(trace_id, span_id, suffix) hashes, built without its generic join.
-        "event_id": _uuid_of(f"{trace_id!s}|{span_id!s}|{suffix}"),
-    }
+    row["trace_id"] = _hex_trace(trace_id)
+    row["span_id"] = _hex_span(span_id)
+    row["service_name"] = _text(resource.get(c.SERVICE_NAME), NAME)
+    # The text _event_id(trace_id, span_id, suffix) hashes, built without its generic join.
+    row["event_id"] = _uuid_of(f"{trace_id!s}|{span_id!s}|{suffix}")
+    return row
 
 
 def _duration_ms(span: ReadableSpan) -> float:
@@ -283,8 +291,7 @@ def _request_row(span: ReadableSpan, attributes: Mapping[str, Any], privacy: Pri
         "request_size_bytes": _int(_first(attributes, c.REQUEST_BODY_SIZE), _INT8_MAX),
         "response_size_bytes": _int(_first(attributes, c.RESPONSE_BODY_SIZE), _INT8_MAX),
     }
-    row.update(_span_context(span, "request"))
-    return row
+    return _with_span_context(row, span, "request")
 
 
 def _exception_summary(event_attributes: Mapping[str, Any]) -> str | None:
@@ -332,8 +339,7 @@ def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: 
             "context": _json_text({k: v for k, v in context.items() if v is not None}, privacy),
             "fingerprint": error_fingerprint(error_type, str(message)),
         }
-        row.update(_span_context(span, f"exception-{index}"))
-        rows.append(("error_logs", row))
+        rows.append(("error_logs", _with_span_context(row, span, f"exception-{index}")))
     return rows
 
 
@@ -363,8 +369,7 @@ def _job_row(span: ReadableSpan, attributes: Mapping[str, Any], privacy: Privacy
         "initiated_by": _text(stored_actor(initiated_by, privacy), NAME),
         "extra_data": _json_text(attributes.get(c.EXTRA), privacy),
     }
-    row.update(_span_context(span, "job"))
-    return row
+    return _with_span_context(row, span, "job")
 
 
 def stored_actor(value: Any, privacy: Privacy) -> str | None:

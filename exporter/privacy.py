@@ -390,30 +390,21 @@ class CachingPrivacy(Privacy):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("user", "ip", "url"):
-            method = getattr(super(), name)
-            # typed: 1, 1.0 and True are equal keys to an untyped cache but not the same text.
-            cached = lru_cache(maxsize=VALUE_CACHE_SIZE, typed=True)(method)
-            object.__setattr__(self, name, _hashable_or_direct(cached, method))
+            object.__setattr__(self, name, _cached(getattr(super(), name), VALUE_CACHE_SIZE))
         for name in ("text", "is_secret_key"):
             method = getattr(super(), name)
-            object.__setattr__(self, name, _short_text_cached(method))
+            object.__setattr__(self, name, _cached(method, TEXT_CACHE_SIZE, TEXT_CACHE_MAX_CHARS))
 
 
-def _hashable_or_direct(cached: Any, method: Any) -> Any:
-    def call(value: Any) -> Any:
-        try:
-            return cached(value)
-        except TypeError:  # an unhashable value (never from the SDK, which stores str/int)
-            return method(value)
-
-    return call
-
-
-def _short_text_cached(method: Any) -> Any:
-    cached = lru_cache(maxsize=TEXT_CACHE_SIZE)(method)
+def _cached(method: Any, size: int, max_chars: int | None = None) -> Any:
+    """``method`` with a bounded LRU cache for ``str`` and ``int`` arguments (what the SDK's
+    attributes hold); ``max_chars`` bounds the strings kept. Other values are computed each
+    time: a cache takes 1.0 and True for the same key, yet their texts differ."""
+    cached = lru_cache(maxsize=size)(method)
 
     def call(value: Any) -> Any:
-        if type(value) is str and len(value) <= TEXT_CACHE_MAX_CHARS:
+        kind = type(value)
+        if (kind is str and (max_chars is None or len(value) <= max_chars)) or kind is int:
             return cached(value)
         return method(value)
 
