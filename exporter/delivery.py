@@ -112,6 +112,9 @@ class Delivery:
         lock may have been held by a thread of the parent. Batches the parent had in hand
         are the parent's to write; the child starts with an empty hand-off."""
         self._reset_handoff()
+        forget = getattr(self.writer, "forget_after_fork", None)
+        if forget is not None:
+            forget()
         self._replay_lock = threading.Lock()
         self._replayer = None
         self._wake = threading.Event()

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 OUTCOMES = ("written", "spooled", "replayed", "rejected", "dropped", "export_failures")
-DROP_REASONS = ("queue_full", "spool_full", "no_spool", "after_shutdown")
+DROP_REASONS = ("queue_full", "spool_full", "no_spool", "after_shutdown", "delivery_error")
 
 Key = tuple[str, str, str]  # (outcome, table, reason); reason is "" except for drops
 

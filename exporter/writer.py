@@ -45,6 +45,10 @@ _SYSTEMIC = (
     errors.ReadOnlySqlTransaction,
 )
 
+# Connections a forked child inherited: kept referenced, never closed or collected, because
+# closing (or freeing) one would end the parent's session on the shared socket.
+_INHERITED_CONNECTIONS: list[Any] = []
+
 _GETTERS = {table: itemgetter(*columns) for table, columns in WRITE_COLUMNS.items()}
 
 
@@ -111,6 +115,15 @@ class RowWriter:
     def close(self) -> None:
         with self._lock:
             self._discard_connection()
+
+    def forget_after_fork(self) -> None:
+        """In a forked child (gunicorn --preload): the connection is the parent's; leave it
+        alone and connect afresh at the next write. The lock may have been held by a parent
+        thread at fork time: take a new one."""
+        if self._connection is not None:
+            _INHERITED_CONNECTIONS.append(self._connection)
+        self._connection = None
+        self._lock = threading.Lock()
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._connection is None or self._connection.closed:

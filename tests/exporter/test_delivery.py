@@ -399,23 +399,30 @@ def test_the_writer_thread_is_a_daemon_outside_instrumentation(db_url: str, stat
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_forked_child_gets_its_own_writer_thread(db_url: str, stats: ExportStats) -> None:
+def test_a_forked_child_gets_its_own_writer_thread_and_connection(db_url: str, stats: ExportStats) -> None:
     delivery = Delivery(RowWriter(db_url, stats=stats), None, stats=stats)
     delivery.submit({"api_request_logs": request_rows(1, "/parent")})
     assert delivery.flush(timeout_s=30)  # the parent's writer thread runs
+    later = request_rows(1, "/parent-again")  # made before the fork: ids the child does not reuse
+    # As if a parent thread were mid-write at fork time: the child must not wait for that lock.
+    delivery.writer._lock.acquire()
     pid = os.fork()
     if pid == 0:  # the child (gunicorn --preload forks workers like this)
         code = 1
         try:
-            # A connection must not be shared with the parent: the child writes through its own.
-            delivery.writer = RowWriter(db_url, stats=stats)
+            # The inherited connection is left to the parent: the child connects afresh.
             delivery.submit({"api_request_logs": request_rows(2, "/child")})
             code = 0 if delivery.flush(timeout_s=20) else 2
         finally:
             os._exit(code)
+    delivery.writer._lock.release()
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert count(db_url) == 3
+    # The parent's own connection survived the child (a shared socket closed by it would not).
+    delivery.submit({"api_request_logs": later})
+    assert delivery.flush(timeout_s=30)
+    assert count(db_url) == 4
     delivery.shutdown()
 
 
