@@ -72,9 +72,15 @@ class _DropCounter:
     """Wraps the ``emit`` of an SDK ``BatchProcessor`` (the shared engine of both processors)."""
 
     def __init__(
-        self, inner: Any, tables_of: Callable[[Any], list[str]], stats: ExportStats, signal: str
+        self,
+        inner: Any,
+        tables_of: Callable[[Any], list[str]],
+        stats: ExportStats,
+        signal: str,
+        reason_prefix: str = "",
     ) -> None:
         self.signal = signal
+        self._reason_prefix = reason_prefix
         self._inner = inner
         self._tables_of = tables_of
         self._stats = stats
@@ -104,7 +110,7 @@ class _DropCounter:
 
     def emit(self, item: Any) -> None:
         if getattr(self._inner, "_shutdown", False):
-            self._count([item], "after_shutdown")
+            self._count([item], self._reason_prefix + "after_shutdown")
             return
         dropped = None
         with self._lock:  # only emitters add to the queue: with them serialised, it never overflows
@@ -115,7 +121,7 @@ class _DropCounter:
                     dropped = None
             self._emit(item)
         if dropped is not None:
-            self._count([dropped], "queue_full")
+            self._count([dropped], self._reason_prefix + "queue_full")
 
     def _count(self, items: list[Any], reason: str) -> None:
         try:
@@ -137,6 +143,14 @@ class _DropCounter:
         self._drops.flush()
 
 
+def _signal(signal: str, via: str) -> str:
+    return f"{via} {signal}" if via else signal
+
+
+def _reason_prefix(via: str) -> str:
+    return f"{via}_" if via else ""
+
+
 def _flush_exporter(exporter: SpanExporter | LogRecordExporter, deadline: float) -> bool:
     """The exporter's own ``force_flush`` with what is left of the caller's time."""
     remaining_ms = max(int((deadline - time.monotonic()) * 1000), 0)
@@ -148,12 +162,20 @@ def _flush_exporter(exporter: SpanExporter | LogRecordExporter, deadline: float)
 
 
 class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """``BatchSpanProcessor`` whose queue drops are counted per table in ``stats``."""
+    """``BatchSpanProcessor`` whose queue drops are counted per table in ``stats``.
 
-    def __init__(self, span_exporter: SpanExporter, *, stats: ExportStats = STATS, **options: Any) -> None:
+    ``via`` names another destination than the tables (``"otlp"``): its drops are counted with
+    reasons ``otlp_queue_full`` / ``otlp_after_shutdown`` and its queue as signal ``otlp span``.
+    """
+
+    def __init__(
+        self, span_exporter: SpanExporter, *, stats: ExportStats = STATS, via: str = "", **options: Any
+    ) -> None:
         super().__init__(span_exporter, **options)
         self._flushed_exporter = span_exporter
-        self.drop_counter = _DropCounter(self._batch_processor, span_tables, stats, "span")
+        self.drop_counter = _DropCounter(
+            self._batch_processor, span_tables, stats, _signal("span", via), _reason_prefix(via)
+        )
 
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         deadline = time.monotonic() + (30000 if timeout_millis is None else timeout_millis) / 1000
@@ -166,12 +188,17 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
 
 
 class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
-    """``BatchLogRecordProcessor`` whose queue drops are counted per table in ``stats``."""
+    """``BatchLogRecordProcessor`` whose queue drops are counted per table in ``stats``
+    (``via`` as for ``CountingBatchSpanProcessor``)."""
 
-    def __init__(self, exporter: LogRecordExporter, *, stats: ExportStats = STATS, **options: Any) -> None:
+    def __init__(
+        self, exporter: LogRecordExporter, *, stats: ExportStats = STATS, via: str = "", **options: Any
+    ) -> None:
         super().__init__(exporter, **options)
         self._flushed_exporter = exporter
-        self.drop_counter = _DropCounter(self._batch_processor, log_tables, stats, "log record")
+        self.drop_counter = _DropCounter(
+            self._batch_processor, log_tables, stats, _signal("log record", via), _reason_prefix(via)
+        )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         deadline = time.monotonic() + timeout_millis / 1000

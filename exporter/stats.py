@@ -17,7 +17,16 @@ from collections.abc import Mapping
 from typing import Any
 
 OUTCOMES = ("written", "spooled", "replayed", "rejected", "dropped", "export_failures")
-DROP_REASONS = ("queue_full", "spool_full", "no_spool", "after_shutdown", "delivery_error")
+DROP_REASONS = (
+    "queue_full",
+    "spool_full",
+    "no_spool",
+    "after_shutdown",
+    "delivery_error",
+    # Records bound for a collector (HOMEPOT_ANALYTICS_EXPORT=otlp), dropped before they left.
+    "otlp_queue_full",
+    "otlp_after_shutdown",
+)
 
 Key = tuple[str, str, str]  # (outcome, table, reason); reason is "" except for drops
 

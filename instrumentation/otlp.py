@@ -13,8 +13,10 @@ import logging
 import os
 from collections.abc import Mapping
 
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk._logs.export import LogRecordExporter
+from opentelemetry.sdk.trace.export import SpanExporter
+
+from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +61,13 @@ def otlp_log_exporter(protocol: str) -> LogRecordExporter:
     return HttpLogs()
 
 
-def otlp_processors() -> tuple[BatchSpanProcessor, BatchLogRecordProcessor]:
-    """A batching span processor and log record processor exporting over OTLP."""
+def otlp_processors() -> tuple[CountingBatchSpanProcessor, CountingBatchLogRecordProcessor]:
+    """A batching span processor and log record processor exporting over OTLP; records their
+    full queues drop are counted (reason ``otlp_queue_full``), as for the PostgreSQL path."""
     trace_protocol = otlp_protocol("TRACES")
     log_protocol = otlp_protocol("LOGS")
     logger.info("exporting spans over OTLP %s and log records over OTLP %s", trace_protocol, log_protocol)
     return (
-        BatchSpanProcessor(otlp_span_exporter(trace_protocol)),
-        BatchLogRecordProcessor(otlp_log_exporter(log_protocol)),
+        CountingBatchSpanProcessor(otlp_span_exporter(trace_protocol), via="otlp"),
+        CountingBatchLogRecordProcessor(otlp_log_exporter(log_protocol), via="otlp"),
     )

@@ -22,6 +22,7 @@ from exporter.processor import (
     CountingBatchLogRecordProcessor,
     CountingBatchSpanProcessor,
     log_tables,
+    queue_usage,
     span_tables,
 )
 from exporter.span_exporter import PostgresSpanExporter
@@ -93,6 +94,32 @@ def test_every_span_is_exported_or_counted_dropped() -> None:
         dropped = stats.get("dropped", table, "queue_full")
         assert dropped > 0
         assert exporter.exported[table] + dropped == emitted[table]
+
+
+def test_drops_on_the_way_to_a_collector_are_counted_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    from instrumentation.otlp import otlp_processors
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # never reached
+    spans, logs = otlp_processors()
+    assert isinstance(spans, CountingBatchSpanProcessor)
+    assert isinstance(logs, CountingBatchLogRecordProcessor)
+    assert queue_usage()["otlp span"][1] >= spans.drop_counter.capacity > 0
+    spans.shutdown()
+    logs.shutdown()
+
+    stats = ExportStats()
+    exporter = BlockedExporter()
+    processor = CountingBatchSpanProcessor(
+        exporter, stats=stats, via="otlp", max_queue_size=10, max_export_batch_size=5
+    )
+    for _ in range(50):
+        processor.on_end(request_span())
+    exporter.release.set()
+    processor.shutdown()
+    processor.on_end(request_span())
+    assert stats.get("dropped", "api_request_logs", "otlp_queue_full") > 0
+    assert stats.get("dropped", "api_request_logs", "queue_full") == 0  # not the tables' queue
+    assert stats.get("dropped", "api_request_logs", "otlp_after_shutdown") == 1
 
 
 def test_spans_ended_after_shutdown_are_counted() -> None:
