@@ -1,8 +1,8 @@
 """A realistic mixed telemetry stream for the ingest benchmark, made by the real SDK.
 
-Request spans carry the attributes FastAPIInstrumentor plus our middleware set (old HTTP
-semantic conventions, the default); jobs, device state changes, recorded errors and user
-activity come from the project's own helpers (``job_span``, ``record_*``). Every table gets
+Request spans carry the attributes our request middleware sets, as it sets them (stable HTTP
+semantic conventions, ``instrumentation/middleware.py``); jobs, device state changes, recorded
+errors and user activity come from the project's own helpers (``job_span``, ``record_*``). Every table gets
 rows, in the proportions of a busy HOMEPOT backend: mostly requests, a few percent of each
 of the rest. The objects are exactly what the batch processors hand to our exporters.
 """
@@ -66,40 +66,33 @@ def _request_span(tracer: Tracer, rng: random.Random, start_ns: int, status: int
     method, route, path_template = rng.choice(ROUTES)
     path = path_template.format(n=rng.randrange(500))
     peer_ip = f"10.0.{rng.randrange(4)}.{rng.randrange(1, 250)}"
-    attributes: dict[str, str | int] = {
-        "http.scheme": "http",
-        "http.host": "127.0.0.1:8000",
-        "net.host.port": 8000,
-        "http.flavor": "1.1",
-        "http.target": path,
-        "http.url": f"http://127.0.0.1:8000{path}",
-        "http.method": method,
-        "http.server_name": "homepot-api",
-        "http.user_agent": USER_AGENT,
-        "net.peer.ip": peer_ip,
-        "net.peer.port": rng.randrange(30000, 60000),
-        "http.route": route,
-    }
+    # What instrumentation/middleware.py sets: three attributes at the start, the rest at the end.
     span = tracer.start_span(
-        f"{method} {route}",
+        method,
         kind=SpanKind.SERVER,
-        attributes=attributes,
+        attributes={"http.request.method": method, "url.path": path, "url.scheme": "http"},
         start_time=start_ns,
     )
-    span.set_attribute("http.status_code", status)
-    span.set_attribute("http.request.body.size", 0 if method == "GET" else rng.randrange(40, 900))
-    span.set_attribute("http.response.body.size", rng.randrange(20, 4000))
-    span.set_attribute("client.address", peer_ip)
-    span.set_attribute("enduser.id", f"user{rng.randrange(200)}")
-    if status == 500:
+    if status == 500:  # ExceptionRecorder: the exception goes on the span before the 500
         try:
             _failing_call("dev_001")
         except ConnectionError as error:
-            span.record_exception(error)
+            span.record_exception(error, escaped=True)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        span.set_attribute("homepot.http.error_message", "Internal Server Error")
-    elif status >= 400:
-        span.set_attribute("homepot.http.error_message", "Device not found")
+    attributes: dict[str, str | int] = {
+        "http.response.status_code": status,
+        "http.request.body.size": 0 if method == "GET" else rng.randrange(40, 900),
+        "http.response.body.size": rng.randrange(20, 4000),
+        "user_agent.original": USER_AGENT,
+        "client.address": peer_ip,
+    }
+    if status >= 400:
+        message = "Internal Server Error" if status == 500 else "Device not found"
+        attributes["homepot.http.error_message"] = message
+    attributes["enduser.id"] = f"user{rng.randrange(200)}"
+    attributes["http.route"] = route
+    span.update_name(f"{method} {route}")
+    span.set_attributes(attributes)
     span.end(end_time=start_ns + rng.randrange(2, 80) * 1_000_000)
 
 

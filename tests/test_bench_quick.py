@@ -112,3 +112,35 @@ def test_wrk_summary_line_is_parsed(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setattr(subprocess, "run", fake_run)
     run = load.run_wrk("http://127.0.0.1:1/x", 2, 16)
     assert (run.rps, run.p50_ms, run.p99_ms, run.errors, run.non_2xx) == (600.0, 1.5, 9.0, 1, 2)
+
+
+def test_the_ingest_stream_carries_what_our_middleware_sets(tmp_path: Path) -> None:
+    import jwt
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
+    from homepot_analytics.settings import Settings
+    from instrumentation import setup_telemetry
+
+    app = FastAPI()
+
+    @app.get("/api/v1/devices/{device_id}")
+    def device(device_id: str) -> dict[str, str]:
+        return {"device_id": device_id}
+
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://unused/none")
+    telemetry = setup_telemetry(app, service_name="bench-shape", settings=settings, export=[])
+    captured = InMemorySpanExporter()
+    telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(captured))
+    token = jwt.encode({"sub": "user1"}, "a-secret-of-thirty-two-bytes-or-more!", "HS256")
+    with TestClient(app, headers={"authorization": f"Bearer {token}"}) as client:
+        client.get("/api/v1/devices/dev_001")
+    telemetry.shutdown()
+    [real] = captured.get_finished_spans()
+    ok_request = next(
+        span
+        for span in generate(200).spans
+        if span.kind is SpanKind.SERVER and (span.attributes or {}).get("http.response.status_code") == 200
+    )
+    assert set(ok_request.attributes or {}) == set(real.attributes or {})
