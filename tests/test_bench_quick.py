@@ -76,12 +76,13 @@ def test_ingest_figures_feed_the_table_and_the_target() -> None:
     result.write_rows_per_s.append(20000.0)
     figures = report.ingest_figures(result)
     assert figures["ingest_rows_per_s"] == 6000 and figures["copy_ceiling_rows_per_s"] == 11000
-    assert figures["ingest_share_of_ceiling"] == round(6000 / 11000, 3)
+    # The median of the rounds' own ratios (0.6, 0.417, 0.636), not a ratio of medians.
+    assert figures["ingest_share_of_ceiling"] == 0.6
     assert report.targets(figures)["ingest_at_least_half_of_copy_ceiling"] is True
     printed = report.table(figures)
     for key in ("ingest_map_rows_per_s", "ingest_map_no_privacy_rows_per_s", "ingest_write_rows_per_s"):
         assert f"{figures[key]:,}" in printed, key
-    assert "0.55x of ceiling" in printed
+    assert "0.60x of ceiling" in printed
 
 
 def test_privacy_caches_store_the_same_rows_on_the_bench_stream() -> None:
