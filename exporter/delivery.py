@@ -19,15 +19,14 @@ queue in front of the exporter gives the back-pressure, counted as it always was
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 
+from exporter.forking import repair_after_fork
 from exporter.spool import Spool
 from exporter.stats import STATS, DropReporter, ExportStats, exporter_logger
 from exporter.writer import UNAVAILABLE, RowWriter
@@ -83,15 +82,7 @@ class Delivery:
         self._outage_logged = False
         self._closed = False  # shut down: no writer thread any more, submit delivers itself
         self._reset_handoff()
-        if hasattr(os, "register_at_fork"):
-            reference = weakref.ref(self)
-
-            def _after_fork_in_child() -> None:
-                delivery = reference()
-                if delivery is not None:
-                    delivery._reinit_after_fork()
-
-            os.register_at_fork(after_in_child=_after_fork_in_child)
+        repair_after_fork(self, Delivery._reinit_after_fork)
         if spool is not None:
             spool.recover_claims()
             waiting = len(spool.pending())

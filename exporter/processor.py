@@ -15,7 +15,6 @@ queue into ``export``, it never calls the exporter's own ``force_flush``.
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 import weakref
@@ -29,6 +28,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 
 from exporter import conventions as c
+from exporter.forking import repair_after_fork
 from exporter.stats import STATS, DropReporter, ExportStats, exporter_logger
 
 logger = exporter_logger(__name__)
@@ -97,16 +97,11 @@ class _DropCounter:
         self._queue, self.capacity = queue, capacity
         self._emit = inner.emit
         inner.emit = self.emit
-        if hasattr(os, "register_at_fork"):
-            reference = weakref.ref(self)
-
-            def _reinit_lock() -> None:  # a lock held in the parent at fork time stays held
-                counter = reference()
-                if counter is not None:
-                    counter._lock = threading.Lock()
-
-            os.register_at_fork(after_in_child=_reinit_lock)
+        repair_after_fork(self, _DropCounter._new_lock)
         _LIVE.add(self)
+
+    def _new_lock(self) -> None:  # a lock held in the parent at fork time stays held
+        self._lock = threading.Lock()
 
     def emit(self, item: Any) -> None:
         if getattr(self._inner, "_shutdown", False):
