@@ -7,6 +7,7 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY homepot_foundation ./homepot_foundation
 COPY exporter ./exporter
 COPY instrumentation ./instrumentation
 COPY query_api ./query_api

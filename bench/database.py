@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from exporter.migrations import migrate
 from exporter.schema import TABLES
-from homepot_analytics.database import create_engine
+from homepot_foundation.database import create_engine
 
 ADMIN_URL = os.environ.get(
     "HOMEPOT_ANALYTICS_BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

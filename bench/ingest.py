@@ -39,7 +39,7 @@ from exporter.mapping import Row, log_record_to_rows, span_to_rows
 from exporter.privacy import PASS_THROUGH, Privacy, privacy_from_settings
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.writer import RowWriter
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 
 logger = logging.getLogger(__name__)
 

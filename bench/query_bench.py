@@ -38,8 +38,8 @@ from sqlalchemy.pool import NullPool
 from exporter.migrations import migrate
 from exporter.partitions import add_months, create_month_partition, month_start, partition_name, partitions
 from exporter.schema import TABLES, WRITE_COLUMNS
-from homepot_analytics.database import create_engine
-from homepot_analytics.settings import Settings
+from homepot_foundation.database import create_engine
+from homepot_foundation.settings import Settings
 from query_api.auth import issue_token
 
 logger = logging.getLogger("bench.query_bench")

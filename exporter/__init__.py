@@ -24,7 +24,7 @@ def _migrate(dsn: str) -> None:
     from sqlalchemy.pool import NullPool
 
     from exporter.migrations import migrate
-    from homepot_analytics.database import create_engine
+    from homepot_foundation.database import create_engine
 
     engine = create_engine(dsn, poolclass=NullPool)
     try:
@@ -41,7 +41,7 @@ def create_delivery(
     auto_migrate: bool = True,
 ) -> Delivery:
     """A writer for ``database_url`` with an outage spool under ``spool_dir``."""
-    from homepot_analytics.database import libpq_url
+    from homepot_foundation.database import libpq_url
 
     writer = RowWriter(libpq_url(database_url), on_first_connect=_migrate if auto_migrate else None)
     spool = Spool(spool_dir, spool_max_bytes) if spool_dir is not None else None

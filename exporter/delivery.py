@@ -27,8 +27,9 @@ from typing import Any
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 
 from exporter.forking import repair_after_fork
+from exporter.own_logging import exporter_logger
 from exporter.spool import Spool
-from exporter.stats import STATS, DropReporter, ExportStats, exporter_logger
+from exporter.stats import STATS, DropReporter, ExportStats
 from exporter.writer import UNAVAILABLE, RowWriter
 
 logger = exporter_logger(__name__)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 if TYPE_CHECKING:
-    from homepot_analytics.settings import Settings
+    from homepot_foundation.settings import Settings
 
 logger = logging.getLogger(__name__)
 

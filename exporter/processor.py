@@ -29,7 +29,8 @@ from opentelemetry.trace import SpanKind
 
 from exporter import conventions as c
 from exporter.forking import repair_after_fork
-from exporter.stats import STATS, DropReporter, ExportStats, exporter_logger
+from exporter.own_logging import exporter_logger
+from exporter.stats import STATS, DropReporter, ExportStats
 
 logger = exporter_logger(__name__)
 

@@ -9,12 +9,10 @@ an outage outlasted the spool; ``no_spool``; ``after_shutdown``).
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
 
 OUTCOMES = ("written", "spooled", "replayed", "rejected", "dropped", "export_failures")
 DROP_REASONS = (
@@ -105,34 +103,6 @@ class DropReporter:
                 reason,
                 ", ".join(f"{table}={count}" for table, count in tables.items()),
             )
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a line is logged (a test runner or a daemon
-    may have swapped it since the logger was set up)."""
-
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
-
-def exporter_logger(name: str) -> logging.Logger:
-    """A logger for the exporter's own messages: they must not reach an OpenTelemetry logging
-    handler (which would export them, feeding the exporter its own output), so it does not
-    propagate and writes to stderr itself unless the application gave it handlers."""
-    logger = logging.getLogger(name)
-    logger.propagate = False
-    if not logger.handlers:
-        logger.addHandler(_StderrHandler())
-        logger.setLevel(logging.INFO)
-    return logger
 
 
 # One set of counters per process: the exporters and the OTLP sink all report here.

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from homepot_analytics.settings import get_settings
+from homepot_foundation.settings import get_settings
 
 app = typer.Typer(
     help="HOMEPOT analytics: OpenTelemetry into PostgreSQL, queryable over REST.", no_args_is_help=True
@@ -27,7 +27,7 @@ def create_tables(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = Fa
     """Create the five analytics tables, or upgrade an older schema in place."""
     _logging(verbose)
     from exporter.migrations import LATEST_VERSION, migrate
-    from homepot_analytics.database import create_engine, resolve_database_url
+    from homepot_foundation.database import create_engine, resolve_database_url
 
     engine = create_engine(resolve_database_url(get_settings()))
     try:
@@ -58,7 +58,7 @@ def demo(
 @app.command("stop-embedded")
 def stop_embedded() -> None:
     """Stop the embedded PostgreSQL that runs when no database URL is configured."""
-    from homepot_analytics.embedded_db import stop_embedded_postgres
+    from homepot_foundation.embedded_db import stop_embedded_postgres
 
     stopped = stop_embedded_postgres(get_settings().data_dir / "postgres")
     typer.echo("Embedded PostgreSQL stopped." if stopped else "Embedded PostgreSQL was not running.")
@@ -100,9 +100,9 @@ def purge(
 ) -> None:
     """Apply retention now: drop expired monthly partitions, report what was removed per table."""
     _logging(verbose)
-    from homepot_analytics.database import create_engine, resolve_database_url
-    from homepot_analytics.retention import purge as purge_tables
-    from homepot_analytics.retention import run_retention
+    from exporter.retention import purge as purge_tables
+    from exporter.retention import run_retention
+    from homepot_foundation.database import create_engine, resolve_database_url
 
     settings = get_settings()
     engine = create_engine(resolve_database_url(settings))
@@ -132,8 +132,8 @@ def export_dataset(
 ) -> None:
     """Export a table's rows in a time range for training sets: pseudonymous user ids only."""
     _logging(verbose)
-    from homepot_analytics.database import resolve_database_url
     from homepot_analytics.dataset_export import ExportFormat, export_table, parse_moment, rich_progress
+    from homepot_foundation.database import resolve_database_url
 
     try:
         begin, finish = parse_moment(start), parse_moment(end)

@@ -29,8 +29,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from exporter.privacy import Privacy, export_privacy
 from exporter.schema import TABLES
-from homepot_analytics.database import libpq_url
-from homepot_analytics.settings import Settings
+from homepot_foundation.database import libpq_url
+from homepot_foundation.settings import Settings
 
 BATCH_ROWS = 10_000
 

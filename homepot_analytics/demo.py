@@ -21,9 +21,9 @@ import psycopg
 import typer
 import uvicorn
 
-from homepot_analytics.database import libpq_url, resolve_database_url
 from homepot_analytics.demo_service import create_demo_app
-from homepot_analytics.settings import Settings, get_settings
+from homepot_foundation.database import libpq_url, resolve_database_url
+from homepot_foundation.settings import Settings, get_settings
 from instrumentation import record_user_activity
 
 SERVICE_NAME = "homepot-demo"

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, Header, HTTPException
 from pydantic import BaseModel
 
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import Telemetry, job_span, record_device_state, record_error, setup_telemetry
 
 SITES = {

@@ -34,7 +34,7 @@ from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
 from exporter.privacy import privacy_from_settings
 from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
-from homepot_analytics.settings import Settings, get_settings
+from homepot_foundation.settings import Settings, get_settings
 from instrumentation import _state
 from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
@@ -205,7 +205,7 @@ def setup_telemetry(
     delivery: Delivery | None = None
     targets = set(settings.export if export is None else export)
     if export_to_postgres and "postgres" in targets:
-        from homepot_analytics.database import resolve_database_url
+        from homepot_foundation.database import resolve_database_url
 
         url = database_url or resolve_database_url(settings)
         delivery = create_delivery(

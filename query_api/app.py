@@ -19,9 +19,9 @@ from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.migrations import migrate
 from exporter.privacy import privacy_from_settings
 from exporter.processor import CountingBatchLogRecordProcessor
-from homepot_analytics.database import create_engine, resolve_database_url
-from homepot_analytics.retention import RetentionTask
-from homepot_analytics.settings import Settings, get_settings
+from homepot_foundation.database import create_engine, resolve_database_url
+from homepot_foundation.settings import Settings, get_settings
+from query_api.retention_schedule import RetentionTask
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import jwt
 from fastapi import Depends, HTTPException, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.deps import SettingsDep
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from exporter.delivery import Delivery
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 
 
 def get_settings(request: Request) -> Settings:

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ValidationError
 
-from instrumentation.records import record_user_activity
+from exporter.events import user_activity_event
 from query_api.activity_events import (
     ActivityEvent,
     bearer_subject,
@@ -111,7 +111,7 @@ def _record(request: Request, events: list[ActivityEvent]) -> None:
         extra = dict(event.extra_data or {})
         if replaced and event.timestamp is not None:
             extra["client_timestamp"] = event.timestamp.isoformat()
-        record_user_activity(
+        user_activity_event(
             event.activity_type,
             user_id=user_id,
             session_id=event.session_id,
@@ -121,9 +121,8 @@ def _record(request: Request, events: list[ActivityEvent]) -> None:
             duration_ms=event.duration,
             timestamp_ns=to_nanoseconds(moment),
             event_id=stored_event_id(event, user_id),
-            extra_data=extra or None,
-            event_logger=event_logger,
-        )
+            extra_data=extra,
+        ).emit(event_logger)
 
 
 _EVENT_SCHEMA = ActivityEvent.model_json_schema()

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import Response
 from sqlalchemy import ColumnElement, Engine, String, Table, Text, case, cast, func, literal, null, select
 
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.cursor import Cursor, encode_cursor
 from query_api.filters import Paging, TimeWindow, before_cursor
 from query_api.reading import transaction

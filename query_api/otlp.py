@@ -29,7 +29,7 @@ from exporter.mapping import TableRow, log_record_to_rows, span_to_rows
 from exporter.otlp_decode import Decoded, Encoding, OtlpDecodeError, decode_logs, decode_traces, serialize
 from exporter.privacy import Privacy, privacy_from_settings
 from exporter.rows import RowBatch
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.deps import DeliveryDep, SettingsDep
 from query_api.otlp_body import BadCompression, BodyTooLarge, content_coding, decompress, read_limited
 

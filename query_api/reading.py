@@ -15,7 +15,7 @@ from psycopg.errors import QueryCanceled
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import OperationalError
 
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from sqlalchemy import Engine
 
 from exporter.migrations import migrate
 from exporter.schema import TABLES
-from homepot_analytics.database import create_engine
-from homepot_analytics.settings import Settings
+from homepot_foundation.database import create_engine
+from homepot_foundation.settings import Settings
 
 ADMIN_URL = os.environ.get(
     "HOMEPOT_ANALYTICS_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -121,7 +121,7 @@ def test_the_ingest_stream_carries_what_our_middleware_sets(tmp_path: Path) -> N
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import SpanKind
 
-    from homepot_analytics.settings import Settings
+    from homepot_foundation.settings import Settings
     from instrumentation import setup_telemetry
 
     app = FastAPI()

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from homepot_analytics.cli import app
-from homepot_analytics.settings import get_settings
+from homepot_foundation.settings import get_settings
 
 
 def test_token_without_a_secret_says_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:

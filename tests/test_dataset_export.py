@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from exporter.privacy import REDACTED, export_privacy, is_pseudonym, privacy_from_settings
 from homepot_analytics.cli import app as cli
 from homepot_analytics.dataset_export import export_table, parse_moment
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from tests.support.throwaway import empty_tables
 
 
@@ -195,7 +195,7 @@ def test_bad_arguments_are_refused(settings: Settings, tmp_path: Path) -> None:
 
 @pytest.fixture()
 def cli_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Any:
-    from homepot_analytics.settings import get_settings
+    from homepot_foundation.settings import get_settings
 
     monkeypatch.setenv("HOMEPOT_ANALYTICS_DATABASE_URL", settings.database_url or "")
     monkeypatch.setenv("HOMEPOT_ANALYTICS_DATA_DIR", str(settings.data_dir))

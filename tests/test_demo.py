@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from homepot_analytics.demo import run_demo
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from tests.conftest import fetch_rows
 
 

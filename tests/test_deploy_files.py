@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from exporter import conventions
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ANY = None  # a leaf: any value

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from homepot_analytics.embedded_db import ensure_embedded_postgres, stop_embedded_postgres
+from homepot_foundation.embedded_db import ensure_embedded_postgres, stop_embedded_postgres
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_remembered_port_taken_by_someone_else_picks_another(data_dir: Path) -> 
 
 def test_concurrent_processes_share_one_server(data_dir: Path) -> None:
     code = (
-        "import sys; from pathlib import Path; from homepot_analytics.embedded_db import *; "
+        "import sys; from pathlib import Path; from homepot_foundation.embedded_db import *; "
         "print(ensure_embedded_postgres(Path(sys.argv[1])))"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

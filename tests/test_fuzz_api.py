@@ -31,7 +31,7 @@ from exporter.delivery import Delivery
 from exporter.span_exporter import PostgresSpanExporter
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from query_api.auth import issue_token
 from tests.conftest import JWT_SECRET, fetch_rows

@@ -19,7 +19,7 @@ from exporter.partitions import PREMAKE_MONTHS, add_months, ensure_partitions, m
 from exporter.schema import TABLES
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
-from homepot_analytics.database import create_engine
+from homepot_foundation.database import create_engine
 from tests.support.telemetry import request_rows
 from tests.support.throwaway import empty_tables, throwaway_database
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from homepot_analytics.cli import app
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 

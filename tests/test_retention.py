@@ -15,14 +15,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
+from exporter import retention
 from exporter.migrations import migrate
 from exporter.partitions import ensure_partitions
+from exporter.retention import purge, retention_days_for, run_retention
 from exporter.schema import TABLES
-from homepot_analytics import retention
 from homepot_analytics.cli import app as cli
-from homepot_analytics.database import create_engine
-from homepot_analytics.retention import purge, retention_days_for, run_retention
-from homepot_analytics.settings import Settings
+from homepot_foundation.database import create_engine
+from homepot_foundation.settings import Settings
+from query_api import retention_schedule
 from tests.support.throwaway import empty_tables, throwaway_database
 
 # The clock of these tests: far from the real date, so the real months' partitions are simply
@@ -199,7 +200,7 @@ def test_purge_command_reports_per_table(url: str, tmp_path: Path, monkeypatch: 
     insert(url, "api_request_logs", datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC))
     monkeypatch.setenv("HOMEPOT_ANALYTICS_DATABASE_URL", url)
     monkeypatch.setenv("HOMEPOT_ANALYTICS_DATA_DIR", str(tmp_path))
-    from homepot_analytics.settings import get_settings
+    from homepot_foundation.settings import get_settings
 
     get_settings.cache_clear()
     try:
@@ -224,8 +225,8 @@ def test_the_service_applies_retention_on_its_own_every_day(
     from query_api.app import create_app
 
     insert(url, "api_request_logs", datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC))
-    monkeypatch.setattr(retention, "FIRST_RUN_DELAY_S", 0.05)
-    monkeypatch.setattr(retention, "DAY_S", 0.1)
+    monkeypatch.setattr(retention_schedule, "FIRST_RUN_DELAY_S", 0.05)
+    monkeypatch.setattr(retention_schedule, "DAY_S", 0.1)
     service = create_app(settings_for(url, tmp_path, jwt_secret="x" * 32))
     with TestClient(service):
         task = service.state.retention

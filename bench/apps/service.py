@@ -26,7 +26,7 @@ from fastapi import FastAPI, Request, Response
 from sqlalchemy import Engine, MetaData, insert, text
 
 from exporter.schema import api_request_logs
-from homepot_analytics.database import create_engine
+from homepot_foundation.database import create_engine
 
 # (d) writes its rows here: same columns and indexes as api_request_logs (see bench/database.py),
 # so (c)'s completeness count is not mixed with (d)'s rows while both servers are up.
@@ -66,7 +66,7 @@ def _null_processor() -> Any:
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-    from homepot_analytics.settings import Settings
+    from homepot_foundation.settings import Settings
 
     class NullExporter(SpanExporter):
         def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
@@ -97,7 +97,7 @@ def _settings(database_url: str, data_dir: Path) -> Any:
     """Our settings for the benchmark: defaults, with a fixed pseudonym key (no key file)."""
     from pydantic import SecretStr
 
-    from homepot_analytics.settings import Settings
+    from homepot_foundation.settings import Settings
 
     return Settings(
         database_url=database_url, data_dir=data_dir, pseudonym_key=SecretStr(BENCH_PSEUDONYM_KEY)

@@ -10,7 +10,7 @@ import os
 
 from fastapi import FastAPI
 
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import job_span, record_device_state, record_error, setup_telemetry
 from query_api import metrics
 

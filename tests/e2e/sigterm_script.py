@@ -11,7 +11,7 @@ import time
 
 from fastapi import FastAPI
 
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import job_span, record_device_state, setup_telemetry
 
 

@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from exporter.privacy import privacy_from_settings
 from exporter.schema import TABLES
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from tests.conftest import JWT_SECRET, fetch_rows
 

@@ -24,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import job_span, record_device_state, setup_telemetry
 from query_api.app import create_app
 

@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from homepot_analytics.embedded_db import ensure_embedded_postgres, stop_embedded_postgres
+from homepot_foundation.embedded_db import ensure_embedded_postgres, stop_embedded_postgres
 from tests.support.processes import AppProcess
 
 pytestmark = pytest.mark.slow

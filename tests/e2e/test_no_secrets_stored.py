@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from exporter.privacy import privacy_from_settings
 from exporter.schema import TABLES
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import job_span, record_device_state, record_error, record_user_activity, setup_telemetry
 from query_api.app import create_app
 from tests.conftest import JWT_SECRET

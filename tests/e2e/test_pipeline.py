@@ -19,7 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 
 from exporter.privacy import privacy_from_settings
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import (
     Telemetry,
     job_span,

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from exporter.migrations import LATEST_VERSION, MIGRATIONS_TABLE, migrate
 from exporter.schema import TABLES
 from homepot_analytics.cli import app
-from homepot_analytics.database import create_engine
+from homepot_foundation.database import create_engine
 from tests.conftest import ADMIN_URL, _url_for
 
 # The tables as the HOMEPOT system this project replaces created them (naive timestamps, JSON,
@@ -42,7 +42,7 @@ def empty_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = _url_for(name)
     monkeypatch.setenv("HOMEPOT_ANALYTICS_DATABASE_URL", url)
-    from homepot_analytics.settings import get_settings
+    from homepot_foundation.settings import get_settings
 
     get_settings.cache_clear()
     yield url

@@ -23,7 +23,7 @@ from exporter.privacy import (
     is_pseudonym,
     privacy_from_settings,
 )
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from tests.support.telemetry import event_log, failing_request_span, job_span, request_span
 
 KEY = b"k" * 32

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from exporter.log_exporter import PostgresLogExporter
 from exporter.span_exporter import PostgresSpanExporter
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import setup_telemetry
 from instrumentation.otlp import otlp_log_exporter, otlp_protocol, otlp_span_exporter
 

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from starlette.staticfiles import StaticFiles
 
 from exporter.mapping import log_record_to_rows, span_to_rows
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import Telemetry, record_device_state, setup_telemetry
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

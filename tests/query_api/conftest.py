@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from exporter.privacy import privacy_from_settings
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from query_api.auth import issue_token
 from tests.conftest import JWT_SECRET

@@ -9,7 +9,7 @@ import jwt
 import pytest
 from fastapi.testclient import TestClient
 
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from query_api.auth import MissingSecretError, issue_token
 from tests.conftest import JWT_SECRET
@@ -163,7 +163,7 @@ def test_cli_token_opens_the_api(shared: TestClient, monkeypatch: pytest.MonkeyP
     from typer.testing import CliRunner
 
     from homepot_analytics.cli import app
-    from homepot_analytics.settings import get_settings
+    from homepot_foundation.settings import get_settings
 
     monkeypatch.setenv("HOMEPOT_ANALYTICS_JWT_SECRET", JWT_SECRET)
     get_settings.cache_clear()

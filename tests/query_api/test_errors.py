@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from exporter.schema import error_logs
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from tests.conftest import fetch_rows
 from tests.query_api.conftest import PREFIX, Stored, bearer

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from exporter.privacy import privacy_from_settings
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.activity_events import (
     ActivityEvent,
     bearer_subject,

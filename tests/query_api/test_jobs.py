@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from exporter.schema import job_outcomes
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from tests.query_api.conftest import PREFIX, Stored, bearer
 from tests.query_api.rows import insert_rows, row
 

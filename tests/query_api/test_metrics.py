@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.schema import TABLES
 from exporter.spool import Spool, spool_usage
 from exporter.stats import STATS
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from instrumentation import setup_telemetry
 from query_api import metrics
 from tests.conftest import fetch_rows

@@ -30,7 +30,7 @@ from exporter.mapping import error_fingerprint
 from exporter.privacy import Privacy, privacy_from_settings
 from exporter.spool import Spool
 from exporter.writer import RowWriter
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from tests.conftest import JWT_SECRET
 from tests.exporter import otlp_payloads as p

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from exporter.schema import TABLES, api_request_logs, user_activities
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.cursor import Cursor, InvalidCursor, decode_cursor, encode_cursor
 from tests.query_api.conftest import PREFIX, bearer
 from tests.query_api.rows import insert_rows, row

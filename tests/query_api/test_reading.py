@@ -10,8 +10,8 @@ from sqlalchemy import Connection, Engine, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 
 from exporter.schema import user_activities
-from homepot_analytics.database import create_engine
-from homepot_analytics.settings import Settings
+from homepot_foundation.database import create_engine
+from homepot_foundation.settings import Settings
 from query_api.reading import transaction
 from tests.query_api.rows import row
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from exporter.schema import api_request_logs
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from tests.query_api.conftest import PREFIX, Stored, bearer
 from tests.query_api.rows import insert_rows, row
 

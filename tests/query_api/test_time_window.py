@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
 from exporter.schema import device_state_history
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 from query_api.filters import parse_instant
 from tests.query_api.conftest import PREFIX, bearer
 from tests.query_api.rows import NOON, insert_rows, row

@@ -2,14 +2,12 @@
 
 ``purge`` drops every partition that lies entirely before the cut-off (``now`` minus the table's
 retention days) and deletes row by row only in the default partition, where stray rows land.
-``RetentionTask`` runs ``purge`` and the creation of coming partitions once a day inside the
-service; ``homepot-analytics purge`` runs it on demand.
+The service runs ``run_retention`` once a day (``query_api.retention_schedule``);
+``homepot-analytics purge`` runs it on demand.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,14 +24,10 @@ from exporter.partitions import (
     partitions,
 )
 from exporter.schema import TABLES
-from homepot_analytics.settings import Settings
+from homepot_foundation.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-DAY_S = 24 * 60 * 60
-# The service waits this long after starting before its first purge: a restart loop must not
-# turn into a purge loop, and a short-lived process (a test, a one-off job) never purges.
-FIRST_RUN_DELAY_S = 15 * 60
 # Only one process purges at a time; the others skip that day's run.
 _PURGE_LOCK_KEY = 0x484F4D45505247  # "HOMEPRG"
 
@@ -162,51 +156,3 @@ def run_retention(
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PURGE_LOCK_KEY})
             conn.commit()
-
-
-class RetentionTask:
-    """Runs ``run_retention`` in a worker thread once a day, from the service's event loop."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        settings: Settings,
-        *,
-        first_delay_s: float | None = None,
-        interval_s: float | None = None,
-    ) -> None:
-        self._engine = engine
-        self._settings = settings
-        self._first_delay_s = FIRST_RUN_DELAY_S if first_delay_s is None else first_delay_s
-        self._interval_s = DAY_S if interval_s is None else interval_s
-        self._task: asyncio.Task[None] | None = None
-        self.runs = 0
-        self.last_results: list[TablePurge] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._loop(), name="homepot-analytics-retention"
-            )
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _loop(self) -> None:
-        delay = self._first_delay_s
-        while True:
-            await asyncio.sleep(delay)
-            delay = self._interval_s
-            try:
-                results = await asyncio.to_thread(run_retention, self._engine, self._settings)
-                self.runs += 1
-                self.last_results = results
-                for result in results or ():
-                    if result.rows or result.skipped:
-                        logger.info("retention: %s", result.describe())
-            except Exception:  # a failed run (database away) must not end the daily schedule
-                logger.exception("retention run failed; retried in %.0f s", delay)
