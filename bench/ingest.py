@@ -34,8 +34,10 @@ from pydantic import SecretStr
 from bench.apps.service import BENCH_PSEUDONYM_KEY
 from bench.database import count_rows, truncate_tables
 from bench.workload import Stream
-from exporter import Delivery, PostgresLogExporter, PostgresSpanExporter, create_delivery
+from exporter.delivery import Delivery
+from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
 from exporter.mapping import Row, log_record_to_rows, span_to_rows
+from exporter.pipeline import create_delivery
 from exporter.privacy import PASS_THROUGH, Privacy, privacy_from_settings
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.writer import RowWriter

@@ -8,25 +8,20 @@ just before a connection broke is never stored twice.
 
 Two ways in. ``deliver(rows)`` writes on the caller's thread and answers once the rows are
 stored or spooled (the OTLP sink must not say 200 before). ``submit(rows)`` hands the batch to
-one writer thread and returns, so the exporters map the next batch while PostgreSQL takes this
-one (the write waits on the database with the GIL released): mapping and writing overlap
-instead of taking turns. The hand-off holds at most ``handoff_batches`` batches (the one being
-written included); a full hand-off makes ``submit`` wait, so memory stays bounded and the SDK's
-queue in front of the exporter gives the back-pressure, counted as it always was.
-``flush`` waits for what was submitted; ``shutdown`` drains the hand-off before it stops.
+the writer thread of ``exporter.handoff`` and returns, so the exporters map the next batch while
+this one is written. ``flush`` waits for what was submitted; ``shutdown`` drains the hand-off
+before it stops.
 """
 
 from __future__ import annotations
 
-import collections
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
-
 from exporter.forking import repair_after_fork
+from exporter.handoff import CAPACITY, Batch, Handoff, suppress_instrumentation
 from exporter.own_logging import exporter_logger
 from exporter.spool import Spool
 from exporter.stats import STATS, DropReporter, ExportStats
@@ -36,23 +31,10 @@ logger = exporter_logger(__name__)
 
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
-# One batch being written and one waiting: the exporter maps the next while both are in hand.
-HANDOFF_BATCHES = 2
-# A waiting submit or flush looks this often whether the writer thread is still there.
-_WRITER_CHECK_S = 1.0
-
-Batch = dict[str, list[Any]]
 
 
 def _non_empty(rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> Batch:
     return {table: list(table_rows) for table, table_rows in rows.items() if table_rows}
-
-
-def _suppress_instrumentation() -> None:
-    """For the rest of this thread: a host that instruments psycopg must not trace our own
-    writes (each write would become a span, exported and written, and so on). The SDK does
-    the same around ``export``; on our threads it is up to us."""
-    attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
 
 
 class Delivery:
@@ -66,7 +48,7 @@ class Delivery:
         stats: ExportStats = STATS,
         min_backoff_s: float = MIN_BACKOFF_S,
         max_backoff_s: float = MAX_BACKOFF_S,
-        handoff_batches: int = HANDOFF_BATCHES,
+        handoff_batches: int = CAPACITY,
     ) -> None:
         self.writer = writer
         self.spool = spool
@@ -74,15 +56,13 @@ class Delivery:
         # Plain attributes: a test (or an operator's hook) may shorten them on a live instance.
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
-        self.handoff_batches = max(1, handoff_batches)
         self.drops = DropReporter(logger)
+        self.handoff = Handoff(self.deliver, self._count_lost, handoff_batches)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._replayer: threading.Thread | None = None
         self._replay_lock = threading.Lock()
         self._outage_logged = False
-        self._closed = False  # shut down: no writer thread any more, submit delivers itself
-        self._reset_handoff()
         repair_after_fork(self, Delivery._reinit_after_fork)
         if spool is not None:
             spool.recover_claims()
@@ -91,19 +71,10 @@ class Delivery:
                 logger.info("replaying %d spooled batches from %s", waiting, spool.directory)
                 self._ensure_replayer()
 
-    def _reset_handoff(self) -> None:
-        self._handoff: collections.deque[Batch] = collections.deque()
-        # Guards the hand-off and its counters; notified whenever a batch arrives or is done.
-        self._handoff_changed = threading.Condition()
-        self._submitted = 0  # batches handed to the writer thread
-        self._finished = 0  # of those, written, spooled or counted dropped
-        self._writer_thread: threading.Thread | None = None
-
     def _reinit_after_fork(self) -> None:
         """In a forked child only the forking thread exists: no writer, no replayer, and any
-        lock may have been held by a thread of the parent. Batches the parent had in hand
-        are the parent's to write; the child starts with an empty hand-off."""
-        self._reset_handoff()
+        lock may have been held by a thread of the parent."""
+        self.handoff.reset()
         forget = getattr(self.writer, "forget_after_fork", None)
         if forget is not None:
             forget()
@@ -121,93 +92,15 @@ class Delivery:
         batch = _non_empty(rows)
         if not batch:
             return True
-        with self._handoff_changed:
-            closed = self._closed
-            if not closed:
-                while self._submitted - self._finished >= self.handoff_batches and self._writer_running():
-                    self._handoff_changed.wait(_WRITER_CHECK_S)
-                self._handoff.append(batch)
-                self._submitted += 1
-                self._handoff_changed.notify_all()
-                if self._writer_running():
-                    return True
-        if closed:
-            return self.deliver(batch)
-        self._write_handoff_here()
-        return True
+        return self.handoff.submit(batch) or self.deliver(batch)
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every batch submitted so far is written, spooled or counted dropped;
         False when ``timeout_s`` passed first."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with self._handoff_changed:
-            if threading.current_thread() is self._writer_thread:
-                return False  # it would wait for itself
-            target = self._submitted
-            while self._finished < target:
-                if not self._writer_running():
-                    break
-                wait_s = _WRITER_CHECK_S
-                if deadline is not None:
-                    wait_s = min(wait_s, deadline - time.monotonic())
-                    if wait_s <= 0:
-                        return False
-                self._handoff_changed.wait(wait_s)
-            else:
-                return True
-        self._write_handoff_here()
-        return True
-
-    def _write_handoff_here(self) -> None:
-        """No writer thread can be started (the interpreter is exiting): the caller writes."""
-        while self._write_next(wait=False):
-            pass
-
-    def _writer_running(self) -> bool:
-        """Whether a writer thread takes the hand-off; starts one at the first submit, and again
-        should it be gone (the parent's thread does not exist in a forked child). Called with
-        ``_handoff_changed`` held. False only when no thread can be started."""
-        thread = self._writer_thread
-        if thread is not None and thread.is_alive():
-            return True
-        # A daemon: a process that exits without shutting us down is not held up by it.
-        thread = threading.Thread(target=self._write_submitted, name="homepot-analytics-writer", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # "can't create new thread at interpreter shutdown"
-            self._writer_thread = None
-            return False
-        self._writer_thread = thread
-        return True
-
-    def _write_submitted(self) -> None:
-        """The writer thread: delivers submitted batches in order until shut down and drained."""
-        _suppress_instrumentation()
-        while self._write_next(wait=True):
-            pass
-
-    def _write_next(self, wait: bool) -> bool:
-        """Deliver the oldest submitted batch; False when there is none (and, with ``wait``,
-        none will come: shut down). Never raises: the writer thread must not die of an error."""
-        with self._handoff_changed:
-            while not self._handoff:
-                if not wait or self._closed:
-                    return False
-                self._handoff_changed.wait()
-            batch = self._handoff.popleft()
-        try:
-            self.deliver(batch)
-        except Exception:  # deliver keeps what the writer refuses: this is the spool failing
-            self._count_lost(batch)
-        finally:
-            with self._handoff_changed:
-                self._finished += 1
-                self._handoff_changed.notify_all()
-        return True
+        return self.handoff.flush(timeout_s)
 
     def _count_lost(self, batch: Batch) -> None:
         try:
-            logger.exception("unexpected error delivering analytics rows; batch dropped")
             counts = {table: len(table_rows) for table, table_rows in batch.items()}
             for table, count in counts.items():
                 self.stats.add("dropped", table, count, reason="delivery_error")
@@ -303,7 +196,7 @@ class Delivery:
 
     def _replay_loop(self) -> None:
         assert self.spool is not None
-        _suppress_instrumentation()
+        suppress_instrumentation()
         backoff = self.min_backoff_s
         while not self._stopping.is_set():
             self._wake.wait(backoff)
@@ -327,20 +220,14 @@ class Delivery:
         """Write what was submitted, try a last replay (for at most ``timeout_s`` in all), then
         stop; what is still spooled waits for the next start."""
         deadline = time.monotonic() + timeout_s
-        with self._handoff_changed:
-            self._closed = True
-            self._handoff_changed.notify_all()
-            writer_thread = self._writer_thread
-        if writer_thread is not None:
-            # The hand-off drains first: what it holds is written, or spooled for the replay below.
-            writer_thread.join(max(deadline - time.monotonic(), 0))
-            if writer_thread.is_alive():
-                logger.warning(
-                    "analytics writer still busy after %.1f s at shutdown: %d submitted batches not "
-                    "yet stored (the writer goes on while the process lives)",
-                    timeout_s,
-                    self._submitted - self._finished,
-                )
+        # The hand-off drains first: what it holds is written, or spooled for the replay below.
+        if not self.handoff.close(timeout_s):
+            logger.warning(
+                "analytics writer still busy after %.1f s at shutdown: %d submitted batches not "
+                "yet stored (the writer goes on while the process lives)",
+                timeout_s,
+                self.handoff.unfinished,
+            )
         self._stopping.set()
         self._wake.set()
         replayer = self._replayer

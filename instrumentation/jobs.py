@@ -23,7 +23,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from exporter import conventions as c
+from exporter.containment import never_raise
+from exporter.own_logging import exporter_logger
 from instrumentation import _state
+
+logger = exporter_logger(__name__)
 
 
 class JobRun:
@@ -52,6 +56,48 @@ def _status_for(exception: BaseException) -> str:
     return "failed"
 
 
+def _int_or_none(job: JobRun, name: str, value: Any) -> int | None:
+    """An integer the block set (``retry_count``, ``duration_ms``); a value that is none is logged
+    and left out, never raised into the job's code."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        logger.warning("job_span: job %s set %s=%r, not an integer; not recorded", job.job_id, name, value)
+        return None
+
+
+def _describe_outcome(span: trace.Span, job: JobRun, exception: BaseException | None, started: float) -> None:
+    """Put the job's outcome on its span as the block left it."""
+    if exception is not None:
+        job.status = job.status or _status_for(exception)
+        job.error_code = job.error_code or getattr(exception, "error_code", None) or type(exception).__name__
+        job.error_message = job.error_message or str(exception) or type(exception).__name__
+        span.record_exception(exception)
+    status = job.status or "success"
+    if status not in c.JOB_STATUSES:
+        status = "failed"
+    duration = job.duration_ms
+    if duration is None:
+        duration = round((time.perf_counter() - started) * 1000)
+    attributes: dict[str, Any] = {c.JOB_STATUS: status}
+    for key, name, value in (
+        (c.JOB_DURATION_MS, "duration_ms", duration),
+        (c.JOB_RETRY_COUNT, "retry_count", job.retry_count),
+    ):
+        number = _int_or_none(job, name, value)
+        if number is not None:
+            attributes[key] = number
+    if job.error_code:
+        attributes[c.JOB_ERROR_CODE] = str(job.error_code)
+    if job.error_message:
+        attributes[c.JOB_ERROR_MESSAGE] = str(job.error_message)
+    if job.extra_data:
+        attributes[c.EXTRA] = json.dumps(job.extra_data, default=str)
+    span.set_attributes(attributes)
+    if status != "success":
+        span.set_status(Status(StatusCode.ERROR, f"{status}: {job.error_message or ''}".strip(": ")))
+
+
 class job_span:
     def __init__(
         self,
@@ -67,16 +113,20 @@ class job_span:
         if initiated_by is not None:
             self._attributes[c.JOB_INITIATED_BY] = str(initiated_by)
         self.job = JobRun(str(job_id), job_type, extra)
-        self._span: trace.Span | None = None
+        self._span: trace.Span | None = None  # None: no span could be started
         self._token: object | None = None
         self._started = 0.0
 
     def __enter__(self) -> JobRun:
-        self._span = _state.tracer().start_span(
-            f"job {self.job.job_type}", kind=SpanKind.INTERNAL, attributes=self._attributes
-        )
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
         self._started = time.perf_counter()
+        with never_raise(
+            f"job_span could not start a span for job {self.job.job_id}; job not recorded", logger
+        ):
+            span = _state.tracer().start_span(
+                f"job {self.job.job_type}", kind=SpanKind.INTERNAL, attributes=self._attributes
+            )
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+            self._span = span
         return self.job
 
     def __exit__(
@@ -85,38 +135,17 @@ class job_span:
         exception: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        span, job = self._span, self.job
-        assert span is not None
+        span = self._span
+        if span is None:
+            return
         try:
-            if exception is not None:
-                job.status = job.status or _status_for(exception)
-                job.error_code = job.error_code or getattr(exception, "error_code", None) or exc_type.__name__  # type: ignore[union-attr]
-                job.error_message = job.error_message or str(exception) or exc_type.__name__  # type: ignore[union-attr]
-                span.record_exception(exception)
-            status = job.status or "success"
-            if status not in c.JOB_STATUSES:
-                status = "failed"
-            duration = job.duration_ms
-            if duration is None:
-                duration = round((time.perf_counter() - self._started) * 1000)
-            attributes: dict[str, Any] = {
-                c.JOB_STATUS: status,
-                c.JOB_DURATION_MS: duration,
-                c.JOB_RETRY_COUNT: int(job.retry_count),
-            }
-            if job.error_code:
-                attributes[c.JOB_ERROR_CODE] = str(job.error_code)
-            if job.error_message:
-                attributes[c.JOB_ERROR_MESSAGE] = str(job.error_message)
-            if job.extra_data:
-                attributes[c.EXTRA] = json.dumps(job.extra_data, default=str)
-            span.set_attributes(attributes)
-            if status != "success":
-                span.set_status(Status(StatusCode.ERROR, f"{status}: {job.error_message or ''}".strip(": ")))
+            with never_raise(f"job_span could not describe job {self.job.job_id}; recorded as it is", logger):
+                _describe_outcome(span, self.job, exception, self._started)
         finally:
-            span.end()
-            if self._token is not None:
-                otel_context.detach(self._token)  # type: ignore[arg-type]
+            with never_raise("job_span could not end its span", logger):
+                span.end()
+                if self._token is not None:
+                    otel_context.detach(self._token)  # type: ignore[arg-type]
 
     async def __aenter__(self) -> JobRun:
         return self.__enter__()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
 import signal
 import threading
 import weakref
@@ -29,16 +28,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.errors import ServerErrorMiddleware
 
-from exporter import PostgresLogExporter, PostgresSpanExporter, create_delivery
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
-from exporter.privacy import privacy_from_settings
-from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
+from exporter.pipeline import build_pipeline
 from homepot_foundation.settings import Settings, get_settings
 from instrumentation import _state
 from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.middleware import ExceptionRecorder, ServerSpanMiddleware
+from instrumentation.otlp import otlp_processors
 from instrumentation.users import UserResolver, default_user_resolver
 
 logger = logging.getLogger(__name__)
@@ -181,7 +179,6 @@ def setup_telemetry(
     database_url: str | None = None,
     user_resolver: UserResolver = default_user_resolver,
     excluded_paths: Sequence[str] | None = None,
-    export_to_postgres: bool = True,
     export: Sequence[str] | None = None,
 ) -> Telemetry:
     """Instrument ``app`` and export its telemetry into the analytics tables.
@@ -204,40 +201,15 @@ def setup_telemetry(
     processors: list[Any] = []
     delivery: Delivery | None = None
     targets = set(settings.export if export is None else export)
-    if export_to_postgres and "postgres" in targets:
-        from homepot_foundation.database import resolve_database_url
-
-        url = database_url or resolve_database_url(settings)
-        delivery = create_delivery(
-            url,
-            settings.data_dir / "spool" / re.sub(r"[^A-Za-z0-9_.-]", "_", service_name),
-            spool_max_bytes=settings.spool_max_mb * 1024 * 1024,
-            auto_migrate=settings.auto_migrate,
-        )
-        # The same privacy rules as the OTLP sink: pseudonyms, truncated IPs, secrets masked.
-        privacy = privacy_from_settings(settings)
-        queue_size = settings.export_queue_size
-        batch_size = min(settings.export_batch_size, queue_size)
-        delay_ms = settings.export_delay_ms
-        # Counting processors: a full queue drops the oldest record, counted per table.
-        span_processor = CountingBatchSpanProcessor(
-            PostgresSpanExporter(delivery, privacy),
-            max_queue_size=queue_size,
-            max_export_batch_size=batch_size,
-            schedule_delay_millis=delay_ms,
-        )
-        log_processor = CountingBatchLogRecordProcessor(
-            PostgresLogExporter(delivery, privacy),
-            max_queue_size=queue_size,
-            max_export_batch_size=batch_size,
-            schedule_delay_millis=delay_ms,
-        )
+    if "postgres" in targets:
+        # The same pipeline as the OTLP sink's: spool, queue sizes, privacy.
+        pipeline = build_pipeline(settings, service_name, database_url=database_url)
+        delivery = pipeline.delivery
+        span_processor, log_processor = pipeline.span_processor(), pipeline.log_processor()
         tracer_provider.add_span_processor(span_processor)
         logger_provider.add_log_record_processor(log_processor)
         processors += [span_processor, log_processor]
     if "otlp" in targets:
-        from instrumentation.otlp import otlp_processors
-
         otlp_spans, otlp_logs = otlp_processors()
         tracer_provider.add_span_processor(otlp_spans)
         logger_provider.add_log_record_processor(otlp_logs)

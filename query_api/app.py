@@ -14,11 +14,9 @@ from opentelemetry.sdk.resources import Resource
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from exporter import PostgresLogExporter, create_delivery
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.migrations import migrate
-from exporter.privacy import privacy_from_settings
-from exporter.processor import CountingBatchLogRecordProcessor
+from exporter.pipeline import build_pipeline
 from homepot_foundation.database import create_engine, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
 from query_api.retention_schedule import RetentionTask
@@ -65,26 +63,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         url = resolve_database_url(settings)
         engine = create_engine(url)
         migrated = _try_migrate(engine)
-        delivery = create_delivery(
-            url,
-            settings.data_dir / "spool" / SERVICE_NAME,
-            spool_max_bytes=settings.spool_max_mb * 1024 * 1024,
-            # Database away at start: the writer creates the tables once it connects.
-            auto_migrate=not migrated,
-        )
+        # Database away at start: the writer creates the tables once it connects.
+        pipeline = build_pipeline(settings, SERVICE_NAME, database_url=url, auto_migrate=not migrated)
         # Events received over HTTP (frontend activity) take the same OpenTelemetry log path
         # and exporter as everything else.
         logger_provider = LoggerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
-        log_processor = CountingBatchLogRecordProcessor(
-            PostgresLogExporter(delivery, privacy_from_settings(settings)),
-            max_queue_size=settings.export_queue_size,
-            max_export_batch_size=min(settings.export_batch_size, settings.export_queue_size),
-            schedule_delay_millis=settings.export_delay_ms,
-        )
-        logger_provider.add_log_record_processor(log_processor)
+        logger_provider.add_log_record_processor(pipeline.log_processor())
         app.state.settings = settings
         app.state.engine = engine
-        app.state.delivery = delivery
+        app.state.pipeline = pipeline
+        app.state.delivery = pipeline.delivery
         app.state.logger_provider = logger_provider
         app.state.event_logger = logger_provider.get_logger(INSTRUMENTATION_NAME)
         # Retention and the coming months' partitions, once a day.
@@ -95,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.retention.stop()
             logger_provider.shutdown()
-            delivery.shutdown()
+            pipeline.shutdown()
             engine.dispose()
 
     app = FastAPI(

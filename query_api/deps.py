@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from exporter.delivery import Delivery
+from exporter.privacy import Privacy
 from homepot_foundation.settings import Settings
 
 
@@ -24,6 +25,12 @@ def get_delivery(request: Request) -> Delivery:
     return request.app.state.delivery
 
 
+def get_privacy(request: Request) -> Privacy:
+    """The privacy policy of the service's pipeline (the OTLP sink maps with it)."""
+    return request.app.state.pipeline.privacy
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 DeliveryDep = Annotated[Delivery, Depends(get_delivery)]
+PrivacyDep = Annotated[Privacy, Depends(get_privacy)]

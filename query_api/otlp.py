@@ -27,10 +27,10 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from exporter.delivery import Delivery
 from exporter.mapping import TableRow, log_record_to_rows, span_to_rows
 from exporter.otlp_decode import Decoded, Encoding, OtlpDecodeError, decode_logs, decode_traces, serialize
-from exporter.privacy import Privacy, privacy_from_settings
+from exporter.privacy import Privacy
 from exporter.rows import RowBatch
 from homepot_foundation.settings import Settings
-from query_api.deps import DeliveryDep, SettingsDep
+from query_api.deps import DeliveryDep, PrivacyDep, SettingsDep
 from query_api.otlp_body import BadCompression, BodyTooLarge, content_coding, decompress, read_limited
 
 logger = logging.getLogger(__name__)
@@ -104,11 +104,11 @@ def _ingest(
     encoding: Encoding,
     signal: _Signal,
     delivery: Delivery,
+    privacy: Privacy,
     settings: Settings,
 ) -> Message:
     """Decompress, decode, map and write one request (in a worker thread); the OTLP response."""
     limit = settings.ingest_max_body_bytes
-    privacy = privacy_from_settings(settings)  # cached; the first call may read or create the key file
     try:
         decoded = signal.decode(decompress(raw, coding, limit), encoding)
     except BodyTooLarge as error:
@@ -153,7 +153,9 @@ def _limiter(request: Request) -> anyio.CapacityLimiter:
     return limiter
 
 
-async def _receive(request: Request, settings: Settings, delivery: Delivery, signal: _Signal) -> Response:
+async def _receive(
+    request: Request, settings: Settings, delivery: Delivery, privacy: Privacy, signal: _Signal
+) -> Response:
     encoding = _encoding_of(request.headers.get("content-type"))
     # Errors before the media type is known are answered in JSON, the readable one.
     reply_encoding: Encoding = encoding or "json"
@@ -180,7 +182,7 @@ async def _receive(request: Request, settings: Settings, delivery: Delivery, sig
             raw = await read_limited(request, settings.ingest_max_body_bytes)
         except BodyTooLarge as error:
             raise _Refusal(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from None
-        work = partial(_ingest, raw, coding, encoding, signal, delivery, settings)
+        work = partial(_ingest, raw, coding, encoding, signal, delivery, privacy, settings)
         response = await anyio.to_thread.run_sync(work, limiter=_limiter(request))
     except _Refusal as refusal:
         if refusal.status_code >= 500:
@@ -208,12 +210,16 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/v1/traces", openapi_extra=_OPENAPI, responses=_RESPONSES)
-async def receive_traces(request: Request, settings: SettingsDep, delivery: DeliveryDep) -> Response:
+async def receive_traces(
+    request: Request, settings: SettingsDep, delivery: DeliveryDep, privacy: PrivacyDep
+) -> Response:
     """OTLP/HTTP trace export: store the requests, jobs and exceptions the spans describe."""
-    return await _receive(request, settings, delivery, _TRACES)
+    return await _receive(request, settings, delivery, privacy, _TRACES)
 
 
 @router.post("/v1/logs", openapi_extra=_OPENAPI, responses=_RESPONSES)
-async def receive_logs(request: Request, settings: SettingsDep, delivery: DeliveryDep) -> Response:
+async def receive_logs(
+    request: Request, settings: SettingsDep, delivery: DeliveryDep, privacy: PrivacyDep
+) -> Response:
     """OTLP/HTTP logs export: store the device states, errors and activities the records describe."""
-    return await _receive(request, settings, delivery, _LOGS)
+    return await _receive(request, settings, delivery, privacy, _LOGS)

@@ -28,7 +28,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python.asgi import shutdown_lifespans
 
 from exporter.delivery import Delivery
-from exporter.span_exporter import PostgresSpanExporter
+from exporter.exporters import PostgresSpanExporter
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
 from homepot_foundation.settings import Settings

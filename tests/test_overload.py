@@ -23,9 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import conventions as c
 from exporter.delivery import Delivery
-from exporter.log_exporter import PostgresLogExporter
+from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
 from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
-from exporter.span_exporter import PostgresSpanExporter
 from exporter.spool import Spool
 from exporter.stats import STATS
 from exporter.writer import RowWriter

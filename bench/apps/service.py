@@ -110,7 +110,7 @@ def _instrumented(app: FastAPI, database_url: str, data_dir: Path, *, null_expor
 
     settings = _settings(database_url, data_dir)
     if null_export:
-        telemetry = setup_telemetry(app, "bench-null-export", settings=settings, export_to_postgres=False)
+        telemetry = setup_telemetry(app, "bench-null-export", settings=settings, export=())
         telemetry.tracer_provider.add_span_processor(_null_processor())
     else:
         setup_telemetry(app, SERVICE_NAMES["instrumented"], settings=settings)

@@ -296,7 +296,7 @@ def test_a_full_handoff_makes_submit_wait_and_drops_nothing(db_url: str, stats: 
     time.sleep(0.3)
     # One batch in the writer, one waiting; the third submit waits for room.
     assert submitted == [0, 1] and thread.is_alive()
-    assert len(delivery._handoff) == 1
+    assert len(delivery.handoff) == 1
     writer.release.set()
     thread.join(30)
     assert delivery.flush(timeout_s=30)
@@ -360,7 +360,7 @@ def test_the_writer_thread_survives_unexpected_errors(
     assert delivery.flush(timeout_s=30)
     assert stats.get("dropped", "api_request_logs", "delivery_error") == 4
     assert writer.paths == ["/after"] and count(db_url) == 6
-    assert delivery._writer_thread is not None and delivery._writer_thread.is_alive()
+    assert delivery.handoff.thread is not None and delivery.handoff.thread.is_alive()
     delivery.shutdown()
 
 
@@ -373,7 +373,7 @@ def test_shutdown_drains_the_handoff_first(db_url: str, stats: ExportStats) -> N
     threading.Timer(0.3, writer.release.set).start()
     delivery.shutdown(timeout_s=30)
     assert count(db_url) == 6
-    assert delivery._writer_thread is None or not delivery._writer_thread.is_alive()
+    assert delivery.handoff.thread is None or not delivery.handoff.thread.is_alive()
     # After shutdown there is no writer thread: a late batch is written on the caller's thread.
     assert delivery.submit({"api_request_logs": request_rows(1, "/late")}) is True
     assert count(db_url) == 7
@@ -393,7 +393,7 @@ def test_the_writer_thread_is_a_daemon_outside_instrumentation(db_url: str, stat
     delivery = Delivery(Watching(db_url, stats=stats), None, stats=stats)
     delivery.submit({"api_request_logs": request_rows(1)})
     assert delivery.flush(timeout_s=30)
-    assert delivery._writer_thread is not None and delivery._writer_thread.daemon
+    assert delivery.handoff.thread is not None and delivery.handoff.thread.daemon
     assert seen == [True]  # a host's psycopg instrumentation must not trace our own writes
     delivery.shutdown()
 

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 
 from exporter import conventions as c
 from exporter.delivery import Delivery
-from exporter.log_exporter import PostgresLogExporter
+from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
 from exporter.mapping import log_record_to_rows, span_to_rows
 from exporter.processor import (
     CountingBatchLogRecordProcessor,
@@ -25,7 +25,6 @@ from exporter.processor import (
     queue_usage,
     span_tables,
 )
-from exporter.span_exporter import PostgresSpanExporter
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
 from tests.conftest import fetch_rows

@@ -131,3 +131,33 @@ def test_helpers_never_raise_without_setup() -> None:
     record_error("api", "info", None, "hello")
     with job_span("j", "restart"):
         pass
+
+
+def test_a_job_that_sets_a_wrong_retry_count_is_recorded_and_never_raises(
+    captured: tuple[InMemorySpanExporter, InMemoryLogRecordExporter], capsys: pytest.CaptureFixture[str]
+) -> None:
+    spans, _ = captured
+    with job_span("j-two", "restart") as job:
+        job.retry_count = "two"  # type: ignore[assignment]
+        job.duration_ms = "long"  # type: ignore[assignment]
+    rows = {row["job_id"]: row for row in job_rows(spans)}
+    assert rows["j-two"]["status"] == "success"
+    assert rows["j-two"]["retry_count"] == 0
+    assert isinstance(rows["j-two"]["duration_ms"], int)  # measured, since the one set was no number
+    logged = capsys.readouterr().err
+    assert "retry_count='two', not an integer" in logged and "duration_ms='long'" in logged
+
+
+def test_a_job_whose_tracer_fails_still_runs_its_block(
+    captured: tuple[InMemorySpanExporter, InMemoryLogRecordExporter], capsys: pytest.CaptureFixture[str]
+) -> None:
+    class BrokenTracer:
+        def start_span(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("tracer gone")
+
+    _state.configure(BrokenTracer(), None)  # type: ignore[arg-type]
+    ran = []
+    with job_span("j-untraced", "restart"):
+        ran.append(True)
+    assert ran == [True]
+    assert "could not start a span for job j-untraced" in capsys.readouterr().err

@@ -14,8 +14,7 @@ from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
 from pydantic import ValidationError
 
-from exporter.log_exporter import PostgresLogExporter
-from exporter.span_exporter import PostgresSpanExporter
+from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
 from homepot_foundation.settings import Settings
 from instrumentation import setup_telemetry
 from instrumentation.otlp import otlp_log_exporter, otlp_protocol, otlp_span_exporter
