@@ -8,19 +8,37 @@ host's behalf wraps its work in this guard, so the rule is kept (and logged) the
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from exporter.own_logging import exporter_logger
 
 _logger = exporter_logger("homepot_analytics.contained")
 
 
-@contextmanager
-def never_raise(what: str, logger: logging.Logger | None = None) -> Iterator[None]:
-    """Run the block; an exception is logged as ``what`` (say what was lost) with its traceback,
-    and goes no further. ``BaseException`` (cancellation, ``SystemExit``) passes as it should."""
-    try:
-        yield
-    except Exception:
-        (logger or _logger).exception(what)
+class never_raise:
+    """Run the block; an ``Exception`` is logged (``what % args``: say what was lost) with its
+    traceback, and goes no further. ``BaseException`` (cancellation, ``SystemExit``) passes.
+
+    A class rather than ``@contextmanager``: it guards the request path, where a generator per
+    request would cost more than the guard is worth."""
+
+    __slots__ = ("_args", "_logger", "_what")
+
+    def __init__(self, what: str, *args: object, logger: logging.Logger | None = None) -> None:
+        self._what = what
+        self._args = args
+        self._logger = logger
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exception: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        if not isinstance(exception, Exception):
+            return False
+        (self._logger or _logger).error(self._what, *self._args, exc_info=exception)
+        return True

@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from exporter.containment import never_raise
 from exporter.forking import repair_after_fork
 from exporter.handoff import CAPACITY, Batch, Handoff, suppress_instrumentation
 from exporter.own_logging import exporter_logger
@@ -100,13 +101,11 @@ class Delivery:
         return self.handoff.flush(timeout_s)
 
     def _count_lost(self, batch: Batch) -> None:
-        try:
+        with never_raise("could not count a lost batch", logger=logger):  # the writer thread goes on
             counts = {table: len(table_rows) for table, table_rows in batch.items()}
             for table, count in counts.items():
                 self.stats.add("dropped", table, count, reason="delivery_error")
             self.drops.report("delivery_error", counts)
-        except Exception:  # pragma: no cover - the writer thread goes on whatever happens
-            pass
 
     def deliver(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> bool:
         """True when the rows are written or safely spooled; False when they were dropped.
@@ -234,14 +233,12 @@ class Delivery:
         if replayer is not None:
             replayer.join(max(deadline - time.monotonic(), 0))
         if self.spool is not None and self.spool.has_pending():
-            try:
+            with never_raise("final replay failed", logger=logger):  # best effort at exit
                 if not self.replay_once(deadline):
                     logger.warning(
                         "%d batches stay spooled in %s until the next start",
                         len(self.spool.pending()),
                         self.spool.directory,
                     )
-            except Exception:  # pragma: no cover - best effort at exit
-                logger.exception("final replay failed")
         self.drops.flush()
         self.writer.close()

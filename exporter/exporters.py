@@ -52,7 +52,7 @@ class _RowExporter(Generic[Record]):
             logger.warning("export called after shutdown; %d %s ignored", len(records), self._noun)
             return False
         submitted = False
-        with never_raise(f"could not export {len(records)} {self._noun}", logger):
+        with never_raise("could not export %d %s", len(records), self._noun, logger=logger):
             batch = RowBatch(self._delivery.stats)
             for record in records:
                 batch.add_from(self._to_rows, record, self._privacy)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
+from exporter.containment import never_raise
 from exporter.partitions import convert_to_partitioned, ensure_partitions
 from exporter.schema import TABLES, metadata
 
@@ -126,8 +127,8 @@ def migrate(engine: Engine) -> list[Migration]:
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
             conn.commit()
     # Every start of an exporter or the service also makes sure next months' partitions exist.
-    try:
+    with never_raise(
+        "could not create the coming months' partitions; rows go to the default partition", logger=logger
+    ):
         ensure_partitions(engine)
-    except Exception:
-        logger.exception("could not create the coming months' partitions; rows go to the default partition")
     return applied

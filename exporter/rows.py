@@ -6,16 +6,16 @@ costs the rest of its batch.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from exporter.containment import never_raise
 from exporter.mapping import Row, TableRow
+from exporter.own_logging import exporter_logger
 from exporter.privacy import Privacy
 from exporter.stats import ExportStats
 
-logger = logging.getLogger(__name__)
-logger.propagate = False
+logger = exporter_logger(__name__)
 
 Record = TypeVar("Record")
 
@@ -29,11 +29,11 @@ class RowBatch:
         self, mapper: Callable[[Record, Privacy], list[TableRow]], record: Record, privacy: Privacy
     ) -> bool:
         """Map one record into the batch; False (counted as rejected) when it cannot be mapped."""
-        try:
+        mapped = None
+        with never_raise("could not map %s; skipped", type(record).__name__, logger=logger):
             mapped = mapper(record, privacy)
-        except Exception:
+        if mapped is None:
             self._stats.add("rejected", "unmapped")
-            logger.exception("could not map %s; skipped", type(record).__name__)
             return False
         for table, row in mapped:
             self.rows.setdefault(table, []).append(row)

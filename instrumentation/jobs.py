@@ -120,7 +120,7 @@ class job_span:
     def __enter__(self) -> JobRun:
         self._started = time.perf_counter()
         with never_raise(
-            f"job_span could not start a span for job {self.job.job_id}; job not recorded", logger
+            "job_span could not start a span for job %s; job not recorded", self.job.job_id, logger=logger
         ):
             span = _state.tracer().start_span(
                 f"job {self.job.job_type}", kind=SpanKind.INTERNAL, attributes=self._attributes
@@ -139,10 +139,12 @@ class job_span:
         if span is None:
             return
         try:
-            with never_raise(f"job_span could not describe job {self.job.job_id}; recorded as it is", logger):
+            with never_raise(
+                "job_span could not describe job %s; recorded as it is", self.job.job_id, logger=logger
+            ):
                 _describe_outcome(span, self.job, exception, self._started)
         finally:
-            with never_raise("job_span could not end its span", logger):
+            with never_raise("job_span could not end its span", logger=logger):
                 span.end()
                 if self._token is not None:
                     otel_context.detach(self._token)  # type: ignore[arg-type]

@@ -19,7 +19,6 @@ after the response (a background task) becomes an error record in the request's 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -30,12 +29,14 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from starlette.routing import Mount
 
 from exporter import conventions as c
+from exporter.containment import never_raise
+from exporter.own_logging import exporter_logger
 from instrumentation.client_ip import Network, client_ip
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.records import record_error
 from instrumentation.users import UserResolver
 
-logger = logging.getLogger(__name__)
+logger = exporter_logger(__name__)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -214,7 +215,8 @@ class ServerSpanMiddleware:
 
         def end() -> None:
             exchange.ended = True
-            try:
+            # Instrumentation must never break the host application.
+            with never_raise("could not complete the request span", logger=logger):
                 attributes: dict[str, Any] = {
                     c.HTTP_STATUS_CODE[0]: status_code or 500,
                     c.REQUEST_BODY_SIZE[0]: max(request_bytes, declared_length),
@@ -230,10 +232,7 @@ class ServerSpanMiddleware:
                 span.set_attributes(attributes)
                 if status_code >= 500 and exchange.exception is None:
                     span.set_status(Status(StatusCode.ERROR))
-            except Exception:  # instrumentation must never break the host application
-                logger.exception("could not complete the request span")
-            finally:
-                span.end()
+            span.end()
 
         async def counting_receive() -> Message:
             nonlocal request_bytes
@@ -282,10 +281,8 @@ class ServerSpanMiddleware:
             message = error_text(bytes(error_body))
             if message:
                 attributes[c.HTTP_ERROR_MESSAGE] = message
-        try:
+        user_id = None
+        with never_raise("the user resolver failed; the request is recorded without a user", logger=logger):
             user_id = self.user_resolver(scope, status_code)
-        except Exception:
-            logger.exception("the user resolver failed; the request is recorded without a user")
-            return
         if user_id:
             attributes[c.USER_ID[0]] = str(user_id)

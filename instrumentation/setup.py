@@ -11,7 +11,6 @@ database on the request path: the processors' worker threads do, in batches.
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import signal
 import threading
@@ -28,8 +27,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.errors import ServerErrorMiddleware
 
+from exporter.containment import never_raise
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
+from exporter.own_logging import exporter_logger
 from exporter.pipeline import build_pipeline
 from homepot_foundation.settings import Settings, get_settings
 from instrumentation import _state
@@ -39,7 +40,7 @@ from instrumentation.middleware import ExceptionRecorder, ServerSpanMiddleware
 from instrumentation.otlp import otlp_processors
 from instrumentation.users import UserResolver, default_user_resolver
 
-logger = logging.getLogger(__name__)
+logger = exporter_logger(__name__)
 
 
 class Telemetry:
@@ -72,10 +73,8 @@ class Telemetry:
             return
         self._shut_down = True
         for processor in self._processors:
-            try:
+            with never_raise("error shutting down %s", type(processor).__name__, logger=logger):
                 processor.shutdown()
-            except Exception:
-                logger.exception("error shutting down %s", type(processor).__name__)
         if self.delivery is not None:
             self.delivery.shutdown()
         _state.configure(None, None)

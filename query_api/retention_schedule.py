@@ -9,6 +9,7 @@ import logging
 
 from sqlalchemy import Engine
 
+from exporter.containment import never_raise
 from exporter.retention import TablePurge, run_retention
 from homepot_foundation.settings import Settings
 
@@ -57,12 +58,11 @@ class RetentionTask:
         while True:
             await asyncio.sleep(delay)
             delay = self._interval_s
-            try:
+            # A failed run (database away) must not end the daily schedule.
+            with never_raise("retention run failed; retried in %.0f s", delay, logger=logger):
                 results = await asyncio.to_thread(run_retention, self._engine, self._settings)
                 self.runs += 1
                 self.last_results = results
                 for result in results or ():
                     if result.rows or result.skipped:
                         logger.info("retention: %s", result.describe())
-            except Exception:  # a failed run (database away) must not end the daily schedule
-                logger.exception("retention run failed; retried in %.0f s", delay)
