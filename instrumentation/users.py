@@ -6,10 +6,10 @@ status; it runs when the response starts, after the app's own authentication has
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Callable, MutableMapping
 from typing import Any
+
+from homepot_foundation.tokens import bearer_token, unverified_subject
 
 Scope = MutableMapping[str, Any]
 UserResolver = Callable[[Scope, int], "str | None"]
@@ -33,27 +33,15 @@ def _from_state(scope: Scope) -> str | None:
     return None
 
 
-def bearer_token(scope: Scope) -> str | None:
+def _authorization(scope: Scope) -> str | None:
     for name, value in scope.get("headers") or ():
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token:
-                return token.strip()
+            return str(value.decode("latin-1"))
     return None
 
 
-def jwt_subject(token: str) -> str | None:
-    """The ``sub`` claim of a JWT, read without verifying it (the app verifies; we only label)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    payload = parts[1] + "=" * (-len(parts[1]) % 4)
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, TypeError):
-        return None
-    subject = claims.get("sub") if isinstance(claims, dict) else None
-    return str(subject) if subject is not None else None
+# The subject of a JWT, read without verifying it (the app verifies; we only label).
+jwt_subject = unverified_subject
 
 
 def default_user_resolver(scope: Scope, status_code: int) -> str | None:
@@ -67,5 +55,5 @@ def default_user_resolver(scope: Scope, status_code: int) -> str | None:
         return user
     if status_code == 401:
         return None
-    token = bearer_token(scope)
-    return jwt_subject(token) if token else None
+    token = bearer_token(_authorization(scope))
+    return unverified_subject(token) if token else None

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import jwt
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -22,6 +21,8 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+
+from homepot_foundation.tokens import bearer_token, verified_subject
 
 # Browser clocks are often a little off; these bounds only catch the absurd (a clock set to
 # 1970, an event kept for weeks in storage). Such events are stored at the time they arrived.
@@ -136,14 +137,5 @@ def stored_event_id(event: ActivityEvent, user_id: str | None) -> str | None:
 def bearer_subject(authorization: str | None, secret: str | None) -> str | None:
     """The ``sub`` of an HS256 JWT in an ``Authorization: Bearer`` header, only when its signature
     (and expiry, if any) checks out with ``secret``; otherwise None (the event is anonymous)."""
-    if not authorization or not secret:
-        return None
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
-    try:
-        claims = jwt.decode(token.strip(), secret, algorithms=["HS256"], options={"require": ["sub"]})
-    except jwt.PyJWTError:
-        return None
-    subject = claims.get("sub")
-    return str(subject) if subject not in (None, "") else None
+    token = bearer_token(authorization)
+    return verified_subject(token, secret) if token and secret else None

@@ -12,20 +12,28 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import jwt
-from fastapi import Depends, HTTPException, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPBearer
 
 from homepot_foundation.settings import Settings
+from homepot_foundation.tokens import ALGORITHM, bearer_token
 from query_api.deps import SettingsDep
 
 logger = logging.getLogger(__name__)
 
-ALGORITHM = "HS256"
 ADMIN_ROLE = "admin"
 SECRET_VARIABLE = "HOMEPOT_ANALYTICS_JWT_SECRET"
 
-# auto_error=False: a missing header must be a 401 with our message, not the scheme's default.
-bearer = HTTPBearer(
+
+class _AdminBearer(HTTPBearer):
+    """FastAPI's scheme for the OpenAPI security entry (the lock in /docs); the header is read by
+    the project's one bearer parser. A missing token is None: a 401 with our message follows."""
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        return bearer_token(request.headers.get("authorization"))
+
+
+bearer = _AdminBearer(
     auto_error=False,
     scheme_name="AdminJWT",
     description=f"An HS256 JWT signed with {SECRET_VARIABLE} whose role is admin "
@@ -64,7 +72,7 @@ def _unauthorized(message: str) -> HTTPException:
 
 def require_admin(
     settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    token: Annotated[str | None, Depends(bearer)],
 ) -> dict[str, Any]:
     """The claims of a valid admin token; 401 without a valid token, 403 for a non-admin one."""
     if not settings.jwt_secret:
@@ -72,12 +80,12 @@ def require_admin(
             status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
             detail=f"Analytics access is disabled until {SECRET_VARIABLE} is set on the service.",
         )
-    if credentials is None:
+    if token is None:
         raise _unauthorized("Missing bearer token: send 'Authorization: Bearer <JWT>'.")
     try:
         # exp is required: a token that never expires is a standing key to every row.
         claims: dict[str, Any] = jwt.decode(
-            credentials.credentials,
+            token,
             settings.jwt_secret,
             algorithms=[ALGORITHM],
             options={"require": ["exp"]},

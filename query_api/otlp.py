@@ -30,6 +30,7 @@ from exporter.otlp_decode import Decoded, Encoding, OtlpDecodeError, decode_logs
 from exporter.privacy import Privacy
 from exporter.rows import RowBatch
 from homepot_foundation.settings import Settings
+from homepot_foundation.tokens import bearer_token
 from query_api.deps import DeliveryDep, PrivacyDep, SettingsDep
 from query_api.otlp_body import BadCompression, BodyTooLarge, content_coding, decompress, read_limited
 
@@ -93,9 +94,9 @@ def _encoding_of(content_type: str | None) -> Encoding | None:
 
 
 def _authorized(header: str | None, token: str) -> bool:
-    scheme, _, credentials = (header or "").partition(" ")
+    given = bearer_token(header)
     # compare_digest: the time taken must not tell how much of a guessed token was right.
-    return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token.encode())
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
 def _ingest(
