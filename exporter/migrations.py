@@ -4,7 +4,8 @@ Each migration runs once, in order, in its own transaction, and is recorded in
 ``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock.
 Migration 1 also adopts the tables of the HOMEPOT system this project replaces (same names,
 no trace columns, naive timestamps): it adds what is missing and keeps every row. Migration 2
-turns the tables into monthly range partitions on "timestamp" (``exporter.partitions``).
+turns the tables into monthly range partitions on "timestamp" (``exporter.partitions``,
+``exporter.partition_conversion``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect, text
 
 from exporter.containment import never_raise
-from exporter.partitions import convert_to_partitioned, ensure_partitions
+from exporter.partition_conversion import convert_to_partitioned
+from exporter.partitions import ensure_partitions
 from exporter.schema import TABLES, metadata
 
 logger = logging.getLogger(__name__)
