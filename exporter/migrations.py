@@ -19,13 +19,12 @@ from sqlalchemy import Connection, Engine, inspect, text
 
 from exporter.containment import never_raise
 from exporter.partition_conversion import convert_to_partitioned
-from exporter.partitions import ensure_partitions
+from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
 from exporter.schema import TABLES, metadata
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_TABLE = "homepot_analytics_schema_migrations"
-_LOCK_KEY = 0x484F4D45504F54  # "HOMEPOT": one advisory lock for all schema changes
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ def migrate(engine: Engine) -> list[Migration]:
     """Apply every pending migration; returns those applied (empty when up to date)."""
     applied: list[Migration] = []
     with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _LOCK_KEY})
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         try:
             conn.execute(
                 text(
@@ -126,7 +125,7 @@ def migrate(engine: Engine) -> list[Migration]:
                 logger.info("applied migration %d: %s", migration.version, migration.description)
                 applied.append(migration)
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _LOCK_KEY})
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
             conn.commit()
     # Every start of an exporter or the service also makes sure next months' partitions exist.
     with never_raise(

@@ -36,7 +36,8 @@ PREMAKE_MONTHS = 3
 # Maintenance waits at most this long for a table lock, so that it never queues the writers
 # behind a long query (an export); it is retried at the next start or daily run.
 LOCK_TIMEOUT = "5s"
-LOCK_KEY = 0x484F4D45504F54  # the migrations' advisory lock: one schema change at a time
+# The advisory lock of every schema change (migrations, partition maintenance): one at a time.
+SCHEMA_LOCK_KEY = 0x484F4D45504F54  # "HOMEPOT"
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ def ensure_partitions(
             try:
                 with conn.begin():
                     conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
                     if not is_partitioned(conn, table):
                         continue
                     existing = partitions(conn, table)

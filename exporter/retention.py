@@ -22,6 +22,7 @@ from exporter.partitions import (
     ensure_partitions,
     is_partitioned,
     partitions,
+    quote_identifier,
 )
 from exporter.schema import TABLES
 from homepot_foundation.settings import Settings
@@ -71,10 +72,6 @@ class TablePurge:
         return f"{head}: {'; '.join(parts) if parts else 'nothing to remove'}"
 
 
-def _quote(conn: Connection, name: str) -> str:
-    return conn.dialect.identifier_preparer.quote(name)
-
-
 def _expired(partition: Partition, cutoff: datetime) -> bool:
     return not partition.is_default and partition.end is not None and partition.end <= cutoff
 
@@ -91,8 +88,8 @@ def _purge_table(conn: Connection, table: str, cutoff: datetime, result: TablePu
             _drop_partition(conn, partition, result, dry_run)
     default = next((p for p in existing if p.is_default), None)
     if default is not None:
-        quoted = _quote(conn, default.name)
-        condition = f"{_quote(conn, PARTITION_KEY)} < :cutoff"
+        quoted = quote_identifier(conn, default.name)
+        condition = f"{quote_identifier(conn, PARTITION_KEY)} < :cutoff"
         with conn.begin():
             if dry_run:
                 statement = f"SELECT count(*) FROM {quoted} WHERE {condition}"
@@ -103,7 +100,7 @@ def _purge_table(conn: Connection, table: str, cutoff: datetime, result: TablePu
 
 
 def _drop_partition(conn: Connection, partition: Partition, result: TablePurge, dry_run: bool) -> None:
-    quoted = _quote(conn, partition.name)
+    quoted = quote_identifier(conn, partition.name)
     # Counted before the exclusive lock is taken: counting under it would stall the writers.
     with conn.begin():
         rows = conn.execute(text(f"SELECT count(*) FROM {quoted}")).scalar_one()

@@ -6,8 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import Resource
@@ -20,6 +19,7 @@ from exporter.pipeline import build_pipeline
 from homepot_foundation.database import create_engine, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
 from query_api.retention_schedule import RetentionTask
+from query_api.validation import reject_nul_in_query
 
 logger = logging.getLogger(__name__)
 
@@ -35,23 +35,6 @@ def _try_migrate(engine: Engine) -> bool:
         logger.warning("database unavailable at start (%s); tables will be checked on first write", error)
         return False
     return True
-
-
-def reject_nul_in_query(request: Request) -> None:
-    """422 for a query parameter holding a NUL character: PostgreSQL text cannot hold one, and
-    it must never surface as a server error."""
-    for name, value in request.query_params.multi_items():
-        if "\x00" in value:
-            raise RequestValidationError(
-                [
-                    {
-                        "type": "value_error",
-                        "loc": ("query", name),
-                        "msg": "must not contain NUL characters",
-                        "input": value,
-                    }
-                ]
-            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

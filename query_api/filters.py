@@ -14,7 +14,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, Query
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import ColumnElement, tuple_
 from sqlalchemy.sql.expression import ColumnClause
 
@@ -23,6 +22,7 @@ from exporter.mapping import stored_actor as stored_actor_of
 from exporter.privacy import Privacy, privacy_from_settings
 from query_api.cursor import Cursor, InvalidCursor, decode_cursor
 from query_api.deps import SettingsDep
+from query_api.validation import invalid
 
 # The value sets the spec fixes; the conventions module is their one source.
 if TYPE_CHECKING:
@@ -47,13 +47,6 @@ _UNESCAPED_PLUS = re.compile(r"^(.*T[0-9:.]+) ([0-9]{2}(?::?[0-9]{2})?)$")
 _DATE_HELP = (
     "ISO 8601 date (`2025-12-05`) or date-time (`2025-12-05T14:30:00+01:00`); without a zone it is UTC."
 )
-
-
-def invalid(parameter: str, message: str, value: object, location: str = "query") -> RequestValidationError:
-    """A 422 for one parameter, shaped like FastAPI's own validation errors."""
-    return RequestValidationError(
-        [{"type": "value_error", "loc": (location, parameter), "msg": message, "input": value}]
-    )
 
 
 @dataclass(frozen=True)

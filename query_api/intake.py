@@ -30,6 +30,7 @@ from query_api.activity_events import (
     validate_event,
 )
 from query_api.deps import SettingsDep
+from query_api.request_body import BodyTooLarge, read_limited
 
 logger = logging.getLogger(__name__)
 
@@ -84,14 +85,10 @@ class IntakeResult(BaseModel):
 async def _read_json(request: Request, limit: int) -> Any:
     """The body as JSON, whatever its Content-Type (``sendBeacon`` posts ``text/plain`` to avoid
     a CORS preflight); 413 past ``limit`` bytes, 400 when it is not JSON."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body larger than {limit} bytes")
+    try:
+        body = await read_limited(request, limit)
+    except BodyTooLarge as error:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(error)) from None
     if not body.strip():
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "empty body: expected JSON")
     try:

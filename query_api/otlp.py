@@ -32,7 +32,8 @@ from exporter.rows import RowBatch
 from homepot_foundation.settings import Settings
 from homepot_foundation.tokens import bearer_token
 from query_api.deps import DeliveryDep, PrivacyDep, SettingsDep
-from query_api.otlp_body import BadCompression, BodyTooLarge, content_coding, decompress, read_limited
+from query_api.otlp_body import BadCompression, content_coding, decompress
+from query_api.request_body import BodyTooLarge, read_limited
 
 logger = logging.getLogger(__name__)
 

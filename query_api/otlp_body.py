@@ -1,24 +1,20 @@
-"""Reads an OTLP/HTTP request body within a size limit, before and after decompression.
+"""Decompresses an OTLP/HTTP request body within a size limit (read by ``request_body``).
 
-The limit holds three times: the declared ``Content-Length``, the bytes actually streamed, and
-the decompressed size, so neither a large upload nor a small gzip bomb can exhaust memory.
+With the reader's two checks (the declared ``Content-Length``, the bytes actually streamed),
+the limit holds a third time on the decompressed size: a small gzip bomb cannot exhaust memory.
 """
 
 from __future__ import annotations
 
 import zlib
 
-from starlette.requests import Request
+from query_api.request_body import BodyTooLarge
 
 # Content-Encoding values the sink understands (OTLP/HTTP requires gzip; identity means none).
 _GZIP = 16 + zlib.MAX_WBITS
 _ZLIB = zlib.MAX_WBITS
 _WBITS = {"gzip": _GZIP, "x-gzip": _GZIP, "deflate": _ZLIB}
 SUPPORTED_ENCODINGS = ("identity", *_WBITS)
-
-
-class BodyTooLarge(Exception):
-    """The body (or what it decompresses to) is larger than the limit."""
 
 
 class BadCompression(Exception):
@@ -29,19 +25,6 @@ def content_coding(header: str | None) -> str | None:
     """The normalised Content-Encoding, or None when the sink cannot decode it."""
     coding = (header or "identity").strip().lower() or "identity"
     return coding if coding in SUPPORTED_ENCODINGS else None
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The raw request body; BodyTooLarge as soon as it passes ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"Content-Length {int(declared)} exceeds the limit of {limit} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
-    return bytes(body)
 
 
 def decompress(body: bytes, coding: str, limit: int) -> bytes:

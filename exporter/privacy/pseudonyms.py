@@ -8,7 +8,7 @@ import hmac
 import re
 
 PSEUDONYM_PREFIX = "u_"
-_PSEUDONYM = re.compile(r"u_[0-9a-f]{32}")
+_PSEUDONYM = re.compile(re.escape(PSEUDONYM_PREFIX) + "[0-9a-f]{32}")
 
 
 def pseudonym(text: str, key: bytes) -> str:
