@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 
-OUTCOMES = ("written", "spooled", "replayed", "rejected", "dropped", "export_failures")
 DROP_REASONS = (
     "queue_full",
     "spool_full",

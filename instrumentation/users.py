@@ -40,10 +40,6 @@ def _authorization(scope: Scope) -> str | None:
     return None
 
 
-# The subject of a JWT, read without verifying it (the app verifies; we only label).
-jwt_subject = unverified_subject
-
-
 def default_user_resolver(scope: Scope, status_code: int) -> str | None:
     """The app's ``request.state`` user, else the bearer JWT's subject.
 

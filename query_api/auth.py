@@ -100,6 +100,3 @@ def require_admin(
             status_code=status.HTTP_403_FORBIDDEN, detail="Analytics are restricted to admin users."
         )
     return claims
-
-
-AdminDep = Annotated[dict[str, Any], Depends(require_admin)]

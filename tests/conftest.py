@@ -2,7 +2,8 @@
 
 Each pytest process creates its own database (so parallel runs never meet), migrates it once,
 and drops it at the end. ``db_url`` hands a test that database with the five tables empty.
-Set HOMEPOT_ANALYTICS_TEST_ADMIN_URL to use a server other than 127.0.0.1:5432.
+The server is the one on 127.0.0.1:5432, else a throwaway embedded PostgreSQL
+(``tests/support/postgres_server.py``); HOMEPOT_ANALYTICS_TEST_ADMIN_URL names another.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from exporter.migrations import migrate
 from exporter.schema import TABLES
 from homepot_foundation.database import create_engine
 from homepot_foundation.settings import Settings
+from tests.support.postgres_server import ServerForTests
 
-ADMIN_URL = os.environ.get(
-    "HOMEPOT_ANALYTICS_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+# Decided when the tests start, before any test module reads ADMIN_URL.
+TEST_SERVER = ServerForTests()
+ADMIN_URL = TEST_SERVER.admin_url
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
 
 
@@ -81,3 +83,7 @@ def fetch_rows(url: str, table: str, order_by: str = "id") -> list[dict[str, obj
     with psycopg.connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
         cursor.execute(f"SELECT * FROM {table} ORDER BY {order_by}")
         return list(cursor.fetchall())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    TEST_SERVER.stop()

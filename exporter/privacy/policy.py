@@ -28,10 +28,6 @@ class Privacy:
         extra = sorted(word for word in self.sensitive_params if word not in DEFAULT_SENSITIVE_PARAMS)
         object.__setattr__(self, "_extra_words", tuple(extra))
 
-    @property
-    def pseudonymizes(self) -> bool:
-        return self.pseudonym_key is not None
-
     def user(self, value: Any) -> str | None:
         """A user id as stored (``user_id``, and ``changed_by``/``initiated_by`` when a user)."""
         if value is None:
