@@ -1,4 +1,8 @@
-"""``homepot-analytics``: a thin command line over functions the tests call directly."""
+"""``homepot-analytics``: a thin command line over functions the tests call directly.
+
+Each command imports its work when it runs, so ``--help`` and ``token`` start at once without
+loading the SDK, SQLAlchemy or uvicorn (the layers allow the imports at the top as well).
+"""
 
 from __future__ import annotations
 

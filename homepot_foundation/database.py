@@ -12,6 +12,7 @@ import re
 from sqlalchemy import Engine
 from sqlalchemy import create_engine as sa_create_engine
 
+from homepot_foundation.embedded_db import ensure_embedded_postgres
 from homepot_foundation.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -24,8 +25,6 @@ def resolve_database_url(settings: Settings | None = None) -> str:
     settings = settings or get_settings()
     if settings.database_url:
         return settings.database_url
-    from homepot_foundation.embedded_db import ensure_embedded_postgres
-
     url = ensure_embedded_postgres(settings.data_dir / "postgres")
     logger.info("HOMEPOT_ANALYTICS_DATABASE_URL is unset: using embedded PostgreSQL at %s", url)
     return url

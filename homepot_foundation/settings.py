@@ -5,6 +5,7 @@ Every tunable of the project lives here so the README can document them in one t
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -36,8 +37,6 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         stripped = value.strip()
         if stripped.startswith("["):
-            import json
-
             return json.loads(stripped)
         return [item.strip() for item in stripped.split(",") if item.strip()]
     return value

@@ -41,6 +41,8 @@ def otlp_protocol(signal: str, environ: Mapping[str, str] | None = None) -> str:
     return HTTP_PROTOBUF
 
 
+# The exporter of the chosen protocol is imported only when chosen: the gRPC one loads grpcio
+# (tens of MB, native threads) into a service that may never use it.
 def otlp_span_exporter(protocol: str) -> SpanExporter:
     if protocol == GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans

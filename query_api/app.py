@@ -18,6 +18,7 @@ from exporter.migrations import migrate
 from exporter.pipeline import build_pipeline
 from homepot_foundation.database import create_engine, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
+from query_api import intake, metrics, otlp, routes
 from query_api.retention_schedule import RetentionTask
 from query_api.validation import reject_nul_in_query
 
@@ -91,8 +92,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def health() -> dict[str, str]:
         """Liveness: the service is up (no authentication)."""
         return {"status": "ok"}
-
-    from query_api import intake, metrics, otlp, routes
 
     app.include_router(routes.router)
     app.include_router(otlp.router)
