@@ -19,11 +19,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from exporter.containment import never_raise
 from exporter.forking import repair_after_fork
 from exporter.own_logging import exporter_logger
 from exporter.routing import log_tables, span_tables
@@ -36,18 +38,24 @@ _LIVE: weakref.WeakSet[_DropCounter] = weakref.WeakSet()
 
 
 class _DropCounter:
-    """Wraps the ``emit`` of an SDK ``BatchProcessor`` (the shared engine of both processors)."""
+    """What both processors add to the SDK's: it wraps the ``emit`` of their shared engine (an SDK
+    ``BatchProcessor``) to count drops per table, and makes a flush wait for the exporter.
+
+    ``via`` names another destination than the tables (``"otlp"``): its drops are counted with
+    reasons ``otlp_queue_full`` / ``otlp_after_shutdown`` and its queue as signal ``otlp span``."""
 
     def __init__(
         self,
         inner: Any,
+        exporter: SpanExporter | LogRecordExporter,
         tables_of: Callable[[Any], list[str]],
         stats: ExportStats,
         signal: str,
-        reason_prefix: str = "",
+        via: str,
     ) -> None:
-        self.signal = signal
-        self._reason_prefix = reason_prefix
+        self.signal = f"{via} {signal}" if via else signal
+        self._reason_prefix = f"{via}_" if via else ""
+        self._exporter = exporter
         self._inner = inner
         self._tables_of = tables_of
         self._stats = stats
@@ -86,7 +94,8 @@ class _DropCounter:
             self._count([dropped], self._reason_prefix + "queue_full")
 
     def _count(self, items: list[Any], reason: str) -> None:
-        try:
+        # Counting must never break the request that ended the span.
+        with never_raise("could not count a dropped %s", self.signal, logger=logger):
             counts: dict[str, int] = {}
             for item in items:
                 for table in self._tables_of(item):
@@ -95,81 +104,60 @@ class _DropCounter:
                 self._stats.add("dropped", table, count, reason=reason)
             if counts:
                 self._drops.report(reason, counts)
-        except Exception:  # counting must never break the request that ended the span
-            logger.exception("could not count a dropped %s", self.signal)
 
     def queue_length(self) -> int:
         return len(self._queue)
 
-    def flush_report(self) -> None:
+    def force_flush(self, flush_queue: Callable[[], bool], timeout_millis: int | None) -> bool:
+        """``flush_queue()`` (the SDK's flush), then the exporter's own with the time left."""
+        deadline = time.monotonic() + (30000 if timeout_millis is None else timeout_millis) / 1000
+        flushed = flush_queue()
+        exported = False
+        # A flush must never raise into the caller (a request, a shutdown hook).
+        with never_raise("exporter flush failed", logger=logger):
+            exported = bool(self._exporter.force_flush(max(int((deadline - time.monotonic()) * 1000), 0)))
+        return exported and flushed
+
+    def shutdown(self, shutdown_queue: Callable[[], None]) -> None:
+        """``shutdown_queue()`` (the SDK's), then say what was dropped and not yet reported."""
+        shutdown_queue()
         self._drops.flush()
 
 
-def _signal(signal: str, via: str) -> str:
-    return f"{via} {signal}" if via else signal
-
-
-def _reason_prefix(via: str) -> str:
-    return f"{via}_" if via else ""
-
-
-def _flush_exporter(exporter: SpanExporter | LogRecordExporter, deadline: float) -> bool:
-    """The exporter's own ``force_flush`` with what is left of the caller's time."""
-    remaining_ms = max(int((deadline - time.monotonic()) * 1000), 0)
-    try:
-        return bool(exporter.force_flush(remaining_ms))
-    except Exception:  # a flush must never raise into the caller (a request, a shutdown hook)
-        logger.exception("exporter flush failed")
-        return False
-
-
 class CountingBatchSpanProcessor(BatchSpanProcessor):
-    """``BatchSpanProcessor`` whose queue drops are counted per table in ``stats``.
-
-    ``via`` names another destination than the tables (``"otlp"``): its drops are counted with
-    reasons ``otlp_queue_full`` / ``otlp_after_shutdown`` and its queue as signal ``otlp span``.
-    """
+    """``BatchSpanProcessor`` whose queue drops are counted per table in ``stats``."""
 
     def __init__(
         self, span_exporter: SpanExporter, *, stats: ExportStats = STATS, via: str = "", **options: Any
     ) -> None:
         super().__init__(span_exporter, **options)
-        self._flushed_exporter = span_exporter
         self.drop_counter = _DropCounter(
-            self._batch_processor, span_tables, stats, _signal("span", via), _reason_prefix(via)
+            self._batch_processor, span_exporter, span_tables, stats, "span", via
         )
 
     def force_flush(self, timeout_millis: int | None = None) -> bool:
-        deadline = time.monotonic() + (30000 if timeout_millis is None else timeout_millis) / 1000
-        flushed = super().force_flush(timeout_millis)
-        return _flush_exporter(self._flushed_exporter, deadline) and flushed
+        return self.drop_counter.force_flush(partial(super().force_flush, timeout_millis), timeout_millis)
 
     def shutdown(self) -> None:
-        super().shutdown()
-        self.drop_counter.flush_report()
+        self.drop_counter.shutdown(super().shutdown)
 
 
 class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
-    """``BatchLogRecordProcessor`` whose queue drops are counted per table in ``stats``
-    (``via`` as for ``CountingBatchSpanProcessor``)."""
+    """``BatchLogRecordProcessor`` whose queue drops are counted per table in ``stats``."""
 
     def __init__(
         self, exporter: LogRecordExporter, *, stats: ExportStats = STATS, via: str = "", **options: Any
     ) -> None:
         super().__init__(exporter, **options)
-        self._flushed_exporter = exporter
         self.drop_counter = _DropCounter(
-            self._batch_processor, log_tables, stats, _signal("log record", via), _reason_prefix(via)
+            self._batch_processor, exporter, log_tables, stats, "log record", via
         )
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        deadline = time.monotonic() + timeout_millis / 1000
-        flushed = super().force_flush(timeout_millis)
-        return _flush_exporter(self._flushed_exporter, deadline) and flushed
+        return self.drop_counter.force_flush(partial(super().force_flush, timeout_millis), timeout_millis)
 
     def shutdown(self) -> None:
-        super().shutdown()
-        self.drop_counter.flush_report()
+        self.drop_counter.shutdown(super().shutdown)
 
 
 def queue_usage() -> dict[str, tuple[int, int]]:
