@@ -19,16 +19,16 @@ from typing import Any
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import StatusCode
 
 from exporter import conventions as c
 from exporter.privacy import PASS_THROUGH, Privacy
+from exporter.routing import log_table, records_exceptions, span_destination
 from exporter.schema import MESSAGE, NAME, SHORT, STACK_TRACE, URL
 
 Row = dict[str, Any]
 TableRow = tuple[str, Row]
 
-_SERVER_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
 _SEVERITY_BY_NUMBER = ((21, "critical"), (17, "error"), (13, "warning"), (0, "info"))
 
 
@@ -224,12 +224,12 @@ def _short_type(error_type: str | None) -> str | None:
 def span_to_rows(span: ReadableSpan, privacy: Privacy = PASS_THROUGH) -> list[TableRow]:
     """The rows one finished span yields: a request, a job outcome, error logs (or nothing)."""
     attributes = _span_attributes(span)
+    kind = span.kind
     rows: list[TableRow] = []
-    if c.JOB_ID in attributes:
-        rows.append(("job_outcomes", _job_row(span, attributes, privacy)))
-    elif span.kind in _SERVER_KINDS and _first(attributes, c.HTTP_METHOD) is not None:
-        rows.append(("api_request_logs", _request_row(span, attributes, privacy)))
-    if span.kind in _SERVER_KINDS and _has_events(span):
+    table = span_destination(kind, attributes)
+    if table is not None:
+        rows.append((table, _SPAN_ROWS[table](span, attributes, privacy)))
+    if records_exceptions(kind) and _has_events(span):
         rows.extend(_exception_rows(span, attributes, privacy))
     return rows
 
@@ -372,6 +372,10 @@ def _job_row(span: ReadableSpan, attributes: Mapping[str, Any], privacy: Privacy
     return _with_span_context(row, span, "job")
 
 
+# The row builder of each table a span's own row can go to (``routing.span_destination``).
+_SPAN_ROWS = {"job_outcomes": _job_row, "api_request_logs": _request_row}
+
+
 def stored_actor(value: Any, privacy: Privacy) -> str | None:
     """``changed_by``/``initiated_by``: "system" stays readable, a user is treated as a user id."""
     if value is None:
@@ -385,14 +389,10 @@ def log_record_to_rows(record: ReadableLogRecord, privacy: Privacy = PASS_THROUG
     """The row one log record yields, chosen by its event name (or nothing)."""
     log = record.log_record
     attributes = _plain(log.attributes)
-    event_name = log.event_name or attributes.get("event.name")
-    if event_name == c.DEVICE_STATE_EVENT:
-        return [("device_state_history", _device_state_row(record, attributes, privacy))]
-    if event_name == c.USER_ACTIVITY_EVENT:
-        return [("user_activities", _activity_row(record, attributes, privacy))]
-    if event_name == c.ERROR_EVENT or c.EXCEPTION_TYPE in attributes:
-        return [("error_logs", _error_log_row(record, attributes, privacy))]
-    return []
+    table = log_table(log.event_name, attributes)
+    if table is None:
+        return []
+    return [(table, _LOG_ROWS[table](record, attributes, privacy))]
 
 
 def _log_context(record: ReadableLogRecord, attributes: Mapping[str, Any]) -> Row:
@@ -485,3 +485,11 @@ def _activity_row(record: ReadableLogRecord, attributes: Mapping[str, Any], priv
     }
     row.update(_log_context(record, attributes))
     return row
+
+
+# The row builder of each table a log record can go to (``routing.log_table``).
+_LOG_ROWS = {
+    "device_state_history": _device_state_row,
+    "user_activities": _activity_row,
+    "error_logs": _error_log_row,
+}

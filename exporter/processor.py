@@ -21,52 +21,18 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.trace import SpanKind
 
-from exporter import conventions as c
 from exporter.forking import repair_after_fork
 from exporter.own_logging import exporter_logger
+from exporter.routing import log_tables, span_tables
 from exporter.stats import STATS, DropReporter, ExportStats
 
 logger = exporter_logger(__name__)
 
-_SERVER_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
-_EVENT_TABLES = {
-    c.DEVICE_STATE_EVENT: "device_state_history",
-    c.USER_ACTIVITY_EVENT: "user_activities",
-    c.ERROR_EVENT: "error_logs",
-}
-
 # Every counting processor of this process, for the export queue gauge of /metrics.
 _LIVE: weakref.WeakSet[_DropCounter] = weakref.WeakSet()
-
-
-def span_tables(span: ReadableSpan) -> list[str]:
-    """The tables a span's rows go to, without mapping it (cheap: it runs on the request
-    thread). Must agree with ``mapping.span_to_rows``; a test holds them together."""
-    attributes = span.attributes or {}
-    tables: list[str] = []
-    if c.JOB_ID in attributes:
-        tables.append("job_outcomes")
-    elif span.kind in _SERVER_KINDS and any(attributes.get(key) is not None for key in c.HTTP_METHOD):
-        tables.append("api_request_logs")
-    if span.kind in _SERVER_KINDS:
-        tables.extend("error_logs" for event in span.events if event.name == c.EXCEPTION_EVENT)
-    return tables
-
-
-def log_tables(record: ReadableLogRecord) -> list[str]:
-    """The table a log record's row goes to (agrees with ``mapping.log_record_to_rows``)."""
-    log = record.log_record
-    attributes = log.attributes or {}
-    table = _EVENT_TABLES.get(str(log.event_name or attributes.get("event.name")))
-    if table is None and c.EXCEPTION_TYPE in attributes:
-        table = "error_logs"
-    return [table] if table else []
 
 
 class _DropCounter:

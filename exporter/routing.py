@@ -1,0 +1,67 @@
+"""Which tables a span or a log record becomes: decided here once, for the mapping and the drop counts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import SpanKind
+
+from exporter import conventions as c
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk._logs import ReadableLogRecord
+    from opentelemetry.sdk.trace import ReadableSpan
+
+_SERVER_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
+_EVENT_TABLES = {
+    c.DEVICE_STATE_EVENT: "device_state_history",
+    c.USER_ACTIVITY_EVENT: "user_activities",
+    c.ERROR_EVENT: "error_logs",
+}
+
+
+def span_destination(kind: SpanKind | None, attributes: Mapping[str, Any]) -> str | None:
+    """The table of a span's own row: a job (any kind) or a request (a server span with an
+    HTTP method); None when the span is neither."""
+    if c.JOB_ID in attributes:
+        return "job_outcomes"
+    if kind in _SERVER_KINDS:
+        for key in c.HTTP_METHOD:
+            if attributes.get(key) is not None:
+                return "api_request_logs"
+    return None
+
+
+def records_exceptions(kind: SpanKind | None) -> bool:
+    """Whether a span of ``kind`` yields an ``error_logs`` row for each of its exception events."""
+    return kind in _SERVER_KINDS
+
+
+def span_tables(span: ReadableSpan) -> list[str]:
+    """The tables a span's rows go to, without mapping it (cheap: it runs on the request
+    thread when a queue overflows)."""
+    kind = span.kind
+    destination = span_destination(kind, span.attributes or {})
+    tables = [destination] if destination is not None else []
+    if records_exceptions(kind):
+        tables.extend("error_logs" for event in span.events if event.name == c.EXCEPTION_EVENT)
+    return tables
+
+
+def log_table(event_name: str | None, attributes: Mapping[str, Any]) -> str | None:
+    """The table of a log record's row, by its event name (the ``event.name`` attribute when
+    the record has none): an exception type makes any other record an error; else None."""
+    name = event_name or attributes.get("event.name")
+    # Only a string names an event (a decoded attribute may be a map, which cannot be hashed).
+    table = _EVENT_TABLES.get(name) if isinstance(name, str) else None
+    if table is None and c.EXCEPTION_TYPE in attributes:
+        return "error_logs"
+    return table
+
+
+def log_tables(record: ReadableLogRecord) -> list[str]:
+    """The table a log record's row goes to, as a list (empty when it yields no row)."""
+    log = record.log_record
+    table = log_table(log.event_name, log.attributes or {})
+    return [table] if table is not None else []
