@@ -1,9 +1,4 @@
-"""The columns of the five analytics tables as plain data: the one definition of their names and sizes.
-
-``exporter.schema`` builds the SQLAlchemy tables from it; the mapping reads the lengths it
-truncates to from it, without importing SQLAlchemy. Column names are the contract of the
-HOMEPOT spec.
-"""
+"""The five tables' columns as plain data, defined once: the schema builds on it, the mapping reads sizes."""
 
 from __future__ import annotations
 
@@ -54,9 +49,9 @@ _CONTEXT = (
     ColumnSpec("event_id", "uuid", nullable=False),
 )
 
-# Every table also carries ``id``, the trace context (``trace_id``, ``span_id``),
-# ``service_name`` and ``event_id``: a deterministic key of the span / log record a row came
-# from, so that replays and collector retries never duplicate a row.
+# Column names are the contract of the HOMEPOT spec. Every table also carries ``id``, the trace
+# context (``trace_id``, ``span_id``), ``service_name`` and ``event_id``: a deterministic key of
+# the span / log record a row came from, so that replays and collector retries never duplicate a row.
 COLUMNS: dict[str, tuple[ColumnSpec, ...]] = {
     "api_request_logs": (
         *_COMMON,

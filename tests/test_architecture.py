@@ -19,6 +19,9 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 LIGHT_MODULES = (
     "exporter",
     "exporter.conventions",
+    "exporter.columns",
+    "exporter.routing",
+    "exporter.mapping",
     "exporter.events",
     "exporter.containment",
     "exporter.privacy",

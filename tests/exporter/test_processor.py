@@ -18,13 +18,8 @@ from exporter import conventions as c
 from exporter.delivery import Delivery
 from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
 from exporter.mapping import log_record_to_rows, span_to_rows
-from exporter.processor import (
-    CountingBatchLogRecordProcessor,
-    CountingBatchSpanProcessor,
-    log_tables,
-    queue_usage,
-    span_tables,
-)
+from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor, queue_usage
+from exporter.routing import log_tables, span_tables
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
 from tests.conftest import fetch_rows
