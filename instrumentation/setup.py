@@ -136,15 +136,18 @@ def _wrap_middleware_stack(app: FastAPI, middleware: Callable[[Any], Any]) -> No
     app.middleware_stack = None  # built already (the app served a request): build it again
 
 
-def _flush_on_shutdown(app: FastAPI, telemetry: Telemetry) -> None:
-    """After the app's own lifespan ends (uvicorn's SIGTERM path), write what is pending."""
+def _flush_when_lifespan_ends(app: FastAPI, telemetry: Telemetry) -> None:
+    """After the app's own lifespan ends (uvicorn's SIGTERM path), write what is pending.
+
+    A flush, not a shutdown: the same app may start again in this process (a test suite runs its
+    lifespan once per test) and must go on recording; exit and SIGTERM shut the pipeline down."""
     original = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(running_app: Any) -> AsyncIterator[Any]:
         async with original(running_app) as state:
             yield state
-        await run_in_threadpool(telemetry.shutdown)
+        await run_in_threadpool(telemetry.force_flush)
 
     app.router.lifespan_context = lifespan
 
@@ -231,7 +234,7 @@ def setup_telemetry(
     )
     telemetry = Telemetry(tracer_provider, logger_provider, processors, delivery)
     app.state.homepot_telemetry = telemetry
-    _flush_on_shutdown(app, telemetry)
+    _flush_when_lifespan_ends(app, telemetry)
     atexit.register(telemetry.shutdown)
     _flush_on_sigterm(telemetry)
     return telemetry
