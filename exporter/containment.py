@@ -20,7 +20,8 @@ class never_raise:
     traceback, and goes no further. ``BaseException`` (cancellation, ``SystemExit``) passes.
 
     A class rather than ``@contextmanager``: it guards the request path, where a generator per
-    request would cost more than the guard is worth."""
+    request would cost more than the guard is worth. An instance keeps no state between blocks,
+    so a hot path builds its guard once and enters it as often as it likes."""
 
     __slots__ = ("_args", "_logger", "_what")
 

@@ -37,6 +37,12 @@ from instrumentation.records import record_error
 from instrumentation.users import UserResolver
 
 logger = exporter_logger(__name__)
+# Instrumentation must never break the host application. The guards keep no state: one each,
+# built once, costs the request path nothing measurable.
+_SPAN_END_GUARD = never_raise("could not complete the request span", logger=logger)
+_USER_RESOLVER_GUARD = never_raise(
+    "the user resolver failed; the request is recorded without a user", logger=logger
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -215,8 +221,7 @@ class ServerSpanMiddleware:
 
         def end() -> None:
             exchange.ended = True
-            # Instrumentation must never break the host application.
-            with never_raise("could not complete the request span", logger=logger):
+            with _SPAN_END_GUARD:
                 attributes: dict[str, Any] = {
                     c.HTTP_STATUS_CODE[0]: status_code or 500,
                     c.REQUEST_BODY_SIZE[0]: max(request_bytes, declared_length),
@@ -282,7 +287,7 @@ class ServerSpanMiddleware:
             if message:
                 attributes[c.HTTP_ERROR_MESSAGE] = message
         user_id = None
-        with never_raise("the user resolver failed; the request is recorded without a user", logger=logger):
+        with _USER_RESOLVER_GUARD:
             user_id = self.user_resolver(scope, status_code)
         if user_id:
             attributes[c.USER_ID[0]] = str(user_id)
