@@ -10,7 +10,6 @@ turns the tables into monthly range partitions on "timestamp" (``exporter.partit
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +17,12 @@ from typing import Any
 from sqlalchemy import Connection, Engine, inspect, text
 
 from exporter.containment import never_raise
+from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
 from exporter.schema import TABLES, metadata
 
-logger = logging.getLogger(__name__)
+logger = exporter_logger(__name__)
 
 MIGRATIONS_TABLE = "homepot_analytics_schema_migrations"
 

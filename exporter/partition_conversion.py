@@ -3,12 +3,12 @@ partitioned by month (``exporter.partitions``) that keeps its rows, ids and gran
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, MetaData, PrimaryKeyConstraint, text
 from sqlalchemy.schema import CreateTable
 
+from exporter.own_logging import exporter_logger
 from exporter.partitions import (
     PARTITION_KEY,
     PREMAKE_MONTHS,
@@ -23,7 +23,7 @@ from exporter.partitions import (
 from exporter.schema import TABLES
 
 # The name these messages were always logged under (before the module split).
-logger = logging.getLogger("exporter.partitions")
+logger = exporter_logger("exporter.partitions")
 
 # Months before the current one that a converted table gets monthly partitions for; older rows
 # share one history partition, dropped once all of it has expired.

@@ -17,7 +17,6 @@ partition for their month: they are moved into it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,9 +24,10 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from exporter.own_logging import exporter_logger
 from exporter.schema import TABLES
 
-logger = logging.getLogger(__name__)
+logger = exporter_logger(__name__)
 
 PARTITION_KEY = "timestamp"
 # Months created ahead of the current one: an exporter that runs alone (no service doing the

@@ -8,13 +8,13 @@ The service runs ``run_retention`` once a day (``query_api.retention_schedule``)
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from exporter.own_logging import exporter_logger
 from exporter.partitions import (
     LOCK_TIMEOUT,
     PARTITION_KEY,
@@ -27,7 +27,7 @@ from exporter.partitions import (
 from exporter.schema import TABLES
 from homepot_foundation.settings import Settings
 
-logger = logging.getLogger(__name__)
+logger = exporter_logger(__name__)
 
 # Only one process purges at a time; the others skip that day's run.
 _PURGE_LOCK_KEY = 0x484F4D45505247  # "HOMEPRG"

@@ -12,7 +12,6 @@ write the spool directory can run code as the exporter, exactly as with its own 
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import pickle
 import threading
@@ -22,7 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from exporter.own_logging import exporter_logger
+
+logger = exporter_logger(__name__)
 
 SpooledRows = dict[str, list[dict[str, Any]]]
 

@@ -11,7 +11,6 @@ rest of its batch is kept.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
@@ -20,10 +19,11 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
+from exporter.own_logging import exporter_logger
 from exporter.schema import WRITE_COLUMNS
 from exporter.stats import STATS, ExportStats
 
-logger = logging.getLogger(__name__)
+logger = exporter_logger(__name__)
 
 Rows = Mapping[str, Sequence[Mapping[str, Any]]]
 

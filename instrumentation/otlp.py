@@ -9,16 +9,16 @@ or ``grpc``; batching follows ``OTEL_BSP_*`` / ``OTEL_BLRP_*``.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 
 from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.trace.export import SpanExporter
 
+from exporter.own_logging import exporter_logger
 from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
 
-logger = logging.getLogger(__name__)
+logger = exporter_logger(__name__)
 
 HTTP_PROTOBUF = "http/protobuf"
 GRPC = "grpc"

@@ -4,7 +4,6 @@ by every process that uses that directory."""
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import secrets
 import tempfile
@@ -12,11 +11,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from exporter.own_logging import exporter_logger
+
 if TYPE_CHECKING:
     from homepot_foundation.settings import Settings
 
 # The name these messages were always logged under (before the package split).
-logger = logging.getLogger("exporter.privacy")
+logger = exporter_logger("exporter.privacy")
 
 KEY_FILE_NAME = "pseudonym.key"
 
