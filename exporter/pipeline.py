@@ -71,10 +71,11 @@ class Pipeline:
         }
 
     def span_processor(self) -> CountingBatchSpanProcessor:
-        """A batch span processor into the tables; a full queue's drops are counted per table."""
-        return CountingBatchSpanProcessor(
-            PostgresSpanExporter(self.delivery, self.privacy), **self._batching()
-        )
+        """A batch span processor into the tables; a full queue's drops are counted per table.
+        It takes not-sampled spans too: sampling decides what a collector gets, never which
+        requests and jobs are stored."""
+        exporter = PostgresSpanExporter(self.delivery, self.privacy)
+        return CountingBatchSpanProcessor(exporter, unsampled=True, **self._batching())
 
     def log_processor(self) -> CountingBatchLogRecordProcessor:
         """A batch log record processor into the tables, counted like the span processor."""

@@ -38,6 +38,7 @@ from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.middleware import ExceptionRecorder, ServerSpanMiddleware
 from instrumentation.otlp import otlp_processors
+from instrumentation.sampling import configured_sampler
 from instrumentation.users import UserResolver, default_user_resolver
 
 logger = exporter_logger(__name__)
@@ -83,7 +84,9 @@ class Telemetry:
 def _providers(resource: Resource) -> tuple[TracerProvider, LoggerProvider]:
     """Providers of our own (so each instrumented app keeps its service name), installed as
     the global ones when the application has none, so other instrumentations' spans join."""
-    tracer_provider = TracerProvider(resource=resource)
+    # Every span recorded, whatever the sampler says: sampling decides what a collector gets,
+    # never which requests and jobs reach the tables (instrumentation/sampling.py).
+    tracer_provider = TracerProvider(resource=resource, sampler=configured_sampler())
     logger_provider = LoggerProvider(resource=resource)
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         trace.set_tracer_provider(tracer_provider)
