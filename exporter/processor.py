@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -152,6 +153,10 @@ class CountingBatchSpanProcessor(BatchSpanProcessor):
         else:
             super().on_end(span)
 
+    def enqueue(self, span: ReadableSpan) -> None:
+        """Queue a finished span another processor handed on (the zero-code exporter)."""
+        self._batch_processor.emit(span)
+
     def force_flush(self, timeout_millis: int | None = None) -> bool:
         return self.drop_counter.force_flush(partial(super().force_flush, timeout_millis), timeout_millis)
 
@@ -169,6 +174,10 @@ class CountingBatchLogRecordProcessor(BatchLogRecordProcessor):
         self.drop_counter = _DropCounter(
             self._batch_processor, exporter, log_tables, stats, "log record", via
         )
+
+    def enqueue(self, record: ReadableLogRecord) -> None:
+        """Queue a log record another processor handed on (the zero-code exporter)."""
+        self._batch_processor.emit(record)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.drop_counter.force_flush(partial(super().force_flush, timeout_millis), timeout_millis)

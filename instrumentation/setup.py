@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import signal
-import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,6 +29,7 @@ from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
 from exporter.own_logging import exporter_logger
 from exporter.pipeline import build_pipeline
+from exporter.termination import shut_down_on_sigterm
 from homepot_foundation.settings import Settings, get_settings
 from instrumentation import _state
 from instrumentation.client_ip import parse_networks
@@ -155,27 +153,6 @@ def _flush_when_lifespan_ends(app: FastAPI, telemetry: Telemetry) -> None:
     app.router.lifespan_context = lifespan
 
 
-_FLUSH_ON_SIGTERM: weakref.WeakSet[Telemetry] = weakref.WeakSet()
-
-
-def _on_sigterm(signum: int, frame: Any) -> None:
-    for telemetry in list(_FLUSH_ON_SIGTERM):
-        telemetry.shutdown()
-    signal.signal(signum, signal.SIG_DFL)
-    signal.raise_signal(signum)
-
-
-def _flush_on_sigterm(telemetry: Telemetry) -> None:
-    """Without a server that handles SIGTERM (uvicorn does, then runs the lifespan shutdown),
-    the default action kills the process before atexit runs: flush first, then let the signal
-    do what it would have done. Another handler already installed is left alone."""
-    _FLUSH_ON_SIGTERM.add(telemetry)
-    if threading.current_thread() is not threading.main_thread():
-        return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
 def setup_telemetry(
     app: FastAPI,
     service_name: str | None = None,
@@ -239,5 +216,6 @@ def setup_telemetry(
     app.state.homepot_telemetry = telemetry
     _flush_when_lifespan_ends(app, telemetry)
     atexit.register(telemetry.shutdown)
-    _flush_on_sigterm(telemetry)
+    # Without a server that handles SIGTERM the default action would kill the process first.
+    shut_down_on_sigterm(telemetry.shutdown)
     return telemetry

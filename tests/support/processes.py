@@ -39,11 +39,19 @@ def free_port() -> int:
 class AppProcess:
     """``uvicorn tests.e2e.reliability_app:app`` on a free loopback port, logs in ``log_path``."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, module: str = "tests.e2e.reliability_app:app"):
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        module: str = "tests.e2e.reliability_app:app",
+        launcher: tuple[str, ...] = (),
+    ):
+        """``launcher`` goes before the interpreter (``opentelemetry-instrument ...``)."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        command = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(self.port)]
+        uvicorn = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [*launcher, *uvicorn]
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             command,

@@ -1,0 +1,133 @@
+"""Exporters for ``opentelemetry-instrument`` (zero-code), built from entry points with no arguments:
+
+    opentelemetry-instrument --traces_exporter homepot_analytics --logs_exporter homepot_analytics \\
+        uvicorn app:app
+
+(or ``OTEL_TRACES_EXPORTER`` / ``OTEL_LOGS_EXPORTER=homepot_analytics``). The SDK wraps each in
+its own batch processor, whose queue would drop silently under load; so each exporter hands what
+it is given straight on to a processor of our pipeline (``exporter.pipeline``: drops counted per
+table, the outage spool, the privacy policy, queue sizes from ``HOMEPOT_ANALYTICS_*``). Handing on
+is a queue append, so the SDK's queue in front empties as fast as it fills.
+
+Both exporters of a process share one pipeline (one writer connection, one spool), shut down when
+the last of them is.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+from opentelemetry import _logs, trace
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from exporter.containment import never_raise
+from exporter.own_logging import exporter_logger
+from exporter.pipeline import Pipeline, build_pipeline
+from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
+from exporter.termination import shut_down_on_sigterm
+from homepot_foundation.settings import get_settings
+
+logger = exporter_logger(__name__)
+
+ENTRY_POINT_NAME = "homepot_analytics"
+
+
+class _SharedPipeline:
+    """The process's one zero-code pipeline, built by its first user, shut down by its last."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pipeline: Pipeline | None = None
+        self._users = 0
+
+    def acquire(self) -> Pipeline:
+        with self._lock:
+            if self._pipeline is None:
+                settings = get_settings()
+                name = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "zero-code"
+                self._pipeline = build_pipeline(settings, name)
+                logger.info("opentelemetry-instrument: exporting into the analytics tables (spool %s)", name)
+                # uvicorn re-raises SIGTERM once it has stopped: the SDK's providers (and so these
+                # exporters) would never be shut down, and what they hold never written.
+                shut_down_on_sigterm(_shut_down_providers)
+            self._users += 1
+            return self._pipeline
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            pipeline = self._pipeline if self._users <= 0 else None
+            if pipeline is not None:
+                self._pipeline, self._users = None, 0
+        if pipeline is not None:
+            pipeline.shutdown()
+
+
+_SHARED = _SharedPipeline()
+
+
+def _shut_down_providers() -> None:
+    """Shut down the global providers opentelemetry-instrument made: their queues are exported
+    into our exporters, whose shutdown writes (or spools) everything."""
+    for provider in (trace.get_tracer_provider(), _logs.get_logger_provider()):
+        shutdown = getattr(provider, "shutdown", None)
+        if callable(shutdown):
+            with never_raise("could not shut down %s at SIGTERM", type(provider).__name__, logger=logger):
+                shutdown()
+
+
+class ZeroCodeSpanExporter(SpanExporter):
+    """``--traces_exporter homepot_analytics``: spans into our counting span processor."""
+
+    def __init__(self) -> None:
+        self._processor: CountingBatchSpanProcessor = _SHARED.acquire().span_processor()
+        self._shut_down = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._shut_down:
+            return SpanExportResult.FAILURE
+        for span in spans:
+            self._processor.enqueue(span)
+        return SpanExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._processor.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        if self._shut_down:
+            logger.warning("shutdown called twice")
+            return
+        self._shut_down = True
+        self._processor.shutdown()
+        _SHARED.release()
+
+
+class ZeroCodeLogExporter(LogRecordExporter):
+    """``--logs_exporter homepot_analytics``: log records into our counting log processor."""
+
+    def __init__(self) -> None:
+        self._processor: CountingBatchLogRecordProcessor = _SHARED.acquire().log_processor()
+        self._shut_down = False
+
+    def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
+        if self._shut_down:
+            return LogRecordExportResult.FAILURE
+        for record in batch:
+            self._processor.enqueue(record)
+        return LogRecordExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._processor.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        if self._shut_down:
+            logger.warning("shutdown called twice")
+            return
+        self._shut_down = True
+        self._processor.shutdown()
+        _SHARED.release()
