@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     intake_max_batch: int = Field(
         default=500, ge=1, description="Most events in one user-activity batch (else 413)."
     )
+    log_capture_level: str = Field(
+        default="ERROR",
+        description="Python logging records at this level and up become error_logs rows "
+        "(CRITICAL, ERROR, WARNING; OFF: none).",
+    )
     # --- privacy & retention ---
     pseudonym_key: SecretStr | None = Field(
         default=None,
@@ -151,6 +156,14 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"unknown export target(s) {unknown}: use postgres, otlp or both")
         return targets
+
+    @field_validator("log_capture_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: object) -> object:
+        level = str(value).strip().upper()
+        if level not in ("CRITICAL", "ERROR", "WARNING", "OFF"):
+            raise ValueError(f"log_capture_level {value!r}: use CRITICAL, ERROR, WARNING or OFF")
+        return level
 
     @field_validator("sensitive_query_params", mode="before")
     @classmethod

@@ -26,6 +26,7 @@ from exporter import conventions as c
 from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from instrumentation import _state
+from instrumentation.log_capture import mark_recorded
 
 logger = exporter_logger(__name__)
 
@@ -73,6 +74,7 @@ def _describe_outcome(span: trace.Span, job: JobRun, exception: BaseException | 
         job.error_code = job.error_code or getattr(exception, "error_code", None) or type(exception).__name__
         job.error_message = job.error_message or str(exception) or type(exception).__name__
         span.record_exception(exception)
+        mark_recorded(exception)
     status = job.status or "success"
     if status not in c.JOB_STATUSES:
         status = "failed"

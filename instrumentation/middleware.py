@@ -33,6 +33,7 @@ from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from instrumentation.client_ip import Network, client_ip
 from instrumentation.exclusions import ExcludedPaths
+from instrumentation.log_capture import mark_recorded
 from instrumentation.records import record_error
 from instrumentation.users import UserResolver
 
@@ -136,6 +137,7 @@ class _Exchange:
             record_error("api", "error", None, summary, exception=exception, endpoint=self.path)
             return
         self.span.record_exception(exception, escaped=True)
+        mark_recorded(exception)
         self.span.set_status(Status(StatusCode.ERROR, summary))
 
 

@@ -11,6 +11,7 @@ database on the request path: the processors' worker threads do, in batches.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -31,7 +32,7 @@ from exporter.own_logging import exporter_logger
 from exporter.pipeline import build_pipeline
 from exporter.termination import shut_down_on_sigterm
 from homepot_foundation.settings import Settings, get_settings
-from instrumentation import _state
+from instrumentation import _state, log_capture
 from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.middleware import ExceptionRecorder, ServerSpanMiddleware
@@ -57,6 +58,7 @@ class Telemetry:
         self.delivery = delivery
         self._processors = processors
         self._shut_down = False
+        self.log_capture: log_capture.ErrorLogCapture | None = None
 
     @property
     def is_shut_down(self) -> bool:
@@ -71,6 +73,8 @@ class Telemetry:
         if self._shut_down:
             return
         self._shut_down = True
+        if self.log_capture is not None:
+            log_capture.uninstall(self.log_capture)
         for processor in self._processors:
             with never_raise("error shutting down %s", type(processor).__name__, logger=logger):
                 processor.shutdown()
@@ -213,6 +217,8 @@ def setup_telemetry(
         ),
     )
     telemetry = Telemetry(tracer_provider, logger_provider, processors, delivery)
+    if settings.log_capture_level != "OFF":
+        telemetry.log_capture = log_capture.install(logging.getLevelName(settings.log_capture_level))
     app.state.homepot_telemetry = telemetry
     _flush_when_lifespan_ends(app, telemetry)
     atexit.register(telemetry.shutdown)
