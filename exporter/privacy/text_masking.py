@@ -40,6 +40,12 @@ PAIR_WORDS = (
     "authorization",
     "session",
 )
+# Words after which a credential often follows with no ``=``/``:`` at all, as prose writes it:
+# ``invalid token 9f2c...``, ``api key sk_abc... rejected``, ``password Hunter2 expired``. The value
+# is masked only when it looks like one (a digit in 6+ characters, or 20+ token characters), so
+# ``token expired`` or ``secret santa`` stay as they are.
+SPACED_WORDS = ("token", "password", "passwd", "passphrase", "secret", "api key", "apikey", "credential")
+_SPACED_TAIL = r"s?\s+(?!\[redacted\])(?P<value>(?=[^\s\"'<>]*\d)[^\s\"'&,;)}\]<>]{6,}|[a-z0-9_\-+/=.]{20,})"
 # Well-known API key formats: (trigger words, pattern in the original case).
 _API_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("_live_", "_test_"), r"[spr]k_(?:live|test)_[A-Za-z0-9]{10,}"),  # Stripe
@@ -66,7 +72,7 @@ def _lowercase(pattern: str) -> str:
 class _Detector:
     triggers: tuple[str, ...]
     pattern: re.Pattern[str]
-    kind: str  # pair, scheme, userinfo, apikey or whole
+    kind: str  # pair, spaced, scheme, userinfo, apikey or whole
 
 
 _FIXED_DETECTORS = (
@@ -94,8 +100,12 @@ def _detectors(extra_words: tuple[str, ...]) -> dict[str, tuple[_Detector, ...]]
     """Every detector, by trigger word."""
     words = dict.fromkeys((*PAIR_WORDS, *(word.lower() for word in extra_words)))
     pairs = tuple(_Detector((word,), re.compile(re.escape(word) + _PAIR_TAIL), "pair") for word in words)
+    spaced = tuple(
+        _Detector((word,), re.compile(r"(?<![a-z0-9_])" + re.escape(word) + _SPACED_TAIL), "spaced")
+        for word in SPACED_WORDS
+    )
     by_trigger: dict[str, tuple[_Detector, ...]] = {}
-    for detector in (*pairs, *_FIXED_DETECTORS):
+    for detector in (*pairs, *spaced, *_FIXED_DETECTORS):
         for trigger in detector.triggers:
             by_trigger[trigger] = (*by_trigger.get(trigger, ()), detector)
     return by_trigger
@@ -113,6 +123,8 @@ def _replacement(kind: str, match: re.Match[str], text: str) -> str:
             return f"{name}{value[0]}{REDACTED}{value[0]}"
         auth_scheme = re.match(r"(?i:bearer|basic|digest)\s+", value)
         return f"{name}{auth_scheme.group(0) if auth_scheme else ''}{REDACTED}"
+    if kind == "spaced":
+        return text[match.start() : match.start("value")] + REDACTED
     if kind == "scheme":
         scheme = text[match.start("scheme") : match.end("scheme")]
         credentials = original[len(scheme) :]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,6 +47,10 @@ BODY_SECRET = "body-secret-66AAbb"
 URL_TOKEN = "urltok-90zzQQ81"
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7secretbody\n-----END RSA PRIVATE KEY-----"
 PEM_BODY = "MIIEowIBAAKCAQEA7secretbody"
+# Credentials written as prose after a credential word (no "=" or ":").
+PROSE_TOKEN = "9f2c7a1be3d4e5"
+PROSE_API_KEY = "ak-prose-5521xyz"
+PROSE_PASSWORD = "Prose-pw-7731"
 CORPUS = [
     PASSWORD,
     DB_PASSWORD,
@@ -63,6 +68,9 @@ CORPUS = [
     BODY_SECRET,
     URL_TOKEN,
     PEM_BODY,
+    PROSE_TOKEN,
+    PROSE_API_KEY,
+    PROSE_PASSWORD,
 ]
 CONNECTION = f"postgresql://app:{DB_PASSWORD}@db.internal:5432/homepot"
 
@@ -127,8 +135,14 @@ def instrumented_app(settings: Settings) -> FastAPI:
         except ValueError:
             pass
         record_device_state(
-            "dev_001", "online", "maintenance", changed_by=USER, reason=f"rotated {GITHUB}", cache=CONNECTION
+            "dev_001",
+            "online",
+            "maintenance",
+            changed_by=USER,
+            reason=f"rotated {GITHUB}, invalid token {PROSE_TOKEN}",
+            cache=CONNECTION,
         )
+        logging.getLogger("homepot_app").error("api key %s rejected", PROSE_API_KEY)
         record_error(
             "database", "error", "E_DB", f"login with password={PASSWORD} failed", user_id=USER, key=PEM
         )
@@ -136,7 +150,7 @@ def instrumented_app(settings: Settings) -> FastAPI:
             "search",
             user_id=USER,
             page_url=f"/search?q=x&access_token={QUERY_TOKEN}&session={SESSION}",
-            search_query=f"Basic {BASIC}",
+            search_query=f"Basic {BASIC} password {PROSE_PASSWORD}",
             note=f"Bearer {BEARER}",
         )
         return {"ok": "yes"}
@@ -150,16 +164,17 @@ def drive_instrumented_app(settings: Settings) -> None:
         "Cookie": f"session={COOKIE}",
         "X-API-Key": HEADER_KEY,
     }
-    with TestClient(
-        instrumented_app(settings), client=(CLIENT_IP, 50000), raise_server_exceptions=False
-    ) as client:
+    app = instrumented_app(settings)
+    with TestClient(app, client=(CLIENT_IP, 50000), raise_server_exceptions=False) as client:
         assert client.get(f"/api/v1/devices?token={URL_TOKEN}&password={PASSWORD}&page=2", headers=headers)
         assert client.post(
             "/api/v1/login", json={"user": USER, "password": PASSWORD, "pin": BODY_SECRET}, headers=headers
         )
         assert client.get("/api/v1/crash", headers=headers).status_code == 500
         assert client.post("/api/v1/jobs", headers=headers).status_code == 200
-    # Leaving the client ran the app's shutdown: everything recorded is written.
+    # Leaving the client ran the app's shutdown: everything recorded is written. The process goes
+    # on (the next test): shut the pipeline down as exit would, so it records no other app.
+    app.state.homepot_telemetry.shutdown()
 
 
 def test_request_headers_and_bodies_are_never_stored(settings: Settings) -> None:

@@ -60,6 +60,13 @@ SECRETS_IN_TEXT = [
     ('escaped {\\"api_key\\": \\"k-991-abc\\"}', "k-991-abc"),
     ("jsessionid=9F8E7D6C5B4A;", "9F8E7D6C5B4A"),
     ("İstanbul office: password=Gizli123 then İ", "Gizli123"),
+    # A credential after a credential word, with no "=" or ":" (prose).
+    ("invalid token 9f2c7a1be3d4 for device dev_001", "9f2c7a1be3d4"),
+    ("api key sk_abc12345xyz rejected", "sk_abc12345xyz"),
+    ("password Hunter2-x expired", "Hunter2-x"),
+    ("login with passphrase correct-horse-battery-staple", "correct-horse-battery-staple"),
+    ("Token ABCDEFGHIJKLMNOPQRSTUV refused", "ABCDEFGHIJKLMNOPQRSTUV"),
+    ("credentials 12345678 wrong", "12345678"),
 ]
 
 # Texts that only look a little like secrets: stored unchanged.
@@ -71,6 +78,11 @@ HARMLESS = [
     "akiaiosfodnn7example is not an AWS key in lower case",
     "task-runner finished",
     "http://example.com/path",
+    "token expired, please sign in again",
+    "the secret santa list for 2024",
+    "tokens 5 left",
+    "get_token 123456 called",
+    "password reset requested",
 ]
 
 
