@@ -17,8 +17,16 @@ HTTP_PATH = ("url.path", "http.target")
 HTTP_URL = ("url.full", "http.url")
 CLIENT_ADDRESS = ("client.address", "http.client_ip", "net.peer.ip", "net.sock.peer.addr")
 USER_AGENT = ("user_agent.original", "http.user_agent")
-REQUEST_BODY_SIZE = ("http.request.body.size", "http.request_content_length")
-RESPONSE_BODY_SIZE = ("http.response.body.size", "http.response_content_length")
+REQUEST_BODY_SIZE = (
+    "http.request.body.size",
+    "http.request_content_length",
+    "http.request_content_length_uncompressed",
+)
+RESPONSE_BODY_SIZE = (
+    "http.response.body.size",
+    "http.response_content_length",
+    "http.response_content_length_uncompressed",
+)
 ERROR_TYPE = "error.type"
 # The user: OTel's ``enduser.id`` (older) and ``user.id`` (newer semantic conventions).
 USER_ID = ("enduser.id", "user.id")
