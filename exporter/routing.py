@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanContext, SpanKind
 
 from exporter import conventions as c
 
@@ -21,11 +21,19 @@ _EVENT_TABLES = {
 }
 
 
-def span_destination(kind: SpanKind | None, attributes: Mapping[str, Any]) -> str | None:
+def span_destination(
+    kind: SpanKind | None, attributes: Mapping[str, Any], parent: SpanContext | None = None
+) -> str | None:
     """The table of a span's own row: a job (any kind) or a request (a server span with an
-    HTTP method); None when the span is neither."""
+    HTTP method); None when the span is neither.
+
+    A SERVER span whose parent is a span of the same process (not remote) is a second layer of
+    one request (two instrumentations of one app, a mounted sub-app): the outer one has the row,
+    so each request is stored once whatever is stacked on it."""
     if c.JOB_ID in attributes:
         return "job_outcomes"
+    if kind is SpanKind.SERVER and parent is not None and not parent.is_remote:
+        return None
     if kind in _SERVER_KINDS:
         for key in c.HTTP_METHOD:
             if attributes.get(key) is not None:
@@ -42,7 +50,7 @@ def span_tables(span: ReadableSpan) -> list[str]:
     """The tables a span's rows go to, without mapping it (cheap: it runs on the request
     thread when a queue overflows)."""
     kind = span.kind
-    destination = span_destination(kind, span.attributes or {})
+    destination = span_destination(kind, span.attributes or {}, span.parent)
     tables = [destination] if destination is not None else []
     if records_exceptions(kind):
         tables.extend("error_logs" for event in span.events if event.name == c.EXCEPTION_EVENT)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import sampling
+from opentelemetry.sdk.trace import TracerProvider, sampling
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.span import TraceState
@@ -48,6 +48,15 @@ class RecordAll(Sampler):
 
     def get_description(self) -> str:
         return f"RecordAll{{{self.configured.get_description()}}}"
+
+
+def record_all(provider: TracerProvider) -> None:
+    """Make an application's own provider record every span from now on (its exporters still get
+    only what its sampler samples). Tracers it already made keep their sampler; ours is made
+    after this. The SDK offers no setter: the sampler it keeps is replaced in place."""
+    current = provider.sampler
+    if not isinstance(current, RecordAll) and hasattr(provider, "_sampler"):
+        provider._sampler = RecordAll(current)
 
 
 def configured_sampler() -> Sampler:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,7 +38,7 @@ from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.middleware import ExceptionRecorder, ServerSpanMiddleware
 from instrumentation.otlp import otlp_processors
-from instrumentation.sampling import configured_sampler
+from instrumentation.sampling import configured_sampler, record_all
 from instrumentation.users import UserResolver, default_user_resolver
 
 logger = exporter_logger(__name__)
@@ -83,17 +84,35 @@ class Telemetry:
         _state.configure(None, None)
 
 
+# The providers setup_telemetry made (held weakly): a global one of these is ours, not the app's.
+_OURS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def _providers(resource: Resource) -> tuple[TracerProvider, LoggerProvider]:
-    """Providers of our own (so each instrumented app keeps its service name), installed as
-    the global ones when the application has none, so other instrumentations' spans join."""
-    # Every span recorded, whatever the sampler says: sampling decides what a collector gets,
-    # never which requests and jobs reach the tables (instrumentation/sampling.py).
-    tracer_provider = TracerProvider(resource=resource, sampler=configured_sampler())
-    logger_provider = LoggerProvider(resource=resource)
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        trace.set_tracer_provider(tracer_provider)
-    if not isinstance(_logs.get_logger_provider(), LoggerProvider):
-        _logs.set_logger_provider(logger_provider)
+    """The application's own SDK providers when it configured OpenTelemetry itself (its
+    TracerProvider exporting to Jaeger, ``opentelemetry-instrument``): our processors join them,
+    so the server span and its children form one trace in the app's exporters too. Else
+    providers of our own (each instrumented app keeps its service name), installed as the global
+    ones when there are none, so other instrumentations' spans join."""
+    current_tracer, current_logger = trace.get_tracer_provider(), _logs.get_logger_provider()
+    if isinstance(current_tracer, TracerProvider) and current_tracer not in _OURS:
+        tracer_provider = current_tracer
+        record_all(tracer_provider)
+        logger.info("joining the application's own OpenTelemetry providers (its resource names the service)")
+    else:
+        # Every span recorded, whatever the sampler says: sampling decides what a collector gets,
+        # never which requests and jobs reach the tables (instrumentation/sampling.py).
+        tracer_provider = TracerProvider(resource=resource, sampler=configured_sampler())
+        _OURS.add(tracer_provider)
+        if not isinstance(current_tracer, TracerProvider):
+            trace.set_tracer_provider(tracer_provider)
+    if isinstance(current_logger, LoggerProvider) and current_logger not in _OURS:
+        logger_provider = current_logger
+    else:
+        logger_provider = LoggerProvider(resource=tracer_provider.resource)
+        _OURS.add(logger_provider)
+        if not isinstance(current_logger, LoggerProvider):
+            _logs.set_logger_provider(logger_provider)
     return tracer_provider, logger_provider
 
 

@@ -47,7 +47,7 @@ def span_to_rows(span: ReadableSpan, privacy: Privacy = PASS_THROUGH) -> list[Ta
     attributes = span_attributes(span)
     kind = span.kind
     rows: list[TableRow] = []
-    table = span_destination(kind, attributes)
+    table = span_destination(kind, attributes, span.parent)
     if table is not None:
         rows.append((table, _SPAN_ROWS[table](span, attributes, privacy)))
     if records_exceptions(kind) and has_events(span):

@@ -68,3 +68,28 @@ def test_stock_spans_with_and_without_the_details_middleware(
     else:  # what stock instrumentation alone stores
         assert created["user_id"] is None and created["request_size_bytes"] is None
         assert missing["error_message"] == "Not Found"
+
+
+def test_setup_telemetry_beside_fastapi_instrumentor_stores_each_request_once(
+    db_url: str, tmp_path: Path
+) -> None:
+    from instrumentation import setup_telemetry
+
+    app = FastAPI()
+
+    @app.get("/ping")
+    def ping() -> dict[str, str]:
+        return {"pong": "yes"}
+
+    settings = Settings(database_url=db_url, data_dir=tmp_path / "data", export_delay_ms=50)
+    telemetry = setup_telemetry(app, service_name="both", settings=settings)
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)
+    try:
+        with TestClient(app) as client:
+            for _ in range(3):
+                assert client.get("/ping").status_code == 200
+    finally:
+        FastAPIInstrumentor.uninstrument_app(app)
+        telemetry.shutdown()
+    # Two SERVER spans per request (ours outermost, the stock one inside it): one row each request.
+    assert len(fetch_rows(db_url, "api_request_logs")) == 3
