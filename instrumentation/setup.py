@@ -149,8 +149,8 @@ def _wrap_middleware_stack(app: FastAPI, middleware: Callable[[Any], Any]) -> No
             if type(layer).__name__ == "OpenTelemetryMiddleware":
                 logger.warning(
                     "this app is also instrumented by OpenTelemetry's ASGI/FastAPI instrumentation: "
-                    "each request becomes two server spans and two api_request_logs rows; "
-                    "setup_telemetry replaces FastAPIInstrumentor, remove the other one"
+                    "each request becomes two nested server spans (one api_request_logs row is "
+                    "stored); setup_telemetry replaces FastAPIInstrumentor, remove the other one"
                 )
                 break
             layer = getattr(layer, "app", None)
