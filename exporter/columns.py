@@ -47,6 +47,9 @@ _CONTEXT = (
     ColumnSpec("span_id", "varchar", 16),
     ColumnSpec("service_name", "varchar", NAME),
     ColumnSpec("event_id", "uuid", nullable=False),
+    # From the resource: which release and which environment of the service wrote the row.
+    ColumnSpec("service_version", "varchar", NAME),
+    ColumnSpec("deployment_environment", "varchar", NAME),
 )
 
 # Column names are the contract of the HOMEPOT spec. Every table also carries ``id``, the trace

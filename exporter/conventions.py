@@ -8,6 +8,9 @@ from __future__ import annotations
 
 # --- Resource -------------------------------------------------------------------------------
 SERVICE_NAME = "service.name"
+SERVICE_VERSION = "service.version"
+# The stable name first, then the one older SDKs and collectors still send.
+DEPLOYMENT_ENVIRONMENT = ("deployment.environment.name", "deployment.environment")
 
 # --- HTTP server spans: both the old and the stable semantic conventions --------------------
 HTTP_METHOD = ("http.request.method", "http.method")

@@ -82,9 +82,24 @@ def _partition_tables(conn: Connection) -> None:
         convert_to_partitioned(conn, name)
 
 
+def _add_new_columns(conn: Connection) -> None:
+    """Columns the schema gained since a table was created (all nullable): added in place, on
+    the partitioned parent, which adds them to every partition without rewriting a row."""
+    for name, table in TABLES.items():
+        existing = {column["name"] for column in inspect(conn).get_columns(name)}
+        for column in table.columns:
+            if column.name not in existing:
+                column_type = column.type.compile(dialect=conn.dialect)
+                conn.execute(
+                    text(f'ALTER TABLE {name} ADD COLUMN IF NOT EXISTS "{column.name}" {column_type}')
+                )
+                logger.info("added column %s.%s", name, column.name)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create the five analytics tables (adopting older HOMEPOT tables)", _create_tables),
     Migration(2, "partition the five tables by month on timestamp, keeping every row", _partition_tables),
+    Migration(3, "service_version and deployment_environment on every table", _add_new_columns),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

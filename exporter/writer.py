@@ -20,7 +20,7 @@ import psycopg
 from psycopg import errors, sql
 
 from exporter.own_logging import exporter_logger
-from exporter.schema import WRITE_COLUMNS
+from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.stats import STATS, ExportStats
 
 logger = exporter_logger(__name__)
@@ -50,6 +50,26 @@ _SYSTEMIC = (
 _INHERITED_CONNECTIONS: list[Any] = []
 
 _GETTERS = {table: itemgetter(*columns) for table, columns in WRITE_COLUMNS.items()}
+
+
+_NULLABLE = {
+    table: frozenset(column.name for column in TABLES[table].columns if column.nullable)
+    for table in WRITE_COLUMNS
+}
+
+
+def _values(table: str, row: Any) -> tuple[Any, ...]:
+    """The row's values in column order. A row mapped before a nullable column existed (a batch
+    spooled by an older version, replayed after the upgrade) stores NULL there; a row without a
+    required value still fails (KeyError), as a batch that can never be written must."""
+    try:
+        values: tuple[Any, ...] = _GETTERS[table](row)
+        return values
+    except KeyError:
+        missing = [name for name in WRITE_COLUMNS[table] if name not in row]
+        if not _NULLABLE[table].issuperset(missing):
+            raise
+        return tuple(row.get(name) for name in WRITE_COLUMNS[table])
 
 
 def _copy_statement(table: str, target: str | None = None) -> sql.Composed:
@@ -153,10 +173,9 @@ class RowWriter:
     def _write_fast(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
         with connection.cursor() as cursor:
             for table, table_rows in batch.items():
-                getter = _GETTERS[table]
                 with cursor.copy(_copy_statement(table)) as copy:
                     for row in table_rows:
-                        copy.write_row(getter(row))
+                        copy.write_row(_values(table, row))
         connection.commit()
         return self._count_written(batch)
 
@@ -172,10 +191,9 @@ class RowWriter:
                     " AS SELECT {} FROM {} WITH NO DATA"
                 )
                 cursor.execute(create_stage.format(sql.Identifier(stage), columns, sql.Identifier(table)))
-                getter = _GETTERS[table]
                 with cursor.copy(_copy_statement(table, stage)) as copy:
                     for row in table_rows:
-                        copy.write_row(getter(row))
+                        copy.write_row(_values(table, row))
                 cursor.execute(
                     sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
                         sql.Identifier(table), columns, columns, sql.Identifier(stage)
@@ -199,11 +217,10 @@ class RowWriter:
                     sql.SQL(", ").join(sql.Identifier(name) for name in columns),
                     sql.SQL(", ").join(sql.Placeholder() * len(columns)),
                 )
-                getter = _GETTERS[table]
                 for row in table_rows:
                     try:
                         with connection.transaction():
-                            cursor.execute(statement, getter(row))
+                            cursor.execute(statement, _values(table, row))
                         # rowcount 0: stored before (a replay), not a new row.
                         written[table] = written.get(table, 0) + max(cursor.rowcount, 0)
                     except (*UNAVAILABLE, *_SYSTEMIC):

@@ -68,6 +68,10 @@ def _log_context(record: ReadableLogRecord, attributes: Mapping[str, Any], limit
         "trace_id": hex_trace_id(log.trace_id),
         "span_id": hex_span_id(log.span_id),
         "service_name": bounded_text(resource.get(c.SERVICE_NAME), limits["service_name"]),
+        "service_version": bounded_text(resource.get(c.SERVICE_VERSION), limits["service_version"]),
+        "deployment_environment": bounded_text(
+            first(resource, c.DEPLOYMENT_ENVIRONMENT), limits["deployment_environment"]
+        ),
         "event_id": identity,
     }
 

@@ -105,3 +105,28 @@ def test_older_homepot_schema_is_upgraded_in_place_keeping_rows(empty_database: 
     assert request[0][1:3] == ("/api/v1/devices", "user123")
     assert request[0][3] is not None
     assert state == [("dev_001", {"site": "s1"})]
+
+
+def test_migration_3_adds_the_release_columns_to_existing_tables_keeping_rows(empty_database: str) -> None:
+    engine = create_engine(empty_database)
+    try:
+        migrate(engine)
+        with psycopg.connect(empty_database, autocommit=True) as conn:  # a database at version 2
+            for table in TABLES:
+                conn.execute(
+                    f"ALTER TABLE {table} DROP COLUMN service_version, DROP COLUMN deployment_environment"
+                )
+            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version = 3")
+            conn.execute(
+                "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms,"
+                " event_id) VALUES (now(), '/kept', 'GET', 200, 1, gen_random_uuid())"
+            )
+        assert [migration.version for migration in migrate(engine)] == [3]
+    finally:
+        engine.dispose()
+    for table in TABLES:
+        assert {"service_version", "deployment_environment"} <= set(_columns(empty_database, table))
+    with psycopg.connect(empty_database) as conn:
+        assert conn.execute("SELECT endpoint, service_version FROM api_request_logs").fetchall() == [
+            ("/kept", None)
+        ]

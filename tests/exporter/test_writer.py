@@ -175,3 +175,13 @@ def test_job_rows_with_huge_numbers_are_clamped(writer: RowWriter, db_url: str) 
     (row,) = fetch_rows(db_url, "job_outcomes")
     assert row["duration_ms"] == 2**31 - 1
     assert row["retry_count"] == 2**31 - 1
+
+
+def test_a_row_spooled_before_a_nullable_column_existed_is_written_with_null(
+    db_url: str, writer: RowWriter
+) -> None:
+    (old,) = request_rows(1, "/spooled-by-an-older-version")
+    del old["service_version"], old["deployment_environment"]  # the columns of migration 3
+    assert writer.write({"api_request_logs": [old]}) == 1
+    (row,) = fetch_rows(db_url, "api_request_logs")
+    assert row["endpoint"] == "/spooled-by-an-older-version" and row["service_version"] is None
