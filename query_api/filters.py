@@ -14,12 +14,14 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, Query
+from pydantic import StringConstraints
 from sqlalchemy import ColumnElement, tuple_
 from sqlalchemy.sql.expression import ColumnClause
 
 from exporter import conventions
 from exporter.mapping import stored_actor as stored_actor_of
 from exporter.privacy import Privacy, privacy_from_settings
+from exporter.schema import max_length
 from query_api.cursor import Cursor, InvalidCursor, decode_cursor
 from query_api.deps import SettingsDep
 from query_api.validation import invalid
@@ -179,6 +181,45 @@ def get_privacy(settings: SettingsDep) -> Privacy:
 
 
 PrivacyDep = Annotated[Privacy, Depends(get_privacy)]
+
+
+_SERVICE_TEXT = max_length("api_request_logs", "service_name")
+
+
+@dataclass(frozen=True)
+class ServiceFilter:
+    """Which services' rows: by name (any of several), release and environment."""
+
+    names: tuple[str, ...] = ()
+    version: str | None = None
+    environment: str | None = None
+
+    def conditions(self, columns: Any) -> list[ColumnElement[bool]]:
+        """The conditions on a table's ``columns`` (``table.c``)."""
+        return conditions(
+            one_of(columns.service_name, self.names),
+            equal(columns.service_version, self.version),
+            equal(columns.deployment_environment, self.environment),
+        )
+
+
+def service_filter(
+    service_name: Annotated[
+        list[Annotated[str, StringConstraints(max_length=_SERVICE_TEXT)]] | None,
+        Query(description="The service (`service.name`); repeat for several."),
+    ] = None,
+    service_version: Annotated[
+        str | None, Query(max_length=_SERVICE_TEXT, description="The release (`service.version`).")
+    ] = None,
+    deployment_environment: Annotated[
+        str | None,
+        Query(max_length=_SERVICE_TEXT, description="The environment (`deployment.environment.name`)."),
+    ] = None,
+) -> ServiceFilter:
+    return ServiceFilter(tuple(service_name or ()), service_version, deployment_environment)
+
+
+ServiceDep = Annotated[ServiceFilter, Depends(service_filter)]
 
 
 def stored_user(privacy: Privacy, value: str | None) -> str | None:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 
 from query_api.auth import require_admin
 from query_api.routes import device_states, errors, jobs, requests, user_activities
+from query_api.validation import reject_unknown_query
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No token, or an expired or forged one."},
@@ -15,6 +16,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"description": "No JWT secret configured, the database unavailable, or the query too slow."},
 }
 
-router = APIRouter(prefix="/api/v1/analytics", dependencies=[Depends(require_admin)], responses=_ERRORS)
+router = APIRouter(
+    prefix="/api/v1/analytics",
+    dependencies=[Depends(require_admin), Depends(reject_unknown_query)],
+    responses=_ERRORS,
+)
 for module in (requests, device_states, jobs, errors, user_activities):
     router.include_router(module.router)

@@ -13,6 +13,7 @@ from query_api.deps import EngineDep, SettingsDep
 from query_api.filters import (
     PagingDep,
     PrivacyDep,
+    ServiceDep,
     SummarySizeDep,
     WindowDep,
     conditions,
@@ -28,6 +29,7 @@ _TABLE = device_state_history.name
 
 
 def device_state_filters(
+    service: ServiceDep,
     privacy: PrivacyDep,
     device_id: Annotated[
         str | None, Query(max_length=max_length(_TABLE, "device_id"), description="The device.")
@@ -46,7 +48,7 @@ def device_state_filters(
     ] = None,
 ) -> list[ColumnElement[bool]]:
     t = device_state_history.c
-    return conditions(
+    return service.conditions(t) + conditions(
         equal(t.device_id, device_id),
         equal(t.previous_state, previous_state),
         equal(t.new_state, new_state),

@@ -16,6 +16,7 @@ from query_api.filters import (
     ErrorSeverity,
     PagingDep,
     PrivacyDep,
+    ServiceDep,
     SummarySizeDep,
     WindowDep,
     conditions,
@@ -33,6 +34,7 @@ _TABLE = error_logs.name
 
 
 def error_filters(
+    service: ServiceDep,
     privacy: PrivacyDep,
     category: Annotated[
         list[ErrorCategory] | None, Query(description="Category; repeat for several.")
@@ -65,7 +67,7 @@ def error_filters(
     ] = None,
 ) -> list[ColumnElement[bool]]:
     t = error_logs.c
-    return conditions(
+    return service.conditions(t) + conditions(
         one_of(t.category, category),
         one_of(t.severity, severity),
         equal(t.error_code, error_code),

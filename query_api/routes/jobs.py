@@ -14,6 +14,7 @@ from query_api.filters import (
     JobStatus,
     PagingDep,
     PrivacyDep,
+    ServiceDep,
     SummarySizeDep,
     WindowDep,
     at_least,
@@ -31,6 +32,7 @@ _TABLE = job_outcomes.name
 
 
 def job_filters(
+    service: ServiceDep,
     privacy: PrivacyDep,
     job_id: Annotated[
         str | None, Query(max_length=max_length(_TABLE, "job_id"), description="The job.")
@@ -55,7 +57,7 @@ def job_filters(
     ] = None,
 ) -> list[ColumnElement[bool]]:
     t = job_outcomes.c
-    return conditions(
+    return service.conditions(t) + conditions(
         equal(t.job_id, job_id),
         equal(t.job_type, job_type),
         equal(t.device_id, device_id),

@@ -14,6 +14,7 @@ from query_api.filters import (
     HttpMethod,
     PagingDep,
     PrivacyDep,
+    ServiceDep,
     SummarySizeDep,
     WindowDep,
     at_least,
@@ -34,6 +35,7 @@ _TABLE = api_request_logs.name
 
 
 def request_filters(
+    service: ServiceDep,
     privacy: PrivacyDep,
     endpoint: Annotated[
         str | None,
@@ -75,7 +77,7 @@ def request_filters(
     ordered_range("min_status_code", min_status_code, "max_status_code", max_status_code)
     ordered_range("min_response_time_ms", min_response_time_ms, "max_response_time_ms", max_response_time_ms)
     t = api_request_logs.c
-    return conditions(
+    return service.conditions(t) + conditions(
         equal(t.endpoint, stored_url(privacy, endpoint)),
         equal(t.route, route),
         one_of(t.method, method),

@@ -13,6 +13,7 @@ from query_api.deps import EngineDep, SettingsDep
 from query_api.filters import (
     PagingDep,
     PrivacyDep,
+    ServiceDep,
     SummarySizeDep,
     WindowDep,
     conditions,
@@ -29,6 +30,7 @@ _TABLE = user_activities.name
 
 
 def user_activity_filters(
+    service: ServiceDep,
     privacy: PrivacyDep,
     user_id: Annotated[
         str | None, Query(max_length=max_length(_TABLE, "user_id"), description="The user.")
@@ -51,7 +53,7 @@ def user_activity_filters(
     ] = None,
 ) -> list[ColumnElement[bool]]:
     t = user_activities.c
-    return conditions(
+    return service.conditions(t) + conditions(
         equal(t.user_id, stored_user(privacy, user_id)),
         equal(t.session_id, session_id),
         equal(t.activity_type, activity_type),
