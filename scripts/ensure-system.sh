@@ -34,3 +34,22 @@ if [ -z "${HOMEPOT_ANALYTICS_TEST_ADMIN_URL:-}" ] && [ "${HOMEPOT_ANALYTICS_TEST
         echo "no PostgreSQL server on 127.0.0.1:5432: the tests will start a throwaway embedded PostgreSQL" >&2
     fi
 fi
+
+# The Node.js client of tests/e2e/test_node_client.py: its packages, exactly as locked, installed
+# when missing or older than the lock file. Never fails: without them that test is skipped.
+node_dir="$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/node"
+if [ -f "$node_dir/package-lock.json" ]; then
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        echo "warning: node or npm missing; the Node.js client test will be skipped" >&2
+    elif [ ! -f "$node_dir/node_modules/.package-lock.json" ] \
+        || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+        echo "installing the Node.js packages of tests/e2e/node (npm ci)"
+        if npm ci --prefix "$node_dir" --no-audit --no-fund; then
+            touch "$node_dir/node_modules/.package-lock.json"
+        else
+            # Half installed would make the test fail instead of skipping with its reason.
+            rm -rf "$node_dir/node_modules"
+            echo "warning: npm ci failed; the Node.js client test will be skipped" >&2
+        fi
+    fi
+fi

@@ -10,23 +10,21 @@ from __future__ import annotations
 import importlib.util
 import socket
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
-import uvicorn
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 
 from homepot_foundation.settings import Settings
 from instrumentation import job_span, record_device_state, setup_telemetry
 from query_api.app import create_app
+from tests.support.servers import serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -69,27 +67,8 @@ def sink(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     settings = Settings(
         database_url=database_url, data_dir=tmp_path_factory.mktemp("e2e-sink"), ingest_token=TOKEN
     )
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="e2e-sink", daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the sink did not start"
-            time.sleep(0.05)
+    with serve_in_thread(create_app(settings), name="e2e-sink") as base_url:
         yield base_url
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="module")
