@@ -23,6 +23,7 @@ from exporter.mapping.values import (
     hex_trace_id,
     json_text,
     plain,
+    service_columns,
     timestamp,
 )
 from exporter.privacy import PASS_THROUGH, Privacy
@@ -51,7 +52,6 @@ def log_record_to_rows(record: ReadableLogRecord, privacy: Privacy = PASS_THROUG
 
 def _log_context(record: ReadableLogRecord, attributes: Mapping[str, Any], limits: Mapping[str, int]) -> Row:
     log = record.log_record
-    resource = plain(record.resource.attributes) if record.resource else {}
     identity: uuid.UUID | None = None
     given = attributes.get(c.EVENT_ID)
     if given:
@@ -67,11 +67,7 @@ def _log_context(record: ReadableLogRecord, attributes: Mapping[str, Any], limit
     return {
         "trace_id": hex_trace_id(log.trace_id),
         "span_id": hex_span_id(log.span_id),
-        "service_name": bounded_text(resource.get(c.SERVICE_NAME), limits["service_name"]),
-        "service_version": bounded_text(resource.get(c.SERVICE_VERSION), limits["service_version"]),
-        "deployment_environment": bounded_text(
-            first(resource, c.DEPLOYMENT_ENVIRONMENT), limits["deployment_environment"]
-        ),
+        **service_columns(record.resource, limits),
         "event_id": identity,
     }
 

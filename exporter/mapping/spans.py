@@ -24,7 +24,7 @@ from exporter.mapping.values import (
     hex_trace_id,
     json_text,
     path_of,
-    plain,
+    service_columns,
     span_attributes,
     str_or_none,
     timestamp,
@@ -60,14 +60,9 @@ def _with_span_context(row: Row, span: ReadableSpan, suffix: str, limits: Mappin
     context = span.context
     trace_id = context.trace_id if context else 0
     span_id = context.span_id if context else 0
-    resource = plain(span.resource.attributes) if span.resource else {}
     row["trace_id"] = hex_trace_id(trace_id)
     row["span_id"] = hex_span_id(span_id)
-    row["service_name"] = bounded_text(resource.get(c.SERVICE_NAME), limits["service_name"])
-    row["service_version"] = bounded_text(resource.get(c.SERVICE_VERSION), limits["service_version"])
-    row["deployment_environment"] = bounded_text(
-        first(resource, c.DEPLOYMENT_ENVIRONMENT), limits["deployment_environment"]
-    )
+    row.update(service_columns(span.resource, limits))
     # The text values.event_id(trace_id, span_id, suffix) hashes, built without its generic join.
     row["event_id"] = uuid_of(f"{trace_id!s}|{span_id!s}|{suffix}")
     return row

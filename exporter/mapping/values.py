@@ -185,3 +185,29 @@ def path_of(attributes: Mapping[str, Any], fallback: str) -> str:
         else:
             path = fallback
     return str(path).split("?", 1)[0]
+
+
+# The service columns of a resource, per resource object: every span of a provider shares one
+# resource, so they are computed once, not per row. The value keeps its resource alive, so an
+# id is never reused while cached; the cache is emptied when full (OTLP batches bring new ones).
+_SERVICE_COLUMNS: dict[int, tuple[object, dict[str, str | None]]] = {}
+_SERVICE_COLUMNS_MAX = 256
+
+
+def service_columns(resource: Any, limits: Mapping[str, int]) -> dict[str, str | None]:
+    """``service_name``, ``service_version`` and ``deployment_environment`` of a resource."""
+    cached = _SERVICE_COLUMNS.get(id(resource))
+    if cached is not None and cached[0] is resource:
+        return cached[1]
+    attributes = plain(resource.attributes) if resource is not None else {}
+    columns = {
+        "service_name": bounded_text(attributes.get(c.SERVICE_NAME), limits["service_name"]),
+        "service_version": bounded_text(attributes.get(c.SERVICE_VERSION), limits["service_version"]),
+        "deployment_environment": bounded_text(
+            first(attributes, c.DEPLOYMENT_ENVIRONMENT), limits["deployment_environment"]
+        ),
+    }
+    if len(_SERVICE_COLUMNS) >= _SERVICE_COLUMNS_MAX:
+        _SERVICE_COLUMNS.clear()
+    _SERVICE_COLUMNS[id(resource)] = (resource, columns)
+    return columns
