@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from opentelemetry import _logs, trace
 from opentelemetry.sdk._logs import ReadableLogRecord
@@ -81,53 +82,48 @@ def _shut_down_providers() -> None:
                 shutdown()
 
 
-class ZeroCodeSpanExporter(SpanExporter):
+class _HandOn:
+    """What both zero-code exporters do: hand each record to a processor of the shared pipeline,
+    flush it, shut it down (and release the pipeline) once."""
+
+    def __init__(self, processor: CountingBatchSpanProcessor | CountingBatchLogRecordProcessor) -> None:
+        self._processor = processor
+        self._shut_down = False
+
+    def _hand_on(self, records: Sequence[Any]) -> bool:
+        if self._shut_down:
+            return False
+        for record in records:
+            self._processor.enqueue(record)
+        return True
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._processor.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        if self._shut_down:
+            logger.warning("shutdown called twice")
+            return
+        self._shut_down = True
+        self._processor.shutdown()
+        _SHARED.release()
+
+
+class ZeroCodeSpanExporter(_HandOn, SpanExporter):
     """``--traces_exporter homepot_analytics``: spans into our counting span processor."""
 
     def __init__(self) -> None:
-        self._processor: CountingBatchSpanProcessor = _SHARED.acquire().span_processor()
-        self._shut_down = False
+        super().__init__(_SHARED.acquire().span_processor())
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self._shut_down:
-            return SpanExportResult.FAILURE
-        for span in spans:
-            self._processor.enqueue(span)
-        return SpanExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._processor.force_flush(timeout_millis)
-
-    def shutdown(self) -> None:
-        if self._shut_down:
-            logger.warning("shutdown called twice")
-            return
-        self._shut_down = True
-        self._processor.shutdown()
-        _SHARED.release()
+        return SpanExportResult.SUCCESS if self._hand_on(spans) else SpanExportResult.FAILURE
 
 
-class ZeroCodeLogExporter(LogRecordExporter):
+class ZeroCodeLogExporter(_HandOn, LogRecordExporter):
     """``--logs_exporter homepot_analytics``: log records into our counting log processor."""
 
     def __init__(self) -> None:
-        self._processor: CountingBatchLogRecordProcessor = _SHARED.acquire().log_processor()
-        self._shut_down = False
+        super().__init__(_SHARED.acquire().log_processor())
 
     def export(self, batch: Sequence[ReadableLogRecord]) -> LogRecordExportResult:
-        if self._shut_down:
-            return LogRecordExportResult.FAILURE
-        for record in batch:
-            self._processor.enqueue(record)
-        return LogRecordExportResult.SUCCESS
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._processor.force_flush(timeout_millis)
-
-    def shutdown(self) -> None:
-        if self._shut_down:
-            logger.warning("shutdown called twice")
-            return
-        self._shut_down = True
-        self._processor.shutdown()
-        _SHARED.release()
+        return LogRecordExportResult.SUCCESS if self._hand_on(batch) else LogRecordExportResult.FAILURE

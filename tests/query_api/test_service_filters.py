@@ -10,14 +10,8 @@ from sqlalchemy import Engine
 from exporter.schema import TABLES
 from tests.query_api.conftest import PREFIX
 from tests.query_api.rows import insert_rows, row
+from tests.query_api.test_paging import PATHS
 
-PATHS = {
-    "api_request_logs": "requests",
-    "device_state_history": "device-states",
-    "job_outcomes": "jobs",
-    "error_logs": "errors",
-    "user_activities": "user-activities",
-}
 SERVICES = [("api", "1.4.0", "production"), ("api", "1.5.0", "staging"), ("worker", "1.4.0", "production")]
 
 
