@@ -99,13 +99,14 @@ class RequestStats(BaseModel):
 
 
 class RouteStats(RequestStats):
+    service_name: str | None = Field(description="The service (``service.name``) that served the route.")
     route: str | None = Field(description="Route template; null for requests no route matched.")
     method: str
 
 
 class RequestSummary(Window):
     total: RequestStats | None = Field(description="All requests in the window; null when there are none.")
-    routes: list[RouteStats] = Field(description="Per route and method, most requests first.")
+    routes: list[RouteStats] = Field(description="Per service, route and method, most requests first.")
 
 
 # --- jobs -------------------------------------------------------------------------------------

@@ -85,7 +85,8 @@ def request_summary(
         func.max(t.response_time_ms).label("max_ms"),
     ]
     where = [*filters, *window.conditions(t.timestamp)]
-    total, groups = _grouped_with_total(conn, [t.route, t.method], aggregates, where, limit)
+    # Per service first: one route of two services is two lines of work, not one.
+    total, groups = _grouped_with_total(conn, [t.service_name, t.route, t.method], aggregates, where, limit)
 
     def stats(row: dict[str, Any]) -> dict[str, Any]:
         return _split_percentiles(row, _REQUEST_PERCENTILES) | {

@@ -50,3 +50,15 @@ def test_an_unknown_parameter_is_refused_naming_it(client: TestClient) -> None:
     assert error["loc"] == ["query", "servce_name"]
     assert "unknown query parameter" in error["msg"] and "service_name" in error["msg"]
     assert client.get(f"{PREFIX}/requests/summary", params={"bogus": "1"}).status_code == 422
+
+
+def test_the_request_summary_groups_per_service(client: TestClient, engine: Engine) -> None:
+    model = TABLES["api_request_logs"]
+    rows = [
+        row(model, service_name=name, route="/devices/{id}", method="GET") for name in ("api", "api", "edge")
+    ]
+    insert_rows(engine, model, rows)
+    summary = client.get(f"{PREFIX}/requests/summary").json()
+    groups = [(group["service_name"], group["route"], group["count"]) for group in summary["routes"]]
+    assert groups == [("api", "/devices/{id}", 2), ("edge", "/devices/{id}", 1)]
+    assert summary["total"]["count"] == 3
