@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -28,7 +27,7 @@ import pytest
 from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from tests.conftest import fetch_rows
-from tests.support.processes import free_port
+from tests.support.processes import LoggedProcess
 from tests.support.servers import serve_in_thread
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -54,25 +53,14 @@ CLOCK_SLACK = timedelta(seconds=1)
 REQUESTS = 6
 
 
-class NodeApp:
+class NodeApp(LoggedProcess):
     """``node app.js`` on a free loopback port, its output in ``log_path``."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
         # Only the standard OTEL_* variables given here reach the SDK, none of the test run's own.
         clean = {key: value for key, value in os.environ.items() if not key.startswith("OTEL_")}
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         assert NODE is not None
-        self.process = subprocess.Popen(
-            [NODE, "app.js"],
-            cwd=NODE_DIR,
-            env={**clean, **env, "PORT": str(self.port)},
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__([NODE, "app.js"], {**clean, **env}, log_path, cwd=NODE_DIR)
         self._wait_listening()
 
     def _wait_listening(self, timeout_s: float = 15.0) -> None:
@@ -88,20 +76,7 @@ class NodeApp:
 
     def terminate(self, timeout_s: float = 10.0) -> int:
         """SIGTERM, as a deployment does: the app shuts the SDK down (flushing it) and exits."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        finally:
-            self.stop()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return super().terminate(timeout_s)
 
 
 class TraceExports:

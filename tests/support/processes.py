@@ -36,7 +36,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class AppProcess:
+class LoggedProcess:
+    """A server process on a free loopback port, its output in ``log_path``; always stopped."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path, cwd: Path = ROOT) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [part.replace("{port}", str(self.port)) for part in command],
+            cwd=cwd,
+            env={**env, "PORT": str(self.port)},
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, as a deployment does; the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class AppProcess(LoggedProcess):
     """``uvicorn tests.e2e.reliability_app:app`` on a free loopback port, logs in ``log_path``."""
 
     def __init__(
@@ -47,20 +82,8 @@ class AppProcess:
         launcher: tuple[str, ...] = (),
     ):
         """``launcher`` goes before the interpreter (``opentelemetry-instrument ...``)."""
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        uvicorn = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(self.port)]
-        command = [*launcher, *uvicorn]
-        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        uvicorn = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", "{port}"]
+        super().__init__([*launcher, *uvicorn], {**os.environ, **env}, log_path)
         self._wait_ready()
 
     def _wait_ready(self, timeout_s: float = 60.0) -> None:
@@ -76,20 +99,3 @@ class AppProcess:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"app did not start:\n{self.log()}")
-
-    def terminate(self, timeout_s: float = 30.0) -> int:
-        """SIGTERM, as a deployment does; the exit code (uvicorn re-raises the signal)."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        finally:
-            self.stop()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
