@@ -45,6 +45,7 @@ class _SharedPipeline:
         self._lock = threading.Lock()
         self._pipeline: Pipeline | None = None
         self._users = 0
+        self._sigterm_registered = False  # once per process, however often a pipeline is rebuilt
 
     def acquire(self) -> Pipeline:
         with self._lock:
@@ -53,9 +54,11 @@ class _SharedPipeline:
                 name = settings.service_name or os.environ.get("OTEL_SERVICE_NAME") or "zero-code"
                 self._pipeline = build_pipeline(settings, name)
                 logger.info("opentelemetry-instrument: exporting into the analytics tables (spool %s)", name)
-                # uvicorn re-raises SIGTERM once it has stopped: the SDK's providers (and so these
-                # exporters) would never be shut down, and what they hold never written.
-                shut_down_on_sigterm(_shut_down_providers)
+                if not self._sigterm_registered:
+                    # uvicorn re-raises SIGTERM once it has stopped: the SDK's providers (and so
+                    # these exporters) would never be shut down, and what they hold never written.
+                    shut_down_on_sigterm(_shut_down_providers)
+                    self._sigterm_registered = True
             self._users += 1
             return self._pipeline
 

@@ -20,10 +20,11 @@ from sqlalchemy.sql.expression import ColumnClause
 
 from exporter import conventions
 from exporter.mapping import stored_actor as stored_actor_of
-from exporter.privacy import Privacy, privacy_from_settings
+from exporter.privacy import Privacy
 from exporter.schema import max_length
 from query_api.cursor import Cursor, InvalidCursor, decode_cursor
-from query_api.deps import SettingsDep
+
+# Filters on user ids and URLs apply the policy the service stores with: its pipeline's.
 from query_api.validation import invalid
 
 # The value sets the spec fixes; the conventions module is their one source.
@@ -174,13 +175,6 @@ def summary_size(
 
 
 SummarySizeDep = Annotated[SummarySize, Depends(summary_size)]
-
-
-def get_privacy(settings: SettingsDep) -> Privacy:
-    return privacy_from_settings(settings)
-
-
-PrivacyDep = Annotated[Privacy, Depends(get_privacy)]
 
 
 _SERVICE_TEXT = max_length("api_request_logs", "service_name")

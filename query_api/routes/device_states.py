@@ -9,10 +9,9 @@ from sqlalchemy import ColumnElement
 
 from exporter.schema import device_state_history, max_length
 from query_api import summaries
-from query_api.deps import EngineDep, SettingsDep
+from query_api.deps import EngineDep, PrivacyDep, SettingsDep
 from query_api.filters import (
     PagingDep,
-    PrivacyDep,
     ServiceDep,
     SummarySizeDep,
     WindowDep,

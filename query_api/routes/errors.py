@@ -9,13 +9,12 @@ from sqlalchemy import ColumnElement, func, null, update
 
 from exporter.schema import error_logs, max_length
 from query_api import summaries
-from query_api.deps import EngineDep, SettingsDep
+from query_api.deps import EngineDep, PrivacyDep, SettingsDep
 from query_api.filters import (
     MAX_ID,
     ErrorCategory,
     ErrorSeverity,
     PagingDep,
-    PrivacyDep,
     ServiceDep,
     SummarySizeDep,
     WindowDep,

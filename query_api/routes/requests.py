@@ -9,11 +9,10 @@ from sqlalchemy import ColumnElement
 
 from exporter.schema import api_request_logs, max_length
 from query_api import summaries
-from query_api.deps import EngineDep, SettingsDep
+from query_api.deps import EngineDep, PrivacyDep, SettingsDep
 from query_api.filters import (
     HttpMethod,
     PagingDep,
-    PrivacyDep,
     ServiceDep,
     SummarySizeDep,
     WindowDep,

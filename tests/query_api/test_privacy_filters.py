@@ -9,7 +9,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, Table
 
-import query_api.filters
 from exporter.privacy import Privacy
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
 from tests.query_api.conftest import PREFIX
@@ -30,7 +29,8 @@ POLICY = Pseudonyms()
 
 @pytest.fixture()
 def pseudonymising(monkeypatch: pytest.MonkeyPatch, client: TestClient) -> TestClient:
-    monkeypatch.setattr(query_api.filters, "privacy_from_settings", lambda settings: POLICY)
+    # The service's pipeline stores with this policy, so its filters compare through it too.
+    monkeypatch.setattr(client.app.state.pipeline, "privacy", POLICY)  # type: ignore[attr-defined]
     return client
 
 
