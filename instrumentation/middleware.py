@@ -18,8 +18,6 @@ after the response (a background task) becomes an error record in the request's 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -31,10 +29,12 @@ from starlette.routing import Mount
 from exporter import conventions as c
 from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
+from instrumentation.asgi import ERROR_BODY_CAPTURE_BYTES, ASGIApp, Message, Receive, Scope, Send, error_text
 from instrumentation.client_ip import Network, client_ip
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.log_capture import mark_recorded
 from instrumentation.records import record_error
+from instrumentation.stock import StockSpanDetails
 from instrumentation.users import UserResolver
 
 logger = exporter_logger(__name__)
@@ -45,38 +45,9 @@ _USER_RESOLVER_GUARD = never_raise(
     "the user resolver failed; the request is recorded without a user", logger=logger
 )
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-ERROR_BODY_CAPTURE_BYTES = 4096
-
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers") or ()}
-
-
-def error_text(body: bytes) -> str | None:
-    """The message of an error response: FastAPI's ``detail`` when JSON, else the text."""
-    if not body:
-        return None
-    try:
-        payload = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace").strip()[:1024] or None
-    detail = payload.get("detail", payload) if isinstance(payload, dict) else payload
-    if isinstance(detail, list):  # request validation errors: "loc: msg" for each
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                location = ".".join(str(p) for p in item.get("loc", ()))
-                parts.append(f"{location}: {item.get('msg', '')}".strip(": "))
-            else:
-                parts.append(str(item))
-        return "; ".join(parts)[:1024] or None
-    return detail if isinstance(detail, str) else json.dumps(detail, default=str)[:1024]
 
 
 def route_template(scope: Scope, entry_root_path: str) -> str | None:
@@ -158,6 +129,13 @@ class ExceptionRecorder:
             raise
 
 
+NESTED_WARNING = (
+    "this app is also instrumented by OpenTelemetry's ASGI/FastAPI instrumentation: its server span "
+    "is kept as the request's (one span, one api_request_logs row per request) and setup_telemetry "
+    "adds the user, body sizes and error text to it; setup_telemetry alone is cheaper"
+)
+
+
 class ServerSpanMiddleware:
     def __init__(
         self,
@@ -175,6 +153,21 @@ class ServerSpanMiddleware:
         self.excluded_paths = excluded_paths or ExcludedPaths(())
         self._propagator: TextMapPropagator | None = None
         self._propagation_headers: frozenset[bytes] = frozenset()
+        # For requests another instrumentation's server span already covers (below).
+        self._details = StockSpanDetails(app, user_resolver)
+        self._warned_nested = False
+
+    def _inside_another_server_span(self) -> bool:
+        """Whether stock instrumentation outside this middleware (FastAPIInstrumentor applied
+        after setup_telemetry) already started this request's server span. A second one would
+        split the request in two spans; that one gets our details instead."""
+        current = trace.get_current_span()
+        if getattr(current, "kind", None) is not SpanKind.SERVER or not current.is_recording():
+            return False
+        if not self._warned_nested:
+            self._warned_nested = True
+            logger.warning(NESTED_WARNING)
+        return True
 
     def _trace_headers(self) -> frozenset[bytes]:
         """The header names the global propagator reads (``traceparent``, ``baggage``...):
@@ -188,6 +181,9 @@ class ServerSpanMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.excluded_paths:
             await self.app(scope, receive, send)
+            return
+        if self._inside_another_server_span():
+            await self._details(scope, receive, send)
             return
         method = scope["method"]
         user_agent = None

@@ -36,9 +36,10 @@ from homepot_foundation.settings import Settings, get_settings
 from instrumentation import _state, log_capture
 from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
-from instrumentation.middleware import ExceptionRecorder, ServerSpanMiddleware
+from instrumentation.middleware import NESTED_WARNING, ExceptionRecorder, ServerSpanMiddleware
 from instrumentation.otlp import otlp_processors
 from instrumentation.sampling import configured_sampler, record_all
+from instrumentation.stock import StockSpanDetails
 from instrumentation.users import UserResolver, default_user_resolver
 
 logger = exporter_logger(__name__)
@@ -130,30 +131,41 @@ def _quiet_native_telemetry(app: FastAPI) -> None:
         config["logs"] = False
 
 
-def _wrap_middleware_stack(app: FastAPI, middleware: Callable[[Any], Any]) -> None:
+def _stock_layer(stack: Any) -> Any:
+    """The stock OpenTelemetry ASGI middleware in a built stack, or None."""
+    layer: Any = stack
+    while layer is not None:
+        if type(layer).__name__ == "OpenTelemetryMiddleware":
+            return layer
+        layer = getattr(layer, "app", None)
+    return None
+
+
+def _wrap_middleware_stack(
+    app: FastAPI, middleware: Callable[[Any], Any], user_resolver: UserResolver
+) -> None:
     """Make our middleware the outermost layer of the app's stack, around Starlette's error
     handler (the span is current for every middleware, and we see the 500 an unhandled
     exception becomes), with ``ExceptionRecorder`` just inside that handler. Set up again
-    (after a shutdown), the new middleware replaces the old one instead of stacking on it."""
+    (after a shutdown), the new middleware replaces the old one instead of stacking on it.
+
+    When stock instrumentation is in the stack already (FastAPIInstrumentor applied first), its
+    span is the request's: ours would only wrap it in a second server span. Then
+    ``StockSpanDetails`` goes just inside it instead, to add what it leaves out."""
     build = getattr(app, "_homepot_unwrapped_build", app.build_middleware_stack)
     app._homepot_unwrapped_build = build  # type: ignore[attr-defined]
 
     def build_middleware_stack() -> Any:
         stack = build()
+        stock = _stock_layer(stack)
+        if stock is not None:
+            logger.warning(NESTED_WARNING)
+            stock.app = StockSpanDetails(stock.app, user_resolver)
+            return stack
         if isinstance(stack, ServerErrorMiddleware):
             stack.app = ExceptionRecorder(stack.app)
         else:
             logger.warning("unexpected middleware stack; exceptions are recorded after the 500 is sent")
-        layer: Any = stack
-        while layer is not None:
-            if type(layer).__name__ == "OpenTelemetryMiddleware":
-                logger.warning(
-                    "this app is also instrumented by OpenTelemetry's ASGI/FastAPI instrumentation: "
-                    "each request becomes two nested server spans (one api_request_logs row is "
-                    "stored); setup_telemetry replaces FastAPIInstrumentor, remove the other one"
-                )
-                break
-            layer = getattr(layer, "app", None)
         return middleware(stack)
 
     app.build_middleware_stack = build_middleware_stack  # type: ignore[method-assign]
@@ -234,6 +246,7 @@ def setup_telemetry(
             trusted_proxies=trusted,
             excluded_paths=excluded,
         ),
+        user_resolver,
     )
     telemetry = Telemetry(tracer_provider, logger_provider, processors, delivery)
     if settings.log_capture_level != "OFF":

@@ -11,6 +11,9 @@ own middleware sets on ours: ``enduser.id`` (the app's ``request.state`` user, e
 JWT's subject), ``http.request.body.size`` / ``http.response.body.size`` counted as the bodies
 stream, and the error text of a 4xx/5xx. It never raises into the app; without a recording span
 it only passes the request on.
+
+``setup_telemetry`` on an app that stock instrumentation traces too uses this middleware
+instead of a server span of its own, so each request keeps one server span.
 """
 
 from __future__ import annotations
@@ -22,15 +25,8 @@ from opentelemetry import trace
 from exporter import conventions as c
 from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
-from instrumentation.middleware import (
-    ERROR_BODY_CAPTURE_BYTES,
-    ASGIApp,
-    Message,
-    Receive,
-    Scope,
-    Send,
-    error_text,
-)
+from instrumentation.asgi import ERROR_BODY_CAPTURE_BYTES, ASGIApp, Message, Receive, Scope, Send, error_text
+from instrumentation.log_capture import mark_recorded
 from instrumentation.users import UserResolver, default_user_resolver
 
 logger = exporter_logger(__name__)
@@ -74,7 +70,13 @@ class StockSpanDetails:
                         self._describe(span, scope, state["status"], sizes, bytes(error_body))
             await send(message)
 
-        await self.app(scope, counting_receive, counting_send)
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        except Exception as exception:
+            # The stock middleware around us records it on its span: the server logging it
+            # again ("Exception in ASGI application") must not make a second error row.
+            mark_recorded(exception)
+            raise
 
     def _describe(
         self, span: trace.Span, scope: Scope, status: int, sizes: dict[str, int], error_body: bytes

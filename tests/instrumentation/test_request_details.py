@@ -5,9 +5,9 @@ from __future__ import annotations
 import jwt
 
 from homepot_foundation.tokens import unverified_subject as jwt_subject
+from instrumentation.asgi import error_text
 from instrumentation.client_ip import client_ip, parse_networks
 from instrumentation.exclusions import ExcludedPaths
-from instrumentation.middleware import error_text
 from instrumentation.users import default_user_resolver
 
 TRUSTED = parse_networks(["10.0.0.0/8", "127.0.0.1"])

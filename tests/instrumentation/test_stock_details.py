@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import jwt
 import pytest
@@ -70,9 +75,18 @@ def test_stock_spans_with_and_without_the_details_middleware(
         assert missing["error_message"] == "Not Found"
 
 
-def test_setup_telemetry_beside_fastapi_instrumentor_stores_each_request_once(
-    db_url: str, tmp_path: Path
+@pytest.mark.parametrize("order", ["stock-first", "stock-after", "asgi-wrapper"])
+def test_setup_telemetry_beside_stock_instrumentation_makes_one_span_and_one_row(
+    db_url: str, tmp_path: Path, order: str
 ) -> None:
+    """FastAPIInstrumentor applied before setup_telemetry (its span is kept, ours steps aside),
+    after it (0.66 then skips the app itself, and says so), or the stock ASGI middleware
+    wrapped around the whole app (ours sees its span current and steps aside)."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind
+
     from instrumentation import setup_telemetry
 
     app = FastAPI()
@@ -82,14 +96,54 @@ def test_setup_telemetry_beside_fastapi_instrumentor_stores_each_request_once(
         return {"pong": "yes"}
 
     settings = Settings(database_url=db_url, data_dir=tmp_path / "data", export_delay_ms=50)
-    telemetry = setup_telemetry(app, service_name="both", settings=settings)
-    FastAPIInstrumentor.instrument_app(app, tracer_provider=telemetry.tracer_provider)
+    provider = TracerProvider(resource=Resource.create({"service.name": "both"}))
+    seen = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(seen))
+    if order == "stock-first":
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])
+    with patch_global_provider(provider):
+        telemetry = setup_telemetry(app, service_name="both", settings=settings)
+    if order == "stock-after":
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=provider, exclude_spans=["receive", "send"])
+    served: Any = app
+    if order == "asgi-wrapper":
+        served = OpenTelemetryMiddleware(app, tracer_provider=provider, exclude_spans=["receive", "send"])
+    warnings = []
+    handler = _ListHandler(warnings)
+    logging.getLogger("instrumentation.middleware").addHandler(handler)
+    logging.getLogger("instrumentation.setup").addHandler(handler)
     try:
-        with TestClient(app) as client:
+        with TestClient(served) as client:
             for _ in range(3):
-                assert client.get("/ping").status_code == 200
+                assert client.get("/ping", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
     finally:
+        logging.getLogger("instrumentation.middleware").removeHandler(handler)
+        logging.getLogger("instrumentation.setup").removeHandler(handler)
         FastAPIInstrumentor.uninstrument_app(app)
         telemetry.shutdown()
-    # Two SERVER spans per request (ours outermost, the stock one inside it): one row each request.
-    assert len(fetch_rows(db_url, "api_request_logs")) == 3
+    servers = [span for span in seen.get_finished_spans() if span.kind is SpanKind.SERVER]
+    assert len(servers) == 3, [span.name for span in servers]
+    rows = fetch_rows(db_url, "api_request_logs")
+    assert len(rows) == 3
+    # The stock span is the request's, and carries what ours would have: user, sizes, route.
+    assert all(row["user_id"] and row["response_size_bytes"] == len(b'{"pong":"yes"}') for row in rows)
+    if order != "stock-after":  # the case that would have made two spans says what it did
+        assert any("one span, one api_request_logs row" in line for line in warnings)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        self.lines = lines
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def patch_global_provider(provider: TracerProvider) -> Iterator[None]:
+    """The app's own provider as the global one while setup_telemetry looks (it joins it)."""
+    from opentelemetry import trace
+
+    with mock.patch.object(trace, "get_tracer_provider", return_value=provider):
+        yield
