@@ -22,6 +22,7 @@ from psycopg import errors, sql
 from exporter.own_logging import exporter_logger
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.stats import STATS, ExportStats
+from exporter.trace_links import link_traces
 
 logger = exporter_logger(__name__)
 
@@ -103,7 +104,9 @@ class RowWriter:
         with self._lock:
             connection = self._connect()
             try:
-                return self._write_batch(connection, batch)
+                written = self._write_batch(connection, batch)
+                link_traces(connection, batch, self._stats)
+                return written
             except _SYSTEMIC as error:
                 self._discard_connection()
                 raise NotReady(f"analytics tables not writable: {error}") from error

@@ -29,6 +29,10 @@ _COUNTERS = {
     "spooled": ("rows_spooled", "Rows kept in the on-disk spool because the database was unavailable."),
     "replayed": ("rows_replayed", "Spooled rows written once the database returned."),
     "rejected": ("rows_rejected", "Rows the database or the mapping refused (bad records)."),
+    "merged": (
+        "rows_merged",
+        "Error rows deleted as a second copy of one exception in a trace (a child span's and its server span's).",
+    ),
     "export_failures": ("export_failures", "Failed attempts to write a batch, per table in it."),
 }
 

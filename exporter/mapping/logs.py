@@ -44,7 +44,8 @@ def log_record_to_rows(record: ReadableLogRecord, privacy: Privacy = PASS_THROUG
     """The row one log record yields, chosen by its event name (or nothing)."""
     log = record.log_record
     attributes = plain(log.attributes)
-    table = log_table(log.event_name, attributes)
+    severity = log.severity_number.value if log.severity_number is not None else None
+    table = log_table(log.event_name, attributes, severity)
     if table is None:
         return []
     return [(table, _LOG_ROWS[table](record, attributes, privacy))]
@@ -105,7 +106,10 @@ def _severity_of(record: ReadableLogRecord, attributes: Mapping[str, Any]) -> st
 def _error_log_row(record: ReadableLogRecord, attributes: Mapping[str, Any], privacy: Privacy) -> Row:
     log = record.log_record
     error_type = attributes.get(c.EXCEPTION_TYPE)
-    message = attributes.get(c.EXCEPTION_MESSAGE) or log.body or error_type or "unknown error"
+    exception_message = attributes.get(c.EXCEPTION_MESSAGE)
+    # The developer's message (``logger.exception("lookup failed")``) first; the exception's
+    # own text goes to the context when it says something else.
+    message = log.body or exception_message or error_type or "unknown error"
     if not isinstance(message, str):
         message = json.dumps(message, default=str)
     category = attributes.get(c.ERROR_CATEGORY) or error_category(error_type)
@@ -126,11 +130,25 @@ def _error_log_row(record: ReadableLogRecord, attributes: Mapping[str, Any], pri
         ),
         "user_id": bounded_text(privacy.user(first(attributes, c.USER_ID)), limits["user_id"]),
         "device_id": bounded_text(attributes.get(c.DEVICE_ID), limits["device_id"]),
-        "context": json_text(attributes.get(c.EXTRA), privacy),
+        "context": json_text(
+            attributes.get(c.EXTRA) or _logged_context(record, exception_message, message), privacy
+        ),
         "fingerprint": error_fingerprint(error_code or error_type, message),
     }
     row.update(_log_context(record, attributes, limits))
     return row
+
+
+def _logged_context(record: ReadableLogRecord, exception_message: Any, message: str) -> dict[str, Any] | None:
+    """What a plain log record (not one of our error events) says beyond its message: the
+    logger it came from (its instrumentation scope) and the exception's text."""
+    context: dict[str, Any] = {}
+    scope = record.instrumentation_scope
+    if scope is not None and scope.name:
+        context["logger"] = scope.name
+    if exception_message and exception_message != message:
+        context["exception_message"] = exception_message
+    return context or None
 
 
 def _activity_row(record: ReadableLogRecord, attributes: Mapping[str, Any], privacy: Privacy) -> Row:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import SpanKind, StatusCode
 
 from exporter import conventions as c
 from exporter.columns import text_limits
@@ -36,6 +36,8 @@ from exporter.routing import records_exceptions, span_destination
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
 
+_SERVER_KINDS = (SpanKind.SERVER, SpanKind.CONSUMER)
+
 # Longest text per column, read once: what each row's values are truncated to.
 _REQUEST = text_limits("api_request_logs")
 _JOB = text_limits("job_outcomes")
@@ -50,7 +52,7 @@ def span_to_rows(span: ReadableSpan, privacy: Privacy = PASS_THROUGH) -> list[Ta
     table = span_destination(kind, attributes, span.parent)
     if table is not None:
         rows.append((table, _SPAN_ROWS[table](span, attributes, privacy)))
-    if records_exceptions(kind) and has_events(span):
+    if has_events(span) and records_exceptions(kind, attributes):
         rows.extend(_exception_rows(span, attributes, privacy))
     return rows
 
@@ -135,6 +137,13 @@ def _reason_phrase(status_code: int) -> str | None:
 def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: Privacy) -> list[TableRow]:
     rows: list[TableRow] = []
     limits = _ERROR
+    server = span.kind in _SERVER_KINDS
+    kind_name = span.kind.name.lower() if span.kind is not None else None
+    # A child span names no endpoint of its own (its name is not a path): the request's endpoint
+    # and user are joined from the request row of the same trace (exporter/trace_links.py).
+    endpoint = (
+        bounded_text(privacy.url(path_of(attributes, span.name)), limits["endpoint"]) if server else None
+    )
     for index, event in enumerate(span.events):
         if event.name != c.EXCEPTION_EVENT:
             continue
@@ -143,6 +152,7 @@ def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: 
         message = event_attributes.get(c.EXCEPTION_MESSAGE) or error_type or "unknown error"
         context = {
             "exception_type": error_type,
+            "span_kind": kind_name,
             "method": first(attributes, c.HTTP_METHOD),
             "route": attributes.get(c.HTTP_ROUTE),
             "status_code": clamped_int(first(attributes, c.HTTP_STATUS_CODE)),
@@ -157,7 +167,7 @@ def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: 
             "stack_trace": bounded_text(
                 privacy.text(str_or_none(event_attributes.get(c.EXCEPTION_STACKTRACE))), limits["stack_trace"]
             ),
-            "endpoint": bounded_text(privacy.url(path_of(attributes, span.name)), limits["endpoint"]),
+            "endpoint": endpoint,
             "user_id": bounded_text(privacy.user(first(attributes, c.USER_ID)), limits["user_id"]),
             "device_id": bounded_text(attributes.get(c.DEVICE_ID), limits["device_id"]),
             "context": json_text({k: v for k, v in context.items() if v is not None}, privacy),

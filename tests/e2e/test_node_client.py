@@ -121,10 +121,10 @@ def _wait_for_rows(db_url: str, service_name: str) -> dict[str, list[dict[str, A
     while True:
         found = {
             table: [row for row in fetch_rows(db_url, table) if row["service_name"] == service_name]
-            for table in ("api_request_logs", "job_outcomes")
+            for table in ("api_request_logs", "job_outcomes", "error_logs")
         }
         counts = {table: len(rows) for table, rows in found.items()}
-        if counts == {"api_request_logs": REQUESTS, "job_outcomes": 1}:
+        if counts == {"api_request_logs": REQUESTS, "job_outcomes": 1, "error_logs": 1}:
             return found
         assert time.monotonic() < deadline, f"rows after {DEADLINE_S} s: {counts}"
         time.sleep(0.1)
@@ -200,10 +200,16 @@ def test_an_express_app_with_the_node_sdk_fills_the_tables(
     # The 500: the SERVER span has status ERROR (no description) and no events. The exception
     # (exception.type "Error", exception.message "boom from node", the JS stack) is an event on the
     # express instrumentation's INTERNAL child span "request handler" (express.type
-    # request_handler, http.route /crash), whose status is ERROR "boom from node". The mapping
-    # reads exceptions from SERVER spans only, so no error_logs row comes of it yet: a known gap,
-    # tracked apart; not asserted either way here.
-    assert requests["/crash"]["error_message"] == "Internal Server Error"
+    # request_handler, http.route /crash). It becomes the error row, joined to its request
+    # (endpoint, trace), and its text replaces the request row's bare reason phrase.
+    crash = requests["/crash"]
+    assert crash["error_message"] == "Error: boom from node"
+    (error,) = found["error_logs"]
+    assert (error["error_code"], error["error_message"]) == ("Error", "boom from node")
+    assert (error["endpoint"], error["trace_id"]) == ("/crash", crash["trace_id"])
+    assert error["span_id"] != crash["span_id"]  # the handler span's, where it was raised
+    assert "boom from node" in error["stack_trace"] and "app.js" in error["stack_trace"]
+    assert error["context"]["span_kind"] == "internal"
 
     (job_row,) = found["job_outcomes"]
     assert (job_row["job_id"], job_row["job_type"], job_row["status"]) == (

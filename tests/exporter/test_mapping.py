@@ -45,12 +45,18 @@ def make_span(
     )
 
 
-def make_log(attributes: dict[str, Any], *, event_name: str | None, body: Any = None) -> ReadableLogRecord:
+def make_log(
+    attributes: dict[str, Any],
+    *,
+    event_name: str | None,
+    body: Any = None,
+    severity: SeverityNumber = SeverityNumber.ERROR,
+) -> ReadableLogRecord:
     record = LogRecord(
         timestamp=START,
         trace_id=TRACE_ID,
         span_id=SPAN_ID,
-        severity_number=SeverityNumber.ERROR,
+        severity_number=severity,
         body=body,
         attributes=attributes,
         event_name=event_name,
@@ -256,11 +262,25 @@ def test_a_foreign_exception_log_record_becomes_an_error_and_other_logs_nothing(
         {"exception.type": "java.sql.SQLTimeoutException", "exception.message": "timeout after 30000 ms"},
         event_name=None,
         body="query failed",
+        severity=SeverityNumber.WARN,
     )
     row = only_row(log_record_to_rows(java), "error_logs")
     assert (row["category"], row["error_code"]) == ("database", "SQLTimeoutException")
-    assert row["error_message"] == "timeout after 30000 ms"
-    assert log_record_to_rows(make_log({"foo": "bar"}, event_name=None, body="hello")) == []
+    # The developer's message is the row's; the exception's own text is kept beside it.
+    assert row["error_message"] == "query failed"
+    assert json.loads(row["context"])["exception_message"] == "timeout after 30000 ms"
+    # A plain record at ERROR or above is an error (logger.error("...") from any language) ...
+    plain_error = only_row(
+        log_record_to_rows(make_log({}, event_name=None, body="disk almost full")), "error_logs"
+    )
+    assert (plain_error["error_message"], plain_error["error_code"], plain_error["severity"]) == (
+        "disk almost full",
+        None,
+        "error",
+    )
+    # ... and one below it, nothing.
+    info = make_log({"foo": "bar"}, event_name=None, body="hello", severity=SeverityNumber.WARN)
+    assert log_record_to_rows(info) == []
     # Without an explicit identity, the same record always maps to the same key.
     assert only_row(log_record_to_rows(java), "error_logs")["event_id"] == row["event_id"]
 

@@ -175,6 +175,7 @@ def test_node_spans_become_request_and_error_rows(
     assert error["device_id"] is None
     assert error["context"] == {
         "exception_type": "TypeError",
+        "span_kind": "server",
         "method": "POST",
         "route": "/api/orders/:id",
         "status_code": 500,
@@ -269,11 +270,18 @@ def test_java_exception_log_record_becomes_an_error_row(
     assert error["category"] == "api"
     assert error["severity"] == "error"
     assert error["error_code"] == "IllegalStateException"
-    assert error["error_message"] == "stock service unavailable"
+    # The logged message is the row's (the developer's words); the exception's text and the
+    # logger (the record's instrumentation scope) are kept in the context.
+    assert error["error_message"] == "Failed to reserve stock for order 9001"
     assert error["stack_trace"] == p.JAVA_STACK
     assert error["endpoint"] is None
-    assert error["context"] is None
-    assert error["fingerprint"] == error_fingerprint("IllegalStateException", "stock service unavailable")
+    assert error["context"] == {
+        "logger": "com.homepot.inventory.ReserveController",
+        "exception_message": "stock service unavailable",
+    }
+    assert error["fingerprint"] == error_fingerprint(
+        "IllegalStateException", "Failed to reserve stock for order 9001"
+    )
     assert error["span_id"] == p.JAVA_ERROR_SPAN_ID.hex()
     assert error["service_name"] == "inventory-java"
 
@@ -284,7 +292,9 @@ def test_a_collector_retry_stores_each_row_once(client: TestClient, database_url
         assert _traces(client, p.java_traces(raw_id), PROTOBUF).status_code == 200
         assert _logs(client, p.java_logs(raw_id), PROTOBUF).status_code == 200
     assert len(rows(database_url, "api_request_logs", trace_id)) == 2
-    assert len(rows(database_url, "error_logs", trace_id)) == 2  # one from the span event, one from the log
+    # The exception is on the server span and in the log record: one error row (the span's).
+    (error,) = rows(database_url, "error_logs", trace_id)
+    assert error["context"]["span_kind"] == "server"
     assert len(rows(database_url, "job_outcomes", trace_id)) == 1
 
 
