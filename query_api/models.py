@@ -84,6 +84,12 @@ class Window(BaseModel):
     end_date: UtcDateTime | None = Field(description="Exclusive end of the window (UTC), null: open.")
 
 
+class ServiceGroup(BaseModel):
+    """A summary group: every summary groups per service first."""
+
+    service_name: str | None = Field(description="The service (``service.name``) of the group's rows.")
+
+
 # --- requests ---------------------------------------------------------------------------------
 class RequestStats(BaseModel):
     count: int
@@ -98,8 +104,7 @@ class RequestStats(BaseModel):
     max_ms: float
 
 
-class RouteStats(RequestStats):
-    service_name: str | None = Field(description="The service (``service.name``) that served the route.")
+class RouteStats(ServiceGroup, RequestStats):
     route: str | None = Field(description="Route template; null for requests no route matched.")
     method: str
 
@@ -127,18 +132,20 @@ class JobStats(BaseModel):
     avg_retry_count: float
 
 
-class JobTypeStats(JobStats):
+class JobTypeStats(ServiceGroup, JobStats):
     job_type: str
-    top_error_codes: list[ErrorCodeCount] = Field(description="Most frequent error codes, most first.")
+    top_error_codes: list[ErrorCodeCount] = Field(
+        description="Most frequent error codes of the service's jobs of this type, most first."
+    )
 
 
 class JobSummary(Window):
     total: JobStats | None = Field(description="All jobs in the window; null when there are none.")
-    job_types: list[JobTypeStats] = Field(description="Per job type, most runs first.")
+    job_types: list[JobTypeStats] = Field(description="Per service and job type, most runs first.")
 
 
 # --- errors -----------------------------------------------------------------------------------
-class ErrorGroup(BaseModel):
+class ErrorGroup(ServiceGroup):
     fingerprint: str = Field(description="Groups occurrences of one error (type and normalised message).")
     count: int
     unresolved: int
@@ -153,48 +160,52 @@ class ErrorGroup(BaseModel):
 
 
 class ErrorSummary(Window):
-    groups: list[ErrorGroup] = Field(description="Error groups, most occurrences first.")
+    groups: list[ErrorGroup] = Field(
+        description="Error groups per service and fingerprint, most occurrences first."
+    )
 
 
 # --- device states ----------------------------------------------------------------------------
-class Transition(BaseModel):
+class Transition(ServiceGroup):
     previous_state: str | None
     new_state: str
     count: int
 
 
-class DeviceChanges(BaseModel):
+class DeviceChanges(ServiceGroup):
     device_id: str
     changes: int
     last_changed_at: UtcDateTime
 
 
 class DeviceStateSummary(Window):
-    transitions: list[Transition] = Field(description="State transitions from -> to, most first.")
-    devices: list[DeviceChanges] = Field(description="The devices that changed state most.")
+    transitions: list[Transition] = Field(description="State transitions from -> to per service, most first.")
+    devices: list[DeviceChanges] = Field(description="The devices (per service) that changed state most.")
 
 
 # --- user activities --------------------------------------------------------------------------
-class ActivityTypeCount(BaseModel):
+class ActivityTypeCount(ServiceGroup):
     activity_type: str
     count: int
     users: int = Field(description="Distinct user ids.")
     sessions: int = Field(description="Distinct session ids.")
 
 
-class PageCount(BaseModel):
+class PageCount(ServiceGroup):
     page_url: str
     count: int = Field(description="Activities of any type on the page.")
     page_views: int
     avg_duration_ms: float | None
 
 
-class SearchCount(BaseModel):
+class SearchCount(ServiceGroup):
     search_query: str
     count: int
 
 
 class UserActivitySummary(Window):
-    activity_types: list[ActivityTypeCount] = Field(description="Counts by activity type, most first.")
-    top_pages: list[PageCount]
-    top_searches: list[SearchCount]
+    activity_types: list[ActivityTypeCount] = Field(
+        description="Counts per service and activity type, most first."
+    )
+    top_pages: list[PageCount] = Field(description="Per service and page, most activities first.")
+    top_searches: list[SearchCount] = Field(description="Per service and search query, most first.")

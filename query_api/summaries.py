@@ -1,8 +1,9 @@
 """Aggregates over a time window for the spec's AI use cases, computed by PostgreSQL.
 
 Each function takes the same filters and window as the table's list endpoint and returns plain
-dicts shaped like the summary models. Totals come from the same scan as the groups
-(``ROLLUP``), so a summary reads its rows once.
+dicts shaped like the summary models. Every group is per service first (``service_name`` on each
+group): one job type, route or page of two services is two lines of work, not one. Totals cover
+every row and come from the same scan as the groups (``ROLLUP``), so a summary reads its rows once.
 """
 
 from __future__ import annotations
@@ -72,6 +73,24 @@ def _grouped_with_total(
     return total, [row for row in rows if not row["level"]]
 
 
+def _grouped(
+    conn: Connection,
+    groups: Sequence[ColumnElement[Any]],
+    aggregates: Sequence[Label[Any]],
+    where: Sequence[ColumnElement[bool]],
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` groups, most rows (the first aggregate) first: for summaries without a total."""
+    statement = (
+        select(*groups, *aggregates)
+        .where(*where)
+        .group_by(*groups)
+        .order_by(aggregates[0].desc(), *groups)
+        .limit(limit)
+    )
+    return [row._asdict() for row in conn.execute(statement)]
+
+
 def request_summary(
     conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int
 ) -> dict[str, Any]:
@@ -85,7 +104,6 @@ def request_summary(
         func.max(t.response_time_ms).label("max_ms"),
     ]
     where = [*filters, *window.conditions(t.timestamp)]
-    # Per service first: one route of two services is two lines of work, not one.
     total, groups = _grouped_with_total(conn, [t.service_name, t.route, t.method], aggregates, where, limit)
 
     def stats(row: dict[str, Any]) -> dict[str, Any]:
@@ -111,25 +129,8 @@ def job_summary(
         func.coalesce(func.avg(t.retry_count), 0).label("avg_retry_count"),
     ]
     where = [*filters, *window.conditions(t.timestamp)]
-    total, groups = _grouped_with_total(conn, [t.job_type], aggregates, where, limit)
-
-    codes: dict[str, list[dict[str, Any]]] = {row["job_type"]: [] for row in groups}
-    if codes:
-        count = func.count().label("count")
-        rank = func.row_number().over(partition_by=t.job_type, order_by=(count.desc(), t.error_code))
-        ranked = (
-            select(t.job_type, t.error_code, count, rank.label("rank"))
-            .where(*where, t.error_code.is_not(None), t.job_type.in_(list(codes)))
-            .group_by(t.job_type, t.error_code)
-            .subquery()
-        )
-        statement = (
-            select(ranked.c.job_type, ranked.c.error_code, ranked.c.count)
-            .where(ranked.c.rank <= top)
-            .order_by(ranked.c.job_type, ranked.c.rank)
-        )
-        for row in conn.execute(statement):
-            codes[row.job_type].append({"error_code": row.error_code, "count": row._mapping["count"]})
+    total, groups = _grouped_with_total(conn, [t.service_name, t.job_type], aggregates, where, limit)
+    codes = _top_error_codes(conn, where, [(row["service_name"], row["job_type"]) for row in groups], top)
 
     def stats(row: dict[str, Any]) -> dict[str, Any]:
         return _split_percentiles(row, _JOB_PERCENTILES) | {
@@ -138,8 +139,41 @@ def job_summary(
 
     return {
         "total": None if total is None else stats(total),
-        "job_types": [stats(row) | {"top_error_codes": codes[row["job_type"]]} for row in groups],
+        "job_types": [
+            stats(row) | {"top_error_codes": codes[row["service_name"], row["job_type"]]} for row in groups
+        ],
     }
+
+
+def _top_error_codes(
+    conn: Connection, where: list[ColumnElement[bool]], groups: list[tuple[str | None, str]], top: int
+) -> dict[tuple[str | None, str], list[dict[str, Any]]]:
+    """The ``top`` most frequent error codes of each (service, job type) group, most first."""
+    codes: dict[tuple[str | None, str], list[dict[str, Any]]] = {group: [] for group in groups}
+    if not codes:
+        return codes
+    t = job_outcomes.c
+    count = func.count().label("count")
+    keys = [t.service_name, t.job_type]
+    rank = func.row_number().over(partition_by=keys, order_by=(count.desc(), t.error_code))
+    # Narrowed by job type alone: a (service, job type) IN list would never match a row without a
+    # service (NULL). The few pairs outside ``groups`` that this lets through are dropped below.
+    ranked = (
+        select(*keys, t.error_code, count, rank.label("rank"))
+        .where(*where, t.error_code.is_not(None), t.job_type.in_(sorted({job_type for _, job_type in codes})))
+        .group_by(*keys, t.error_code)
+        .subquery()
+    )
+    statement = (
+        select(ranked.c.service_name, ranked.c.job_type, ranked.c.error_code, ranked.c.count)
+        .where(ranked.c.rank <= top)
+        .order_by(ranked.c.service_name, ranked.c.job_type, ranked.c.rank)
+    )
+    for row in conn.execute(statement):
+        group = codes.get((row.service_name, row.job_type))
+        if group is not None:
+            group.append({"error_code": row.error_code, "count": row._mapping["count"]})
+    return codes
 
 
 def error_summary(
@@ -156,6 +190,7 @@ def error_summary(
     latest = func.max(array([func.extract("epoch", t.timestamp), cast(t.id, Numeric)]), type_=ARRAY(Numeric))
     groups = (
         select(
+            t.service_name,
             fingerprint,
             count,
             func.count().filter(t.resolved.is_(False)).label("unresolved"),
@@ -165,8 +200,8 @@ def error_summary(
             cast(latest[2], BigInteger).label("latest_id"),
         )
         .where(*filters, *window.conditions(t.timestamp))
-        .group_by(fingerprint)
-        .order_by(count.desc(), func.max(t.timestamp).desc(), fingerprint)
+        .group_by(t.service_name, fingerprint)
+        .order_by(count.desc(), func.max(t.timestamp).desc(), t.service_name, fingerprint)
         .limit(limit)
     )
     rows = [row._asdict() for row in conn.execute(groups)]
@@ -188,25 +223,11 @@ def device_state_summary(
 ) -> dict[str, Any]:
     t = device_state_history.c
     where = [*filters, *window.conditions(t.timestamp)]
-    count = func.count().label("count")
-    transitions = (
-        select(t.previous_state, t.new_state, count)
-        .where(*where)
-        .group_by(t.previous_state, t.new_state)
-        .order_by(count.desc(), t.previous_state, t.new_state)
-        .limit(limit)
-    )
-    changes = func.count().label("changes")
-    devices = (
-        select(t.device_id, changes, func.max(t.timestamp).label("last_changed_at"))
-        .where(*where)
-        .group_by(t.device_id)
-        .order_by(changes.desc(), t.device_id)
-        .limit(top)
-    )
+    count = [func.count().label("count")]
+    changes = [func.count().label("changes"), func.max(t.timestamp).label("last_changed_at")]
     return {
-        "transitions": [row._asdict() for row in conn.execute(transitions)],
-        "devices": [row._asdict() for row in conn.execute(devices)],
+        "transitions": _grouped(conn, [t.service_name, t.previous_state, t.new_state], count, where, limit),
+        "devices": _grouped(conn, [t.service_name, t.device_id], changes, where, top),
     }
 
 
@@ -216,41 +237,24 @@ def user_activity_summary(
     t = user_activities.c
     where = [*filters, *window.conditions(t.timestamp)]
     count = func.count().label("count")
-    types = (
-        select(
-            t.activity_type,
-            count,
-            func.count(t.user_id.distinct()).label("users"),
-            func.count(t.session_id.distinct()).label("sessions"),
-        )
-        .where(*where)
-        .group_by(t.activity_type)
-        .order_by(count.desc(), t.activity_type)
-        .limit(limit)
-    )
-    pages = (
-        select(
-            t.page_url,
-            count,
-            func.count().filter(t.activity_type == "page_view").label("page_views"),
-            func.avg(t.duration_ms).label("avg_duration_ms"),
-        )
-        .where(*where, t.page_url.is_not(None))
-        .group_by(t.page_url)
-        .order_by(count.desc(), t.page_url)
-        .limit(top)
-    )
+    types = [
+        count,
+        func.count(t.user_id.distinct()).label("users"),
+        func.count(t.session_id.distinct()).label("sessions"),
+    ]
+    pages = [
+        count,
+        func.count().filter(t.activity_type == "page_view").label("page_views"),
+        func.avg(t.duration_ms).label("avg_duration_ms"),
+    ]
     # "Temperature " and "temperature" are one search.
     query = func.lower(func.btrim(t.search_query)).label("search_query")
-    searches = (
-        select(query, count)
-        .where(*where, func.btrim(t.search_query) != "")
-        .group_by(query)
-        .order_by(count.desc(), query)
-        .limit(top)
-    )
     return {
-        "activity_types": [row._asdict() for row in conn.execute(types)],
-        "top_pages": [row._asdict() for row in conn.execute(pages)],
-        "top_searches": [row._asdict() for row in conn.execute(searches)],
+        "activity_types": _grouped(conn, [t.service_name, t.activity_type], types, where, limit),
+        "top_pages": _grouped(
+            conn, [t.service_name, t.page_url], pages, [*where, t.page_url.is_not(None)], top
+        ),
+        "top_searches": _grouped(
+            conn, [t.service_name, query], [count], [*where, func.btrim(t.search_query) != ""], top
+        ),
     }

@@ -70,7 +70,7 @@ def list_device_states(
 def summarise_device_states(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
-    """Transition counts from -> to, and the devices that change state most."""
+    """Per service: transition counts from -> to, and the devices that change state most."""
     with transaction(engine, settings, aggregate=True) as conn:
         summary = summaries.device_state_summary(conn, filters, window, size.limit, size.top)
     return summary | window.echo()

@@ -94,7 +94,7 @@ def list_errors(
 def summarise_errors(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
-    """Errors grouped by fingerprint: count, first/last seen, resolved, latest message."""
+    """Errors per service and fingerprint: count, first/last seen, resolved, latest message."""
     with transaction(engine, settings, aggregate=True) as conn:
         summary = summaries.error_summary(conn, filters, window, size.limit)
     return summary | window.echo()

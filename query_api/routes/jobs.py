@@ -82,7 +82,7 @@ def list_jobs(
 def summarise_jobs(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
-    """Per job type: count, success rate, p50/p95 duration and the most frequent error codes."""
+    """Per service and job type: count, success rate, p50/p95 duration and the top error codes."""
     with transaction(engine, settings, aggregate=True) as conn:
         summary = summaries.job_summary(conn, filters, window, size.limit, size.top)
     return summary | window.echo()

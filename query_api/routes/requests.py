@@ -105,7 +105,7 @@ def list_requests(
 def summarise_requests(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
-    """Per route and method: count, error rates and p50/p95/p99 response time."""
+    """Per service, route and method: count, error rates and p50/p95/p99 response time."""
     with transaction(engine, settings, aggregate=True) as conn:
         summary = summaries.request_summary(conn, filters, window, size.limit)
     return summary | window.echo()

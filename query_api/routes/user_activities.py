@@ -76,7 +76,7 @@ def list_user_activities(
 def summarise_user_activities(
     engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
-    """Counts by activity type, the top pages and the top search queries."""
+    """Per service: counts by activity type, the top pages and the top search queries."""
     with transaction(engine, settings, aggregate=True) as conn:
         summary = summaries.user_activity_summary(conn, filters, window, size.limit, size.top)
     return summary | window.echo()

@@ -79,14 +79,24 @@ def test_summary_counts_transitions_and_busiest_devices(client: TestClient, engi
     assert response.status_code == 200, response.text
     summary = response.json()
     assert summary["transitions"] == [
-        {"previous_state": "online", "new_state": "offline", "count": 3},
-        {"previous_state": "offline", "new_state": "error", "count": 1},
-        {"previous_state": "offline", "new_state": "online", "count": 1},
-        {"previous_state": None, "new_state": "online", "count": 1},
+        {"service_name": None, "previous_state": "online", "new_state": "offline", "count": 3},
+        {"service_name": None, "previous_state": "offline", "new_state": "error", "count": 1},
+        {"service_name": None, "previous_state": "offline", "new_state": "online", "count": 1},
+        {"service_name": None, "previous_state": None, "new_state": "online", "count": 1},
     ]
     assert summary["devices"] == [
-        {"device_id": "dev_1", "changes": 3, "last_changed_at": "2025-12-05T12:02:00+00:00"},
-        {"device_id": "dev_2", "changes": 2, "last_changed_at": "2025-12-05T12:04:00+00:00"},
+        {
+            "service_name": None,
+            "device_id": "dev_1",
+            "changes": 3,
+            "last_changed_at": "2025-12-05T12:02:00+00:00",
+        },
+        {
+            "service_name": None,
+            "device_id": "dev_2",
+            "changes": 2,
+            "last_changed_at": "2025-12-05T12:04:00+00:00",
+        },
     ]
     filtered = client.get(f"{URL}/summary", params={"device_id": "dev_2"}).json()
     assert [t["count"] for t in filtered["transitions"]] == [1, 1]

@@ -107,10 +107,10 @@ def test_summary(client: TestClient, engine: Engine, stored: Stored) -> None:
     assert response.status_code == 200, response.text
     summary = response.json()
     assert summary["activity_types"] == [
-        {"activity_type": "page_view", "count": 4, "users": 2, "sessions": 2},
-        {"activity_type": "search", "count": 4, "users": 2, "sessions": 2},
-        {"activity_type": "click", "count": 1, "users": 1, "sessions": 1},
-        {"activity_type": "form_submit", "count": 1, "users": 0, "sessions": 0},
+        {"service_name": None, "activity_type": "page_view", "count": 4, "users": 2, "sessions": 2},
+        {"service_name": None, "activity_type": "search", "count": 4, "users": 2, "sessions": 2},
+        {"service_name": None, "activity_type": "click", "count": 1, "users": 1, "sessions": 1},
+        {"service_name": None, "activity_type": "form_submit", "count": 1, "users": 0, "sessions": 0},
     ]
     pages = {p["page_url"]: p for p in summary["top_pages"]}
     assert list(pages) == ["/devices", "/sites"]
@@ -119,8 +119,8 @@ def test_summary(client: TestClient, engine: Engine, stored: Stored) -> None:
     assert (pages["/sites"]["count"], pages["/sites"]["page_views"]) == (3, 1)
     # Case and surrounding blanks do not split a search; blank searches are not searches.
     assert summary["top_searches"] == [
-        {"search_query": "temperature", "count": 2},
-        {"search_query": "berlin", "count": 1},
+        {"service_name": None, "search_query": "temperature", "count": 2},
+        {"service_name": None, "search_query": "berlin", "count": 1},
     ]
     only_u1 = client.get(f"{URL}/summary", params={"user_id": "u1"}).json()
     assert sum(t["count"] for t in only_u1["activity_types"]) == 4
