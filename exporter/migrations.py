@@ -21,6 +21,7 @@ from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
 from exporter.schema import TABLES, metadata
+from exporter.trace_links import PENDING_JOINS_DDL
 
 logger = exporter_logger(__name__)
 
@@ -96,10 +97,18 @@ def _add_new_columns(conn: Connection) -> None:
                 logger.info("added column %s.%s", name, column.name)
 
 
+def _create_pending_joins(conn: Connection) -> None:
+    for statement in PENDING_JOINS_DDL:
+        conn.execute(text(statement))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create the five analytics tables (adopting older HOMEPOT tables)", _create_tables),
     Migration(2, "partition the five tables by month on timestamp, keeping every row", _partition_tables),
     Migration(3, "service_version and deployment_environment on every table", _add_new_columns),
+    Migration(
+        4, "a small table of error rows waiting for their request (trace joins)", _create_pending_joins
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -12,8 +12,8 @@ Each batch written is therefore followed by three statements over the traces it 
    exception of the first error in its trace;
 3. one exception recorded twice in a trace (on a child span and again on its server span, or
    on a span and again by the server's log line) is kept once: the copy nearest to where it was
-   raised is kept (a child span's, then a server span's, then a log record's), the others are
-   deleted and counted as ``merged``.
+   raised is kept (a child span's, then a server span's, then a log record's) and takes what
+   the others knew (endpoint, user, a resolution); they are deleted and counted as ``merged``.
 
 Each is bounded by the trace ids and the time span of the batch (partition pruning), and runs in
 its own transaction after the batch is stored: a failure here leaves rows unjoined, never lost.
@@ -22,7 +22,7 @@ its own transaction after the batch is stored: a failure here leaves rows unjoin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any
 
@@ -41,67 +41,130 @@ _NO_TRACE = "0" * 32
 GENERIC_MESSAGES = sorted({status.phrase for status in HTTPStatus if status >= 500})
 _REQUEST_MESSAGE_CHARS = text_limits("api_request_logs")["error_message"]
 
-_FILL_ERRORS = """
+# The request an error belongs to: the one whose server span holds it (a log line or exception
+# on the server span itself, or a child span of it); else the only request of its trace and
+# service (an error deeper down). A trace that spans several requests of one service (a caller
+# propagating one trace to two calls) never lends one request's endpoint to another's error.
+_OWN_REQUEST = """
+r.trace_id = e.trace_id AND r.service_name = e.service_name
+AND r.timestamp BETWEEN %(since)s AND %(until)s
+AND (
+    r.span_id = e.span_id OR r.span_id = e.context->>'parent_span_id'
+    OR NOT EXISTS (
+        SELECT 1 FROM api_request_logs o
+        WHERE o.trace_id = r.trace_id AND o.service_name = r.service_name
+          AND o.timestamp BETWEEN %(since)s AND %(until)s
+          AND (o.span_id, o.event_id) <> (r.span_id, r.event_id)
+    )
+)
+"""
+
+_FILL_ERRORS = f"""
 UPDATE error_logs e
 SET endpoint = COALESCE(e.endpoint, r.endpoint), user_id = COALESCE(e.user_id, r.user_id)
 FROM api_request_logs r
 WHERE e.trace_id = ANY(%(traces)s) AND e.timestamp BETWEEN %(since)s AND %(until)s
-  AND r.trace_id = e.trace_id AND r.timestamp BETWEEN %(since)s AND %(until)s
-  AND r.service_name = e.service_name
   AND (e.endpoint IS NULL OR (e.user_id IS NULL AND r.user_id IS NOT NULL))
+  AND {_OWN_REQUEST}
 """
 
-_FILL_REQUESTS = """
+# The exception's own text: a log line's is in its context, beside the developer's message.
+_EXCEPTION_TEXT = "COALESCE(e.context->>'exception_message', e.error_message)"
+
+_FILL_REQUESTS = f"""
 UPDATE api_request_logs r
-SET error_message = left(concat_ws(': ', e.error_code, e.error_message), %(chars)s)
+SET error_message = left(concat_ws(': ', first.error_code, first.exception_text), %(chars)s)
 FROM (
-    SELECT DISTINCT ON (trace_id, service_name) trace_id, service_name, error_code, error_message
-    FROM error_logs
-    WHERE trace_id = ANY(%(traces)s) AND timestamp BETWEEN %(since)s AND %(until)s
-      AND error_code IS NOT NULL
-    ORDER BY trace_id, service_name, timestamp
-) e
-WHERE r.trace_id = e.trace_id AND r.service_name = e.service_name
-  AND r.timestamp BETWEEN %(since)s AND %(until)s
-  AND r.status_code >= 500 AND (r.error_message IS NULL OR r.error_message = ANY(%(generic)s))
+    SELECT DISTINCT ON (r.event_id) r.event_id, r.timestamp, e.error_code,
+           {_EXCEPTION_TEXT} AS exception_text
+    FROM api_request_logs r JOIN error_logs e ON {_OWN_REQUEST}
+    WHERE r.trace_id = ANY(%(traces)s) AND r.timestamp BETWEEN %(since)s AND %(until)s
+      AND e.timestamp BETWEEN %(since)s AND %(until)s
+      AND r.status_code >= 500 AND (r.error_message IS NULL OR r.error_message = ANY(%(generic)s))
+      AND e.error_code IS NOT NULL
+    ORDER BY r.event_id, e.timestamp
+) first
+WHERE r.event_id = first.event_id AND r.timestamp = first.timestamp
 """
 
-# Rank of a copy: 0 a child span's exception event, 1 a server span's, 2 a log record's.
+# Rank of a copy: 0 a child span's exception event, 1 a server span's, 2 a log record's. Only
+# copies ranked below the best of their exception are merged: two child spans raising the same
+# error (a retry loop) are two occurrences, both kept.
 _RANK = """CASE e.context->>'span_kind' WHEN 'internal' THEN 0
     WHEN 'server' THEN 1 WHEN 'consumer' THEN 1 ELSE 2 END"""
-_MERGE_DUPLICATES = f"""
-WITH copies AS (
-    SELECT e.event_id, e.timestamp,
-           row_number() OVER (
-               PARTITION BY e.trace_id, e.service_name, e.error_code,
-                            COALESCE(e.context->>'exception_message', e.error_message)
-               ORDER BY {_RANK}, e.timestamp, e.event_id
-           ) AS copy
+_COPIES = f"""
+WITH ranked AS (
+    SELECT e.event_id, e.timestamp, e.endpoint, e.user_id, e.resolved, e.resolved_at, {_RANK} AS rank,
+           e.trace_id, e.service_name, e.error_code, {_EXCEPTION_TEXT} AS exception_text
     FROM error_logs e
     WHERE e.trace_id = ANY(%(traces)s) AND e.timestamp BETWEEN %(since)s AND %(until)s
       AND e.error_code IS NOT NULL
+), copies AS (
+    SELECT ranked.*, min(rank) OVER (
+        PARTITION BY trace_id, service_name, error_code, exception_text
+    ) AS best
+    FROM ranked
 )
+"""
+# The kept copy takes what only a merged one knew (the endpoint and user of a consumer span
+# with no request row; a resolution someone already made), then the merged ones go.
+_KEEP_WHAT_COPIES_KNEW = (
+    _COPIES
+    + """
+UPDATE error_logs k
+SET endpoint = COALESCE(k.endpoint, merged.endpoint), user_id = COALESCE(k.user_id, merged.user_id),
+    resolved = k.resolved OR merged.resolved, resolved_at = COALESCE(k.resolved_at, merged.resolved_at)
+FROM copies kept, copies merged
+WHERE kept.rank = kept.best AND merged.rank > merged.best
+  AND (merged.trace_id, merged.service_name, merged.error_code, merged.exception_text)
+      = (kept.trace_id, kept.service_name, kept.error_code, kept.exception_text)
+  AND k.event_id = kept.event_id AND k.timestamp = kept.timestamp
+  AND k.timestamp BETWEEN %(since)s AND %(until)s
+"""
+)
+_MERGE_DUPLICATES = (
+    _COPIES
+    + """
 DELETE FROM error_logs d USING copies
-WHERE copies.copy > 1 AND d.event_id = copies.event_id AND d.timestamp = copies.timestamp
+WHERE copies.rank > copies.best AND d.event_id = copies.event_id AND d.timestamp = copies.timestamp
   AND d.timestamp BETWEEN %(since)s AND %(until)s
 """
+)
 
 
-def _traces_and_window(
-    batch: Mapping[str, Sequence[Mapping[str, Any]]],
-) -> tuple[list[str], datetime, datetime] | None:
-    """The trace ids of the batch's requests and errors, and the time span around their rows."""
-    traces: set[str] = set()
-    times: list[datetime] = []
-    for table in ("api_request_logs", "error_logs"):
-        for row in batch.get(table, ()):
-            trace_id = row.get("trace_id")
-            if trace_id and trace_id != _NO_TRACE:
-                traces.add(trace_id)
-                times.append(row["timestamp"])
-    if not traces:
-        return None
-    return sorted(traces), min(times) - _WINDOW, max(times) + _WINDOW
+# Error rows whose request row is not stored yet (the server span ends after its children and
+# log lines, and may come through another sink process): the batch that brings the request joins
+# them. A request-only batch, by far the most common, then reads this (mostly empty) table
+# instead of searching error_logs for each of its traces. Unlogged: after a crash of the
+# database the joins still waiting are given up, the rows themselves are kept.
+PENDING_JOINS = "homepot_analytics_pending_joins"
+PENDING_JOINS_DDL = (
+    f"CREATE UNLOGGED TABLE IF NOT EXISTS {PENDING_JOINS}"
+    " (trace_id varchar(32) NOT NULL, timestamp timestamptz NOT NULL)",
+    f"CREATE INDEX IF NOT EXISTS ix_{PENDING_JOINS}_trace_id ON {PENDING_JOINS} (trace_id)",
+)
+
+_REMEMBER_PENDING = f"""
+INSERT INTO {PENDING_JOINS} (trace_id, timestamp)
+SELECT DISTINCT e.trace_id, e.timestamp FROM error_logs e
+WHERE e.trace_id = ANY(%(traces)s) AND e.timestamp BETWEEN %(since)s AND %(until)s
+  AND NOT EXISTS (
+      SELECT 1 FROM api_request_logs r
+      WHERE r.trace_id = e.trace_id AND r.service_name = e.service_name
+        AND r.timestamp BETWEEN %(since)s AND %(until)s
+  )
+"""
+_PENDING = f"SELECT DISTINCT trace_id FROM {PENDING_JOINS}"
+_FORGET_PENDING = f"DELETE FROM {PENDING_JOINS} WHERE trace_id = ANY(%(traces)s) OR timestamp < %(expired)s"
+
+
+def _trace_ids(rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    return {row["trace_id"] for row in rows if row.get("trace_id") and row["trace_id"] != _NO_TRACE}
+
+
+def _window(batch: Mapping[str, Sequence[Mapping[str, Any]]]) -> tuple[datetime, datetime]:
+    times = [row["timestamp"] for rows in batch.values() for row in rows]
+    return min(times) - _WINDOW, max(times) + _WINDOW
 
 
 def link_traces(
@@ -110,33 +173,43 @@ def link_traces(
     stats: ExportStats,
 ) -> int:
     """Join the rows of the batch's traces (above); returns how many duplicates were merged."""
-    scope = _traces_and_window(batch)
-    if scope is None:
+    errors = _trace_ids(batch.get("error_logs", ()))
+    requests = _trace_ids(batch.get("api_request_logs", ()))
+    if not errors and not requests:
         return 0
-    traces, since, until = scope
-    parameters = {
-        "traces": traces,
+    since, until = _window(batch)
+    parameters: dict[str, Any] = {
         "since": since,
         "until": until,
         "generic": GENERIC_MESSAGES,
         "chars": _REQUEST_MESSAGE_CHARS,
     }
-    has_errors = bool(batch.get("error_logs"))
-    # A batch of requests alone still joins the errors that came before it (the server span
-    # ends after its children and its log lines): only the merge needs new errors.
-    has_failures = has_errors or any(row["status_code"] >= 500 for row in batch.get("api_request_logs", ()))
     merged = 0
     try:
         with connection.cursor() as cursor:
-            if has_errors:
+            if errors:
+                # The batch's errors: merged and joined now when their request is stored (the
+                # same batch, or an earlier one); else remembered for the batch that brings it.
+                parameters["traces"] = sorted(errors)
+                cursor.execute(_KEEP_WHAT_COPIES_KNEW, parameters)
                 cursor.execute(_MERGE_DUPLICATES, parameters)
                 merged = max(cursor.rowcount, 0)
-            cursor.execute(_FILL_ERRORS, parameters)
-            if has_failures:
+                cursor.execute(_FILL_ERRORS, parameters)
                 cursor.execute(_FILL_REQUESTS, parameters)
+                cursor.execute(_REMEMBER_PENDING, parameters)
+            waiting = requests - errors
+            if waiting:
+                waiting &= {trace_id for (trace_id,) in cursor.execute(_PENDING)}
+            if waiting:
+                # Requests whose errors came first: join those (a few traces, not the batch's all).
+                parameters["traces"] = sorted(waiting)
+                cursor.execute(_FILL_ERRORS, parameters)
+                cursor.execute(_FILL_REQUESTS, parameters)
+                parameters["expired"] = datetime.now(UTC) - 2 * _WINDOW
+                cursor.execute(_FORGET_PENDING, parameters)
         connection.commit()
     except psycopg.Error as error:
-        logger.warning("could not join the rows of %d traces (they stay as written): %s", len(traces), error)
+        logger.warning("could not join the rows of a batch's traces (they stay as written): %s", error)
         connection.rollback()
         return 0
     stats.add("merged", "error_logs", merged)

@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from opentelemetry import _logs, trace
-from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.concurrency import run_in_threadpool
@@ -31,6 +31,7 @@ from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
 from exporter.own_logging import exporter_logger
 from exporter.pipeline import build_pipeline
+from exporter.sampling import configured_sampler, record_all
 from exporter.termination import shut_down_on_sigterm
 from homepot_foundation.settings import Settings, get_settings
 from instrumentation import _state, log_capture
@@ -38,7 +39,6 @@ from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.middleware import NESTED_WARNING, ExceptionRecorder, ServerSpanMiddleware
 from instrumentation.otlp import otlp_processors
-from instrumentation.sampling import configured_sampler, record_all
 from instrumentation.stock import StockSpanDetails
 from instrumentation.users import UserResolver, default_user_resolver
 
@@ -115,6 +115,21 @@ def _providers(resource: Resource) -> tuple[TracerProvider, LoggerProvider]:
         if not isinstance(current_logger, LoggerProvider):
             _logs.set_logger_provider(logger_provider)
     return tracer_provider, logger_provider
+
+
+def _logging_exported_already(logger_provider: LoggerProvider) -> bool:
+    """Whether ``logging`` records reach our log processor already: the application's own
+    provider (joined) has OpenTelemetry's logging handler on the root logger
+    (``opentelemetry-instrument`` with logs). Its ERROR records become rows as they are; a
+    capture of ours beside it would store each one twice."""
+    if logger_provider in _OURS:
+        return False
+    if any(isinstance(handler, LoggingHandler) for handler in logging.getLogger().handlers):
+        logger.info(
+            "logging records reach the tables through OpenTelemetry's LoggingHandler (no capture of ours)"
+        )
+        return True
+    return False
 
 
 def _quiet_native_telemetry(app: FastAPI) -> None:
@@ -249,7 +264,7 @@ def setup_telemetry(
         user_resolver,
     )
     telemetry = Telemetry(tracer_provider, logger_provider, processors, delivery)
-    if settings.log_capture_level != "OFF":
+    if settings.log_capture_level != "OFF" and not _logging_exported_already(logger_provider):
         telemetry.log_capture = log_capture.install(logging.getLevelName(settings.log_capture_level))
     app.state.homepot_telemetry = telemetry
     _flush_when_lifespan_ends(app, telemetry)

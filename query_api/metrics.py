@@ -31,7 +31,7 @@ _COUNTERS = {
     "rejected": ("rows_rejected", "Rows the database or the mapping refused (bad records)."),
     "merged": (
         "rows_merged",
-        "Error rows deleted as a second copy of one exception in a trace (a child span's and its server span's).",
+        "Error rows deleted as a second copy of one exception in one trace (child and server span).",
     ),
     "export_failures": ("export_failures", "Failed attempts to write a batch, per table in it."),
 }

@@ -130,25 +130,35 @@ def _error_log_row(record: ReadableLogRecord, attributes: Mapping[str, Any], pri
         ),
         "user_id": bounded_text(privacy.user(first(attributes, c.USER_ID)), limits["user_id"]),
         "device_id": bounded_text(attributes.get(c.DEVICE_ID), limits["device_id"]),
-        "context": json_text(
-            attributes.get(c.EXTRA) or _logged_context(record, exception_message, message), privacy
-        ),
+        "context": json_text(_error_context(record, attributes, exception_message, message), privacy),
         "fingerprint": error_fingerprint(error_code or error_type, message),
     }
     row.update(_log_context(record, attributes, limits))
     return row
 
 
-def _logged_context(record: ReadableLogRecord, exception_message: Any, message: str) -> dict[str, Any] | None:
-    """What a plain log record (not one of our error events) says beyond its message: the
-    logger it came from (its instrumentation scope) and the exception's text."""
-    context: dict[str, Any] = {}
-    scope = record.instrumentation_scope
-    if scope is not None and scope.name:
-        context["logger"] = scope.name
-    if exception_message and exception_message != message:
-        context["exception_message"] = exception_message
-    return context or None
+def _error_context(
+    record: ReadableLogRecord, attributes: Mapping[str, Any], exception_message: Any, message: str
+) -> Any:
+    """The context the record gave (``homepot.extra``), else the logger it came from (its
+    instrumentation scope); with the exception's own text when it says something else than the
+    message (rows are matched on it: exporter/trace_links.py)."""
+    context: Any = attributes.get(c.EXTRA)
+    if context is None:
+        scope = record.instrumentation_scope
+        context = {"logger": scope.name} if scope is not None and scope.name else None
+    if not exception_message or exception_message == message:
+        return context
+    if isinstance(context, str):
+        try:
+            context = json.loads(context)
+        except ValueError:
+            context = {"value": context}
+    if context is None:
+        context = {}
+    if isinstance(context, dict):
+        context.setdefault("exception_message", exception_message)
+    return context
 
 
 def _activity_row(record: ReadableLogRecord, attributes: Mapping[str, Any], privacy: Privacy) -> Row:

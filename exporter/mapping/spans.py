@@ -139,6 +139,8 @@ def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: 
     limits = _ERROR
     server = span.kind in _SERVER_KINDS
     kind_name = span.kind.name.lower() if span.kind is not None else None
+    # Which request a child's error belongs to, when one trace holds several (trace_links.py).
+    parent_span_id = hex_span_id(span.parent.span_id) if span.parent is not None and not server else None
     # A child span names no endpoint of its own (its name is not a path): the request's endpoint
     # and user are joined from the request row of the same trace (exporter/trace_links.py).
     endpoint = (
@@ -153,6 +155,7 @@ def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: 
         context = {
             "exception_type": error_type,
             "span_kind": kind_name,
+            "parent_span_id": parent_span_id,
             "method": first(attributes, c.HTTP_METHOD),
             "route": attributes.get(c.HTTP_ROUTE),
             "status_code": clamped_int(first(attributes, c.HTTP_STATUS_CODE)),

@@ -19,9 +19,22 @@ INSTRUMENT = Path(sys.executable).with_name("opentelemetry-instrument")
 pytestmark = pytest.mark.slow
 
 
+NOT_SAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+SAMPLERS = {
+    "default": {},
+    # One trace in ten goes to a collector; the tables still get every request.
+    "traceidratio-0.1": {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.1"},
+    "parentbased-always-off": {"OTEL_TRACES_SAMPLER": "parentbased_always_off"},
+}
+
+
 @pytest.mark.skipif(not INSTRUMENT.exists() and not shutil.which("opentelemetry-instrument"), reason="no CLI")
-def test_opentelemetry_instrument_with_our_exporters_lands_rows(db_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_opentelemetry_instrument_with_our_exporters_lands_rows(
+    db_url: str, tmp_path: Path, sampler: str
+) -> None:
     env = {
+        **SAMPLERS[sampler],
         "HOMEPOT_ANALYTICS_DATABASE_URL": db_url,
         "HOMEPOT_ANALYTICS_DATA_DIR": str(tmp_path / "data"),
         "HOMEPOT_ANALYTICS_EXPORT_DELAY_MS": "100",
@@ -46,13 +59,14 @@ def test_opentelemetry_instrument_with_our_exporters_lands_rows(db_url: str, tmp
             assert client.get("/devices/dev-7", headers={"X-Forwarded-For": "10.1.2.3"}).status_code == 200
             assert client.get("/devices/missing").status_code == 404
             assert client.get("/lookup").status_code == 200
+            assert client.get("/logged", headers={"traceparent": NOT_SAMPLED}).status_code == 200
             # Last: the exception reaches uvicorn, which closes the connection after the 500.
             assert client.get("/crash").status_code == 500
     finally:
         app.terminate()  # SIGTERM: uvicorn stops, the SDK shuts down, our pipeline writes what it holds
     log = app.log()
     requests = {row["endpoint"]: row for row in fetch_rows(db_url, "api_request_logs")}
-    assert set(requests) == {"/devices/dev-7", "/devices/missing", "/crash", "/lookup"}, (
+    assert set(requests) == {"/devices/dev-7", "/devices/missing", "/crash", "/lookup", "/logged"}, (
         set(requests),
         log[-3000:],
     )
@@ -64,8 +78,18 @@ def test_opentelemetry_instrument_with_our_exporters_lands_rows(db_url: str, tmp
     # uvicorn believes X-Forwarded-For from loopback; stored as its /24 (the privacy default).
     assert requests["/devices/dev-7"]["ip_address"] == "10.1.2.0"
     errors = fetch_rows(db_url, "error_logs")
-    crash = [row for row in errors if row["error_code"] == "ZeroDivisionError"]
-    assert crash and crash[0]["trace_id"] == requests["/crash"]["trace_id"]
-    logged = [row for row in errors if row["error_code"] == "KeyError"]
-    assert logged, [row["error_message"] for row in errors]
-    assert "Traceback" in (logged[0]["stack_trace"] or "")
+    # On the stock server span and in uvicorn's "Exception in ASGI application" line: stored once.
+    (crash,) = [row for row in errors if row["error_code"] == "ZeroDivisionError"]
+    assert (crash["trace_id"], crash["endpoint"]) == (requests["/crash"]["trace_id"], "/crash")
+    # logger.exception("lookup failed"): the developer's message, the exception beside it, and
+    # the request it was logged in (joined through the record's trace).
+    (lookup,) = [row for row in errors if row["error_code"] == "KeyError"]
+    assert lookup["error_message"] == "lookup failed"
+    assert lookup["context"]["exception_message"] == "absent"
+    assert lookup["context"]["logger"] == "zero_code_app"
+    assert "Traceback" in (lookup["stack_trace"] or "")
+    assert (lookup["endpoint"], lookup["trace_id"]) == ("/lookup", requests["/lookup"]["trace_id"])
+    # logger.error("...") without an exception, in a request whose caller said "not sampled".
+    (logged,) = [row for row in errors if row["error_message"] == "cache refresh failed for dev-7"]
+    assert (logged["error_code"], logged["endpoint"]) == (None, "/logged")
+    assert logged["trace_id"] == requests["/logged"]["trace_id"] == NOT_SAMPLED.split("-")[1]

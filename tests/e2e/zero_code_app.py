@@ -35,3 +35,9 @@ def lookup() -> dict[str, str]:
     except KeyError:
         logger.exception("lookup failed")
         return {"value": "default"}
+
+
+@app.get("/logged")
+def logged() -> dict[str, str]:
+    logger.error("cache refresh failed for %s", "dev-7")  # no exception: still an error row
+    return {"value": "stale"}

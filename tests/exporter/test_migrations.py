@@ -116,12 +116,12 @@ def test_migration_3_adds_the_release_columns_to_existing_tables_keeping_rows(em
                 conn.execute(
                     f"ALTER TABLE {table} DROP COLUMN service_version, DROP COLUMN deployment_environment"
                 )
-            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version = 3")
+            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 3")
             conn.execute(
                 "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms,"
                 " event_id) VALUES (now(), '/kept', 'GET', 200, 1, gen_random_uuid())"
             )
-        assert [migration.version for migration in migrate(engine)] == [3]
+        assert [migration.version for migration in migrate(engine)] == [3, 4]
     finally:
         engine.dispose()
     for table in TABLES:

@@ -103,3 +103,35 @@ def test_always_off_records_every_row_and_sends_nothing(
     assert len(fetch_rows(db_url, "api_request_logs")) == 3
     assert len(fetch_rows(db_url, "job_outcomes")) == 3
     assert collector.get_finished_spans() == ()
+
+
+def test_an_apps_own_provider_with_a_dropping_sampler_still_gives_every_row(
+    db_url: str, tmp_path: Path, sampler_env: None
+) -> None:
+    """setup_telemetry joins the app's own provider (its sampler drops everything): the app's
+    exporter still gets nothing, the tables get every request and job."""
+    from unittest import mock
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    own = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
+    collector = InMemorySpanExporter()
+    own.add_span_processor(SimpleSpanProcessor(collector))
+    app = FastAPI()
+
+    @app.post("/jobs/{job_id}")
+    def run(job_id: str) -> dict[str, str]:
+        with job_span(job_id, "restart", device_id="dev-1"):
+            pass
+        return {"job": job_id}
+
+    settings = Settings(database_url=db_url, data_dir=tmp_path / "data", export_delay_ms=50)
+    with mock.patch.object(trace, "get_tracer_provider", return_value=own):
+        telemetry = setup_telemetry(app, service_name="sampling", settings=settings)
+    assert telemetry.tracer_provider is own
+    run_requests(app, telemetry, 3)  # root spans: the app's sampler drops them all
+    assert len(fetch_rows(db_url, "api_request_logs")) == 3
+    assert len(fetch_rows(db_url, "job_outcomes")) == 3
+    assert collected_servers(collector) == 0

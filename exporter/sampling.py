@@ -53,10 +53,11 @@ class RecordAll(Sampler):
 def record_all(provider: TracerProvider) -> None:
     """Make an application's own provider record every span from now on (its exporters still get
     only what its sampler samples). Tracers it already made keep their sampler; ours is made
-    after this. The SDK offers no setter: the sampler it keeps is replaced in place."""
+    after this. The SDK offers no setter: the sampler it keeps (``sampler`` in the 1.x SDK, which
+    its tracers are given) is replaced in place."""
     current = provider.sampler
-    if not isinstance(current, RecordAll) and hasattr(provider, "_sampler"):
-        provider._sampler = RecordAll(current)
+    if not isinstance(current, RecordAll):
+        provider.sampler = RecordAll(current)
 
 
 def configured_sampler() -> Sampler:
