@@ -3,10 +3,14 @@ pipeline, drops counted by our processor, the pipeline shut down with the last e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry._logs import LogRecord, SeverityNumber
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk.resources import Resource
 
 from exporter import zero_code
 from exporter.zero_code import ZeroCodeLogExporter, ZeroCodeSpanExporter
@@ -42,3 +46,36 @@ def test_both_exporters_share_one_pipeline_that_ends_with_the_last(
     assert row["endpoint"] == "/zero" and row["user_id"].startswith("u_")  # the privacy default
     assert len(fetch_rows(db_url, "device_state_history")) == 1
     assert spans.export([request_span()]).name == "FAILURE"  # after shutdown: refused, not lost silently
+
+
+def _plain_log(severity: SeverityNumber, body: str) -> ReadableLogRecord:
+    record = LogRecord(timestamp=time.time_ns(), severity_number=severity, body=body)
+    return ReadableLogRecord(log_record=record, resource=Resource.create({}))
+
+
+@pytest.mark.parametrize(
+    ("level", "stored"),
+    [
+        ("ERROR", ["disk full", "db gone"]),
+        ("WARNING", ["cache cold", "disk full", "db gone"]),
+        ("CRITICAL", ["db gone"]),
+        ("OFF", []),
+    ],
+)
+def test_plain_logging_records_become_errors_from_the_capture_level(
+    db_url: str, process_settings: None, monkeypatch: pytest.MonkeyPatch, level: str, stored: list[str]
+) -> None:
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_LOG_CAPTURE_LEVEL", level)
+    get_settings.cache_clear()
+    logs = ZeroCodeLogExporter()
+    records = [
+        _plain_log(SeverityNumber.INFO, "started"),
+        _plain_log(SeverityNumber.WARN, "cache cold"),
+        _plain_log(SeverityNumber.ERROR, "disk full"),
+        _plain_log(SeverityNumber.FATAL, "db gone"),
+        device_state_log(),  # an event of ours: kept at every level
+    ]
+    assert logs.export(records).name == "SUCCESS"
+    logs.shutdown()
+    assert sorted(row["error_message"] for row in fetch_rows(db_url, "error_logs")) == sorted(stored)
+    assert len(fetch_rows(db_url, "device_state_history")) == 1

@@ -88,6 +88,25 @@ def test_a_logged_error_becomes_a_row_of_its_request(db_url: str, tmp_path: Path
     ]
 
 
+def test_a_logged_error_carries_the_user_of_its_request(db_url: str, tmp_path: Path) -> None:
+    """The user is known only once the request is done (the resolver runs at its end); the row
+    takes it from its request row when that is written (exporter/trace_links.py)."""
+    import jwt
+
+    app, telemetry = build(db_url, tmp_path)
+    token = jwt.encode({"sub": "operator-4"}, "an-app-secret-long-enough-for-hs256!", "HS256")
+    try:
+        with TestClient(app) as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            assert client.get("/devices/dev-3", headers=headers).status_code == 200
+    finally:
+        telemetry.shutdown()
+    (row,) = errors(db_url)
+    (request,) = fetch_rows(db_url, "api_request_logs")
+    assert request["user_id"] is not None
+    assert row["user_id"] == request["user_id"]
+
+
 def test_an_exception_logged_keeps_message_type_and_stack_apart(db_url: str, tmp_path: Path) -> None:
     app, telemetry = build(db_url, tmp_path)
     call(app, telemetry, "/lookup")
