@@ -66,6 +66,8 @@ ERROR_CATEGORY = "homepot.error.category"
 ERROR_SEVERITY = "homepot.error.severity"
 ERROR_CODE = "homepot.error.code"
 ERROR_ENDPOINT = "homepot.error.endpoint"
+# What an error is grouped by besides its code and normalised message (a 5xx: its route).
+ERROR_GROUP = "homepot.error.group"
 ERROR_CATEGORIES = ("api", "database", "external_service", "validation", "job", "frontend", "other")
 ERROR_SEVERITIES = ("critical", "error", "warning", "info")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry._logs import Logger, SeverityNumber
+from opentelemetry.context import Context
 
 from exporter import conventions as c
 
@@ -36,9 +37,11 @@ class Event:
     severity_text: str | None = None
     timestamp_ns: int | None = None
 
-    def emit(self, event_logger: Logger) -> None:
-        """Emit on ``event_logger``; the record carries the current trace context."""
+    def emit(self, event_logger: Logger, context: Context | None = None) -> None:
+        """Emit on ``event_logger``; the record carries the trace of ``context`` (default: the
+        current one)."""
         event_logger.emit(
+            context=context,
             event_name=self.name,
             timestamp=self.timestamp_ns,
             severity_number=self.severity,
@@ -97,6 +100,7 @@ def error_event(
     user_id: str | None,
     device_id: str | None,
     context: Mapping[str, Any],
+    group: str | None = None,
 ) -> Event:
     return Event(
         name=c.ERROR_EVENT,
@@ -113,6 +117,7 @@ def error_event(
                 c.ERROR_ENDPOINT: endpoint,
                 c.USER_ID[0]: user_id,
                 c.DEVICE_ID: device_id,
+                c.ERROR_GROUP: group,
                 c.EXTRA: _extra(context),
             }
         ),

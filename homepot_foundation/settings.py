@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     service_name: str | None = Field(
         default=None, description="service.name of instrumented services (else OTEL_SERVICE_NAME)."
     )
+    record_server_errors: bool = Field(
+        default=True,
+        description="A 5xx the app answers itself (HTTPException(500), a returned 503) makes an "
+        "error_logs row too.",
+    )
+    user_cookie: str = Field(
+        default="access_token",
+        description="Cookie holding the session JWT whose subject names the user (before the "
+        "bearer header); empty: none.",
+    )
     excluded_paths: CsvList = Field(
         default_factory=lambda: list(DEFAULT_EXCLUDED_PATHS),
         description="Request paths that are not recorded (health, docs, metrics).",

@@ -5,7 +5,7 @@ from instrumentation.jobs import JobRun, job_span
 from instrumentation.records import record_device_state, record_error, record_user_activity
 from instrumentation.setup import Telemetry, setup_telemetry
 from instrumentation.stock import StockSpanDetails
-from instrumentation.users import default_user_resolver
+from instrumentation.users import default_user_resolver, user_resolver_for
 
 __all__ = [
     "JobRun",
@@ -17,4 +17,5 @@ __all__ = [
     "record_error",
     "record_user_activity",
     "setup_telemetry",
+    "user_resolver_for",
 ]

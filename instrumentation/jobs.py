@@ -26,6 +26,7 @@ from exporter import conventions as c
 from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from instrumentation import _state
+from instrumentation.detached import fresh_start
 from instrumentation.log_capture import mark_recorded
 
 logger = exporter_logger(__name__)
@@ -124,10 +125,15 @@ class job_span:
         with never_raise(
             "job_span could not start a span for job %s; job not recorded", self.job.job_id, logger=logger
         ):
+            parent, links = fresh_start()  # a new trace when the request that started us has ended
             span = _state.tracer().start_span(
-                f"job {self.job.job_type}", kind=SpanKind.INTERNAL, attributes=self._attributes
+                f"job {self.job.job_type}",
+                context=parent,
+                kind=SpanKind.INTERNAL,
+                attributes=self._attributes,
+                links=links,
             )
-            self._token = otel_context.attach(trace.set_span_in_context(span))
+            self._token = otel_context.attach(trace.set_span_in_context(span, parent))
             self._span = span
         return self.job
 

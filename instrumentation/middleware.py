@@ -18,6 +18,7 @@ after the response (a background task) becomes an error record in the request's 
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -28,9 +29,12 @@ from starlette.routing import Mount
 
 from exporter import conventions as c
 from exporter.containment import never_raise
+from exporter.events import error_event
 from exporter.own_logging import exporter_logger
+from instrumentation import _state
 from instrumentation.asgi import ERROR_BODY_CAPTURE_BYTES, ASGIApp, Message, Receive, Scope, Send, error_text
 from instrumentation.client_ip import Network, client_ip
+from instrumentation.detached import enter_request, leave_request
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.log_capture import mark_recorded
 from instrumentation.records import record_error
@@ -136,6 +140,36 @@ NESTED_WARNING = (
 )
 
 
+def _server_error(
+    attributes: dict[str, Any], status_code: int, method: str, route: str | None, path: str
+) -> None:
+    """A 5xx the app answered itself (``HTTPException(500)``, a returned 503) is an error too:
+    one row, in the request's trace, grouped by route and normalised detail. An unhandled
+    exception has its row from the span's exception event instead."""
+    user = attributes.get(c.USER_ID[0])
+    event = error_event(
+        "api",
+        "error",
+        f"HTTP_{status_code}",
+        str(attributes.get(c.HTTP_ERROR_MESSAGE) or _reason(status_code)),
+        exception_type=None,
+        stack_trace=None,
+        endpoint=path,
+        user_id=None if user is None else str(user),
+        device_id=None,
+        context={"status_code": status_code, "method": method, "route": route},
+        group=route or path,
+    )
+    event.emit(_state.event_logger())
+
+
+def _reason(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase
+    except ValueError:
+        return f"HTTP {status_code}"
+
+
 class ServerSpanMiddleware:
     def __init__(
         self,
@@ -145,8 +179,10 @@ class ServerSpanMiddleware:
         user_resolver: UserResolver,
         trusted_proxies: tuple[Network, ...] = (),
         excluded_paths: ExcludedPaths | None = None,
+        record_server_errors: bool = True,
     ) -> None:
         self.app = app
+        self.record_server_errors = record_server_errors
         self.tracer = tracer
         self.user_resolver = user_resolver
         self.trusted_proxies = trusted_proxies
@@ -211,6 +247,7 @@ class ServerSpanMiddleware:
         exchange = _Exchange(span, scope["path"])
         scope[EXCHANGE_KEY] = exchange
         token = otel_context.attach(trace.set_span_in_context(span, parent))
+        call, call_token = enter_request()
         entry_root_path = str(scope.get("root_path", ""))
         request_bytes = 0
         response_bytes = 0
@@ -235,6 +272,8 @@ class ServerSpanMiddleware:
                 span.set_attributes(attributes)
                 if status_code >= 500 and exchange.exception is None:
                     span.set_status(Status(StatusCode.ERROR))
+                    if self.record_server_errors:
+                        _server_error(attributes, status_code, method, route, scope["path"])
             span.end()
 
         async def counting_receive() -> Message:
@@ -269,6 +308,7 @@ class ServerSpanMiddleware:
         finally:
             if not exchange.ended:  # the response never finished (client gone, crash before it)
                 end()
+            leave_request(call, call_token)
             otel_context.detach(token)
 
     def _add_details(

@@ -2,7 +2,11 @@
 OpenTelemetry log record (built by ``exporter.events``).
 
 The record carries the current trace context, so a state change or error reported while
-handling a request is tied to that request's trace. None of them ever raises into the caller.
+handling a request is tied to that request's trace; one made after that request ended (a worker
+it started) carries none and names it as ``linked_trace_id`` (``instrumentation.detached``).
+None of them ever raises into the caller, whatever it is given: free-form context goes in as a
+mapping (``context=`` / ``extra_data=``) or as keywords, and a key that is also a parameter's
+name (``message``) is context, never a clash.
 """
 
 from __future__ import annotations
@@ -12,10 +16,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import _logs
+from opentelemetry.context import Context
 
 from exporter.containment import never_raise
 from exporter.events import device_state_event, error_event, user_activity_event
 from instrumentation import _state
+from instrumentation.detached import ended_request, hex_trace_id
+
+
+def _detached_context(extra: dict[str, Any]) -> Context | None:
+    """The context to emit in: the current one (None), or none at all when its request has
+    ended, naming that request's trace in ``extra``."""
+    ended = ended_request()
+    if ended is None:
+        return None
+    extra.setdefault("linked_trace_id", hex_trace_id(ended))
+    return Context()
 
 
 def record_device_state(
@@ -24,12 +40,16 @@ def record_device_state(
     new_state: str,
     changed_by: str = "system",
     reason: str | None = None,
+    *,
+    extra_data: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> None:
     """Record that a device went from ``previous_state`` to ``new_state``; never raises."""
     with never_raise("record_device_state failed; state change not recorded"):
-        event = device_state_event(device_id, previous_state, new_state, changed_by, reason, extra)
-        event.emit(_state.event_logger())
+        merged = {**(extra_data or {}), **extra}
+        context = _detached_context(merged)
+        event = device_state_event(device_id, previous_state, new_state, changed_by, reason, merged)
+        event.emit(_state.event_logger(), context)
 
 
 def record_error(
@@ -37,18 +57,23 @@ def record_error(
     severity: str,
     error_code: str | None,
     message: str,
+    /,
     *,
     exception: BaseException | None = None,
     stack_trace: str | None = None,
     endpoint: str | None = None,
     user_id: str | None = None,
     device_id: str | None = None,
-    **context: Any,
+    context: Mapping[str, Any] | None = None,
+    **extra: Any,
 ) -> None:
     """Record an error: category (api, database, external_service, validation, ...), severity
     (critical, error, warning, info), code and message; the stack trace of ``exception`` (or of
-    the exception being handled) is kept. Never raises."""
+    the exception being handled) is kept; ``context`` and keywords become the row's context.
+    Never raises."""
     with never_raise("record_error failed; error not recorded"):
+        merged = {**(context or {}), **extra}
+        emit_context = _detached_context(merged)
         if stack_trace is None:
             if exception is not None:
                 stack_trace = "".join(traceback.format_exception(exception))
@@ -65,9 +90,9 @@ def record_error(
             endpoint=endpoint,
             user_id=user_id,
             device_id=device_id,
-            context=context,
+            context=merged,
         )
-        event.emit(_state.event_logger())
+        event.emit(_state.event_logger(), emit_context)
 
 
 def record_user_activity(
@@ -91,6 +116,8 @@ def record_user_activity(
     as keyword arguments; ``event_id`` makes a resent action stored once. A backend calls this
     for actions that never pass through a browser; the frontend intake has its own path."""
     with never_raise("record_user_activity failed; activity not recorded"):
+        merged = {**(extra_data or {}), **extra}
+        context = _detached_context(merged)
         event = user_activity_event(
             activity_type,
             user_id=user_id,
@@ -101,6 +128,6 @@ def record_user_activity(
             duration_ms=duration_ms,
             timestamp_ns=timestamp_ns,
             event_id=event_id,
-            extra_data={**(extra_data or {}), **extra},
+            extra_data=merged,
         )
-        event.emit(event_logger or _state.event_logger())
+        event.emit(event_logger or _state.event_logger(), context)

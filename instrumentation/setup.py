@@ -40,7 +40,7 @@ from instrumentation.exclusions import ExcludedPaths
 from instrumentation.middleware import NESTED_WARNING, ExceptionRecorder, ServerSpanMiddleware
 from instrumentation.otlp import otlp_processors
 from instrumentation.stock import StockSpanDetails
-from instrumentation.users import UserResolver, default_user_resolver
+from instrumentation.users import UserResolver, user_resolver_for
 
 logger = exporter_logger(__name__)
 
@@ -209,14 +209,16 @@ def setup_telemetry(
     *,
     settings: Settings | None = None,
     database_url: str | None = None,
-    user_resolver: UserResolver = default_user_resolver,
+    user_resolver: UserResolver | None = None,
     excluded_paths: Sequence[str] | None = None,
     export: Sequence[str] | None = None,
 ) -> Telemetry:
     """Instrument ``app`` and export its telemetry into the analytics tables.
 
     ``database_url`` overrides ``HOMEPOT_ANALYTICS_DATABASE_URL`` (unset: embedded PostgreSQL).
-    ``user_resolver(scope, status_code)`` names the user of a request.
+    ``user_resolver(scope, status_code)`` names the user of a request (default: the app's
+    ``request.state`` user, else the subject of the JWT in the ``HOMEPOT_ANALYTICS_USER_COOKIE``
+    cookie or the bearer header).
     ``excluded_paths`` replaces the default list (health, docs, metrics).
     ``export`` says where telemetry goes: "postgres" (the tables), "otlp" (a collector, configured
     by the standard OTEL_EXPORTER_OTLP_* variables) or both; default HOMEPOT_ANALYTICS_EXPORT.
@@ -249,6 +251,7 @@ def setup_telemetry(
 
     tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
     _state.configure(tracer, logger_provider.get_logger(INSTRUMENTATION_NAME))
+    user_resolver = user_resolver or user_resolver_for(settings.user_cookie or None)
     excluded = ExcludedPaths(list(settings.excluded_paths if excluded_paths is None else excluded_paths))
     trusted = parse_networks(settings.trusted_proxies)
     _quiet_native_telemetry(app)
@@ -260,6 +263,7 @@ def setup_telemetry(
             user_resolver=user_resolver,
             trusted_proxies=trusted,
             excluded_paths=excluded,
+            record_server_errors=settings.record_server_errors,
         ),
         user_resolver,
     )

@@ -1,4 +1,5 @@
-"""Who made a request: the default user resolver for bearer-token services.
+"""Who made a request: the default user resolver, for services that authenticate with a JWT
+in a cookie (HOMEPOT's httpOnly ``access_token``) or a bearer header.
 
 A resolver is any ``Callable[[Scope, int], str | None]`` given the ASGI scope and the response
 status; it runs when the response starts, after the app's own authentication has run.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, MutableMapping
 from typing import Any
+
+from starlette.requests import cookie_parser
 
 from homepot_foundation.tokens import bearer_token, unverified_subject
 
@@ -33,23 +36,45 @@ def _from_state(scope: Scope) -> str | None:
     return None
 
 
-def _authorization(scope: Scope) -> str | None:
+def _header(scope: Scope, wanted: bytes) -> str | None:
     for name, value in scope.get("headers") or ():
-        if name == b"authorization":
+        if name == wanted:
             return str(value.decode("latin-1"))
     return None
 
 
-def default_user_resolver(scope: Scope, status_code: int) -> str | None:
-    """The app's ``request.state`` user, else the bearer JWT's subject.
+DEFAULT_USER_COOKIE = "access_token"
 
-    The token's claim is not trusted for a request the app rejected as unauthenticated (401):
-    anyone can write a JWT naming someone else.
-    """
-    user = _from_state(scope)
-    if user is not None:
-        return user
-    if status_code == 401:
+
+def user_resolver_for(cookie: str | None = DEFAULT_USER_COOKIE) -> UserResolver:
+    """The default resolver, reading the JWT from the cookie named ``cookie`` (None or "": none)
+    first and the bearer header second, as HOMEPOT's own ``get_current_user`` does."""
+
+    def resolve(scope: Scope, status_code: int) -> str | None:
+        """The app's ``request.state`` user, else the subject of the session cookie's or the
+        bearer header's JWT.
+
+        The token's claim is not trusted for a request the app rejected as unauthenticated (401):
+        anyone can write a JWT naming someone else."""
+        user = _from_state(scope)
+        if user is not None:
+            return user
+        if status_code == 401:
+            return None
+        token = _cookie_token(scope, cookie) if cookie else None
+        token = token or bearer_token(_header(scope, b"authorization"))
+        return unverified_subject(token) if token else None
+
+    return resolve
+
+
+def _cookie_token(scope: Scope, cookie: str) -> str | None:
+    header = _header(scope, b"cookie")
+    if not header:
         return None
-    token = bearer_token(_authorization(scope))
-    return unverified_subject(token) if token else None
+    value = cookie_parser(header).get(cookie)
+    # Some apps store the header form ("Bearer <jwt>") in the cookie.
+    return (bearer_token(value) or value) if value else None
+
+
+default_user_resolver = user_resolver_for(DEFAULT_USER_COOKIE)

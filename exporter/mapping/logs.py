@@ -131,10 +131,19 @@ def _error_log_row(record: ReadableLogRecord, attributes: Mapping[str, Any], pri
         "user_id": bounded_text(privacy.user(first(attributes, c.USER_ID)), limits["user_id"]),
         "device_id": bounded_text(attributes.get(c.DEVICE_ID), limits["device_id"]),
         "context": json_text(_error_context(record, attributes, exception_message, message), privacy),
-        "fingerprint": error_fingerprint(error_code or error_type, message),
+        "fingerprint": error_fingerprint(
+            _grouped(error_code or error_type, attributes.get(c.ERROR_GROUP)), message
+        ),
     }
     row.update(_log_context(record, attributes, limits))
     return row
+
+
+def _grouped(error_type: Any, group: Any) -> str | None:
+    """The type part of a fingerprint: with the group when the record names one (a route)."""
+    if group is None:
+        return str(error_type) if error_type is not None else None
+    return f"{error_type or ''} {group}"
 
 
 def _error_context(

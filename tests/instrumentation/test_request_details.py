@@ -8,7 +8,7 @@ from homepot_foundation.tokens import unverified_subject as jwt_subject
 from instrumentation.asgi import error_text
 from instrumentation.client_ip import client_ip, parse_networks
 from instrumentation.exclusions import ExcludedPaths
-from instrumentation.users import default_user_resolver
+from instrumentation.users import default_user_resolver, user_resolver_for
 
 TRUSTED = parse_networks(["10.0.0.0/8", "127.0.0.1"])
 
@@ -45,6 +45,34 @@ def test_user_comes_from_request_state_then_from_the_bearer_subject() -> None:
     assert default_user_resolver(_scope(token), 401) is None
     assert default_user_resolver(_scope("not.a.jwt"), 200) is None
     assert default_user_resolver(_scope(), 200) is None
+
+
+def _cookie_scope(cookie: str, token: str | None = None) -> dict[str, object]:
+    headers = [(b"cookie", cookie.encode())]
+    if token:
+        headers.append((b"authorization", f"Bearer {token}".encode()))
+    return {"headers": headers, "state": {}}
+
+
+def test_user_comes_from_the_session_cookie_first_as_homepot_reads_it() -> None:
+    """HOMEPOT: an HS256 JWT in the httpOnly access_token cookie, the bearer header second."""
+    secret = "any-secret-any-secret-any-secret-x"
+    cookie_user = jwt.encode({"sub": "operator@homepot"}, secret, "HS256")
+    bearer_user = jwt.encode({"sub": "api-client"}, secret, "HS256")
+    cookies = f"theme=dark; access_token={cookie_user}; other=1"
+    assert default_user_resolver(_cookie_scope(cookies), 200) == "operator@homepot"
+    assert default_user_resolver(_cookie_scope(cookies, bearer_user), 200) == "operator@homepot"
+    assert default_user_resolver(_cookie_scope("theme=dark", bearer_user), 200) == "api-client"
+    # The header form stored in the cookie, and the same 401 rule as the bearer path.
+    assert (
+        default_user_resolver(_cookie_scope(f'access_token="Bearer {cookie_user}"'), 200)
+        == "operator@homepot"
+    )
+    assert default_user_resolver(_cookie_scope(cookies), 401) is None
+    assert default_user_resolver(_cookie_scope("access_token=garbage"), 200) is None
+    # Another cookie name, or none at all.
+    assert user_resolver_for("session")(_cookie_scope(f"session={cookie_user}"), 200) == "operator@homepot"
+    assert user_resolver_for(None)(_cookie_scope(cookies), 200) is None
 
 
 def test_error_text_of_fastapi_responses() -> None:
