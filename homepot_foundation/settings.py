@@ -72,8 +72,13 @@ class Settings(BaseSettings):
         "bearer header); empty: none.",
     )
     excluded_paths: CsvList = Field(
-        default_factory=lambda: list(DEFAULT_EXCLUDED_PATHS),
-        description="Request paths that are not recorded (health, docs, metrics).",
+        default_factory=list,
+        description="Request paths not recorded, in addition to the defaults (health, docs, metrics).",
+    )
+    exclude_default_paths: bool = Field(
+        default=True,
+        description="Leave the default paths (health, docs, metrics) unrecorded; false: only "
+        "HOMEPOT_ANALYTICS_EXCLUDED_PATHS.",
     )
     trusted_proxies: CsvList = Field(
         default_factory=list,

@@ -33,7 +33,7 @@ from exporter.own_logging import exporter_logger
 from exporter.pipeline import build_pipeline
 from exporter.sampling import configured_sampler, record_all
 from exporter.termination import shut_down_on_sigterm
-from homepot_foundation.settings import Settings, get_settings
+from homepot_foundation.settings import DEFAULT_EXCLUDED_PATHS, Settings, get_settings
 from instrumentation import _state, log_capture
 from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
@@ -210,7 +210,8 @@ def setup_telemetry(
     settings: Settings | None = None,
     database_url: str | None = None,
     user_resolver: UserResolver | None = None,
-    excluded_paths: Sequence[str] | None = None,
+    excluded_paths: Sequence[str] = (),
+    exclude_default_paths: bool | None = None,
     export: Sequence[str] | None = None,
 ) -> Telemetry:
     """Instrument ``app`` and export its telemetry into the analytics tables.
@@ -219,7 +220,8 @@ def setup_telemetry(
     ``user_resolver(scope, status_code)`` names the user of a request (default: the app's
     ``request.state`` user, else the subject of the JWT in the ``HOMEPOT_ANALYTICS_USER_COOKIE``
     cookie or the bearer header).
-    ``excluded_paths`` replaces the default list (health, docs, metrics).
+    ``excluded_paths`` are not recorded, in addition to ``HOMEPOT_ANALYTICS_EXCLUDED_PATHS`` and
+    the defaults (health, docs, metrics); ``exclude_default_paths=False`` records those too.
     ``export`` says where telemetry goes: "postgres" (the tables), "otlp" (a collector, configured
     by the standard OTEL_EXPORTER_OTLP_* variables) or both; default HOMEPOT_ANALYTICS_EXPORT.
     """
@@ -252,7 +254,9 @@ def setup_telemetry(
     tracer = tracer_provider.get_tracer(INSTRUMENTATION_NAME)
     _state.configure(tracer, logger_provider.get_logger(INSTRUMENTATION_NAME))
     user_resolver = user_resolver or user_resolver_for(settings.user_cookie or None)
-    excluded = ExcludedPaths(list(settings.excluded_paths if excluded_paths is None else excluded_paths))
+    keep_defaults = settings.exclude_default_paths if exclude_default_paths is None else exclude_default_paths
+    defaults = DEFAULT_EXCLUDED_PATHS if keep_defaults else ()
+    excluded = ExcludedPaths([*defaults, *settings.excluded_paths, *excluded_paths])
     trusted = parse_networks(settings.trusted_proxies)
     _quiet_native_telemetry(app)
     _wrap_middleware_stack(

@@ -215,3 +215,24 @@ def test_orchestrator_jobs_get_traces_of_their_own_linked_to_the_request(db_url:
 )
 def test_helpers_never_raise_whatever_they_are_given(call: Any) -> None:
     call()
+
+
+def test_two_apps_in_one_process_each_keep_their_service(db_url: str, tmp_path: Path) -> None:
+    """HOMEPOT runs two FastAPI apps; each is instrumented with its own one call."""
+    first, second = FastAPI(), FastAPI()
+    first.add_api_route("/api/v1/devices", lambda: [])
+    second.add_api_route("/agents/status", lambda: {})
+    config = Settings(database_url=db_url, data_dir=tmp_path / "data", export_delay_ms=50)
+    telemetries = [
+        setup_telemetry(first, service_name="homepot-api", settings=config),
+        setup_telemetry(second, service_name="homepot-agents", settings=config),
+    ]
+    try:
+        with TestClient(first) as one, TestClient(second) as two:
+            assert one.get("/api/v1/devices").status_code == 200
+            assert two.get("/agents/status").status_code == 200
+    finally:
+        for telemetry in telemetries:
+            telemetry.shutdown()
+    services = {row["endpoint"]: row["service_name"] for row in fetch_rows(db_url, "api_request_logs")}
+    assert services == {"/api/v1/devices": "homepot-api", "/agents/status": "homepot-agents"}

@@ -272,3 +272,19 @@ def test_spans_map_to_the_rows_the_tables_expect(tmp_path: Path) -> None:
     assert failed[0][1]["status_code"] == 500 and failed[0][1]["error_message"] == "RuntimeError: boom"
     assert failed[1][1]["error_code"] == "RuntimeError"
     captured.telemetry.shutdown()
+
+
+def test_excluded_paths_add_to_the_defaults_unless_told_otherwise(tmp_path: Path) -> None:
+    def served(**options: Any) -> list[str]:
+        app = FastAPI()
+        for path in ("/health", "/internal/ping", "/items"):
+            app.add_api_route(path, lambda: "ok")
+        captured = instrument(app, tmp_path, **options)
+        with TestClient(app) as client:
+            for path in ("/health", "/internal/ping", "/items"):
+                client.get(path)
+        captured.telemetry.shutdown()
+        return [(span.attributes or {}).get("url.path") for span in captured.server_spans()]
+
+    assert served(excluded_paths=["/internal/*"]) == ["/items"]  # the defaults still hold
+    assert served(excluded_paths=["/internal/*"], exclude_default_paths=False) == ["/health", "/items"]
