@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         default=True, description="Create/upgrade the tables on the exporter's first connection."
     )
     jwt_secret: str | None = Field(default=None, description="HS256 secret of the query API's admin tokens.")
+    user_token_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 secret of the host app's user tokens (HOMEPOT's SECRET_KEY), checked "
+        "on the frontend intake's cookie or bearer token; unset: HOMEPOT_ANALYTICS_JWT_SECRET.",
+    )
     ingest_token: str | None = Field(default=None, description="Bearer token required by the OTLP sink.")
     ingest_max_body_bytes: int = Field(
         default=20 * 1024 * 1024,
@@ -171,6 +176,13 @@ class Settings(BaseSettings):
             if unknown:
                 raise ValueError(f"unknown export target(s) {unknown}: use postgres, otlp or both")
         return targets
+
+    @property
+    def user_token_secret_value(self) -> str | None:
+        """The secret that verifies frontend users' tokens (its own, else the admin one)."""
+        if self.user_token_secret is not None:
+            return self.user_token_secret.get_secret_value()
+        return self.jwt_secret
 
     @field_validator("log_capture_level", mode="before")
     @classmethod

@@ -29,8 +29,9 @@ from homepot_foundation.tokens import bearer_token, verified_subject
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 MAX_AGE = timedelta(days=7)
 
-# A namespace for client event ids: the stored id is derived from the sender too, so a client
-# that reuses someone else's event id cannot suppress (or collide with) that person's event.
+# A namespace for client event ids. The stored id is derived from the event's session and id,
+# never from the user or token it was sent with: an event resent after the user logged in (or
+# out, or with an expired token) is stored once. Both are random ids the browser made.
 _EVENT_ID_NAMESPACE = uuid.UUID("5f0e9d3c-7a39-4c4e-9a47-2c8e1b6f0d11")
 
 ActivityType = Annotated[
@@ -127,11 +128,11 @@ def to_nanoseconds(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1) * 1000
 
 
-def stored_event_id(event: ActivityEvent, user_id: str | None) -> str | None:
+def stored_event_id(event: ActivityEvent) -> str | None:
     """The row identity for an event that carries a client id; None lets the recorder pick one."""
     if event.event_id is None:
         return None
-    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{user_id or ''}|{event.session_id or ''}|{event.event_id}"))
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{event.session_id or ''}|{event.event_id}"))
 
 
 def bearer_subject(authorization: str | None, secret: str | None) -> str | None:
@@ -139,3 +140,16 @@ def bearer_subject(authorization: str | None, secret: str | None) -> str | None:
     (and expiry, if any) checks out with ``secret``; otherwise None (the event is anonymous)."""
     token = bearer_token(authorization)
     return verified_subject(token, secret) if token and secret else None
+
+
+def sender(cookie_token: str | None, authorization: str | None, secret: str | None) -> str | None:
+    """Who sent a frontend request, as the host app itself decides (HOMEPOT: the session cookie's
+    JWT first, the bearer header second): a token that does not verify names nobody."""
+    if not secret:
+        return None
+    if cookie_token:
+        token = bearer_token(cookie_token) or cookie_token  # some apps store "Bearer <jwt>"
+        user = verified_subject(token, secret)
+        if user is not None:
+            return user
+    return bearer_subject(authorization, secret)

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import Resource
 from sqlalchemy import Engine
@@ -18,7 +17,8 @@ from exporter.migrations import migrate
 from exporter.pipeline import build_pipeline
 from homepot_foundation.database import create_engine, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
-from query_api import intake, metrics, otlp, routes
+from query_api import frontend_errors, intake, metrics, otlp, routes
+from query_api.cors import FrontendCors
 from query_api.retention_schedule import RetentionTask
 from query_api.validation import reject_nul_in_query
 
@@ -79,13 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     if settings.cors_origins:
-        # Browsers on these origins may post activity (with an Authorization header) and query.
+        # Browsers on these origins may post activity (with their session cookie) and query.
         app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
-            max_age=600,
+            FrontendCors,
+            origins=settings.cors_origins,
+            credentialed_paths=(intake.BATCH_PATH, intake.LEGACY_PATH, frontend_errors.ERROR_PATH),
         )
 
     @app.get("/health", tags=["health"])
@@ -96,5 +94,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(otlp.router)
     app.include_router(intake.router)
+    app.include_router(frontend_errors.router)
     app.include_router(metrics.router)
     return app

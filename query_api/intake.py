@@ -19,11 +19,12 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from pydantic import BaseModel, ValidationError
 
 from exporter.events import user_activity_event
+from homepot_foundation.settings import Settings
 from query_api.activity_events import (
     ActivityEvent,
-    bearer_subject,
     describe_error,
     event_time,
+    sender,
     stored_event_id,
     to_nanoseconds,
     validate_batch,
@@ -82,7 +83,7 @@ class IntakeResult(BaseModel):
     rejected: list[Rejection]
 
 
-async def _read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, whatever its Content-Type (``sendBeacon`` posts ``text/plain`` to avoid
     a CORS preflight); 413 past ``limit`` bytes, 400 when it is not JSON."""
     try:
@@ -97,10 +98,17 @@ async def _read_json(request: Request, limit: int) -> Any:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"body is not valid JSON: {error}") from None
 
 
+def request_user(request: Request, settings: Settings) -> str | None:
+    """The verified user of a frontend request: the session cookie's JWT, else the bearer one
+    (``HOMEPOT_ANALYTICS_USER_COOKIE``, checked with ``HOMEPOT_ANALYTICS_USER_TOKEN_SECRET``)."""
+    cookie = request.cookies.get(settings.user_cookie) if settings.user_cookie else None
+    return sender(cookie, request.headers.get("authorization"), settings.user_token_secret_value)
+
+
 def _record(request: Request, events: list[ActivityEvent]) -> None:
     """Emit each event as a log record on the service's logger (the user from the token only)."""
     settings = request.app.state.settings
-    user_id = bearer_subject(request.headers.get("authorization"), settings.jwt_secret)
+    user_id = request_user(request, settings)
     event_logger = request.app.state.event_logger
     received = datetime.now(UTC)
     for event in events:
@@ -117,7 +125,7 @@ def _record(request: Request, events: list[ActivityEvent]) -> None:
             search_query=event.search_query,
             duration_ms=event.duration,
             timestamp_ns=to_nanoseconds(moment),
-            event_id=stored_event_id(event, user_id),
+            event_id=stored_event_id(event),
             extra_data=extra,
         ).emit(event_logger)
 
@@ -152,7 +160,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 async def post_user_activities(request: Request, settings: SettingsDep) -> IntakeResult:
     """Take a batch (JSON array) of frontend events; invalid ones are reported by index."""
-    payload = await _read_json(request, settings.intake_max_body_bytes)
+    payload = await read_json(request, settings.intake_max_body_bytes)
     if not isinstance(payload, list):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "body must be a JSON array of events")
     if len(payload) > settings.intake_max_batch:
@@ -182,7 +190,7 @@ async def post_user_activities(request: Request, settings: SettingsDep) -> Intak
 )
 async def post_user_activity(request: Request, settings: SettingsDep) -> dict[str, Any]:
     """One event, as the existing HOMEPOT frontend sends it (kept so it needs no change)."""
-    payload = await _read_json(request, settings.intake_max_body_bytes)
+    payload = await read_json(request, settings.intake_max_body_bytes)
     try:
         event = validate_event(payload)
     except ValidationError as error:

@@ -114,7 +114,7 @@ def test_batch_is_stored_with_the_user_from_the_token_not_the_body(
     assert search["duration_ms"] == 1500
     assert search["extra_data"] == {"results": 3, "filters": ["online"]}
     assert search["session_id"] == "s-1"
-    assert search["event_id"] == uuid.UUID(stored_event_id(ActivityEvent.model_validate(batch[1]), "user123"))
+    assert search["event_id"] == uuid.UUID(stored_event_id(ActivityEvent.model_validate(batch[1])))
     assert before - timedelta(seconds=62) < search["timestamp"] < before - timedelta(seconds=58)
     # The clamped page view is stored at arrival, with what the client claimed kept aside.
     assert before - timedelta(seconds=1) < view["timestamp"] < datetime.now(UTC) + timedelta(seconds=1)
@@ -184,17 +184,22 @@ def test_without_a_configured_secret_no_token_is_believed(settings: Settings, db
         assert [row["user_id"] for row in stored(client, db_url)] == [None]
 
 
-def test_a_resent_event_is_stored_once_and_cannot_shadow_another_users(
+def test_a_resent_event_is_stored_once_whoever_resends_it(
     client: TestClient, database_url: str, service_settings: Settings
 ) -> None:
-    event = {"activity_type": "click", "event_id": str(uuid.uuid4()), "timestamp": int(time.time() * 1000)}
-    for _ in range(2):  # a retry after a lost answer
+    """Its identity is the browser's (session and event ids): a retry after a lost answer, or
+    after the token changed, stores nothing new; the first arrival's user stays."""
+    event = {
+        "activity_type": "click",
+        "event_id": str(uuid.uuid4()),
+        "session_id": "s-9",
+        "timestamp": int(time.time() * 1000),
+    }
+    for _ in range(2):
         assert client.post(BATCH, json=[event], headers=bearer("alice")).status_code == 202
     assert client.post(BATCH, json=[event], headers=bearer("bob")).status_code == 202
-    rows = stored(client, database_url)
-    assert sorted(str(row["user_id"]) for row in rows) == sorted(
-        str(stored_user(service_settings, name)) for name in ("alice", "bob")
-    )
+    (row,) = stored(client, database_url)
+    assert row["user_id"] == stored_user(service_settings, "alice")
 
 
 def test_text_plain_beacon_bodies_are_accepted(client: TestClient, database_url: str) -> None:
@@ -343,16 +348,189 @@ def test_event_time_clamps_only_the_absurd() -> None:
     assert at((now - timedelta(days=8)).isoformat()) == (now, True)
 
 
-def test_stored_event_id_depends_on_the_sender() -> None:
-    event = ActivityEvent.model_validate(
-        {"activity_type": "x", "event_id": str(uuid.uuid4()), "session_id": "s"}
+def test_stored_event_id_depends_on_the_event_never_on_its_sender() -> None:
+    event_id = str(uuid.uuid4())
+    event = ActivityEvent.model_validate({"activity_type": "x", "event_id": event_id, "session_id": "s"})
+    other_session = ActivityEvent.model_validate(
+        {"activity_type": "x", "event_id": event_id, "session_id": "t"}
     )
-    assert stored_event_id(event, "alice") == stored_event_id(event, "alice")
-    assert stored_event_id(event, "alice") != stored_event_id(event, "bob")
-    assert stored_event_id(event, None) != stored_event_id(event, "alice")
-    assert stored_event_id(ActivityEvent.model_validate({"activity_type": "x"}), "alice") is None
+    assert stored_event_id(event) == stored_event_id(ActivityEvent.model_validate(event.model_dump()))
+    assert stored_event_id(event) != stored_event_id(other_session)
+    assert stored_event_id(ActivityEvent.model_validate({"activity_type": "x"})) is None
+
+
+def test_an_event_resent_with_and_without_a_token_is_stored_once(
+    client: TestClient, database_url: str
+) -> None:
+    event = {
+        "activity_type": "click",
+        "event_id": str(uuid.uuid4()),
+        "session_id": "s-1",
+        "element_id": "save",
+        "timestamp": int(time.time() * 1000),  # the tracker always sends it: part of the row key
+    }
+    assert client.post(BATCH, json=[event], headers=bearer("alice")).status_code == 202
+    assert client.post(BATCH, json=[event]).status_code == 202  # the token expired meanwhile
+    assert client.post(BATCH, json=[event], headers=bearer("alice")).status_code == 202
+    assert len(stored(client, database_url)) == 1
 
 
 def test_validate_batch_ignores_unknown_keys_and_user_id() -> None:
     events, rejected = validate_batch([{"activity_type": "click", "user_id": "mallory", "colour": "red"}])
     assert rejected == [] and "user_id" not in events[0].model_dump()
+
+
+# --- the session cookie, as HOMEPOT's frontend sends it (axios withCredentials) ------------------
+
+USER_SECRET = "homepot-app-SECRET_KEY-of-enough-length"
+
+
+@pytest.fixture(scope="module")
+def cookie_service(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path_factory.mktemp("cookie") / "data",
+        jwt_secret=JWT_SECRET,
+        user_token_secret=USER_SECRET,
+        cors_origins=["https://app.homepot.example"],
+        export_delay_ms=50,
+    )
+    with TestClient(create_app(settings), base_url="https://analytics.example") as test_client:
+        yield test_client
+
+
+def test_the_cookie_user_is_verified_with_the_host_apps_secret(
+    cookie_service: TestClient, database_url: str
+) -> None:
+    client = cookie_service
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM user_activities")
+    for name, cookie_token in (
+        ("homepot", token("operator@homepot", USER_SECRET)),
+        ("admin-secret", token("mallory", JWT_SECRET)),  # signed with the admin secret: not a user token
+        ("garbage", "not-a-jwt"),
+    ):
+        client.cookies.set("access_token", cookie_token)
+        assert (
+            client.post(LEGACY, json={"activity_type": "page_view", "page_url": f"/{name}"}).status_code
+            == 201
+        )
+    client.cookies.clear()
+    # The bearer header second, checked with the same secret.
+    headers = {"Authorization": f"Bearer {token('api-user', USER_SECRET)}"}
+    assert (
+        client.post(
+            LEGACY, json={"activity_type": "page_view", "page_url": "/bearer"}, headers=headers
+        ).status_code
+        == 201
+    )
+    assert client.app.state.logger_provider.force_flush(10_000)  # type: ignore[attr-defined]
+    users = {row["page_url"]: row["user_id"] for row in fetch_rows(database_url, "user_activities")}
+    policy = privacy_from_settings(client.app.state.settings)  # type: ignore[attr-defined]
+    assert users == {
+        "/homepot": policy.user("operator@homepot"),
+        "/admin-secret": None,
+        "/garbage": None,
+        "/bearer": policy.user("api-user"),
+    }
+    assert users["/homepot"] != "operator@homepot"  # pseudonymised like every user id
+
+
+def test_cors_allows_credentials_on_the_intake_only(cookie_service: TestClient) -> None:
+    origin = "https://app.homepot.example"
+    preflight = {
+        "Origin": origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    for path in (BATCH, LEGACY, "/api/v1/analytics/error"):
+        answer = cookie_service.options(path, headers=preflight)
+        assert answer.status_code == 200, path
+        assert answer.headers["access-control-allow-origin"] == origin
+        assert answer.headers["access-control-allow-credentials"] == "true"
+    query = cookie_service.options(
+        "/api/v1/analytics/api-requests", headers={**preflight, "Access-Control-Request-Method": "GET"}
+    )
+    assert query.headers["access-control-allow-origin"] == origin
+    assert "access-control-allow-credentials" not in query.headers
+    stranger = cookie_service.options(BATCH, headers={**preflight, "Origin": "https://evil.example"})
+    assert stranger.status_code == 400 and "access-control-allow-origin" not in stranger.headers
+
+
+def test_a_wildcard_origin_never_allows_credentials(database_url: str, tmp_path: Any) -> None:
+    settings = Settings(database_url=database_url, data_dir=tmp_path / "data", cors_origins=["*"])
+    with TestClient(create_app(settings)) as client:
+        answer = client.options(
+            BATCH, headers={"Origin": "https://any.example", "Access-Control-Request-Method": "POST"}
+        )
+        assert "access-control-allow-credentials" not in answer.headers
+        posted = client.post(
+            LEGACY, json={"activity_type": "x"}, headers={"Origin": "https://any.example", "Cookie": "a=b"}
+        )
+        assert posted.status_code == 201
+        assert "access-control-allow-credentials" not in posted.headers
+        assert posted.headers["access-control-allow-origin"] == "*"
+
+
+# --- POST /api/v1/analytics/error (HOMEPOT's trackError) ---------------------------------------
+
+
+def test_frontend_errors_are_stored_as_homepot_sent_them(
+    cookie_service: TestClient, database_url: str
+) -> None:
+    client = cookie_service
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM error_logs")
+    client.cookies.set("access_token", token("operator@homepot", USER_SECRET))
+    # Both shapes HOMEPOT's frontend has used: message + extra_data, error_message + context.
+    first = client.post(
+        "/api/v1/analytics/error",
+        json={
+            "category": "api_error",
+            "severity": "error",
+            "message": "Failed to load devices",
+            "extra_data": {"page_url": "https://app.homepot.example/devices?page=2"},
+        },
+    )
+    second = client.post(
+        "/api/v1/analytics/error",
+        json={
+            "category": "client_error",
+            "severity": "warning",
+            "error_message": "password=hunter2 rejected",
+            "context": {"page_url": "/login"},
+        },
+    )
+    assert (first.status_code, first.json()) == (201, {"success": True, "message": "Error logged"})
+    assert second.status_code == 201
+    client.cookies.clear()
+    assert client.app.state.logger_provider.force_flush(10_000)  # type: ignore[attr-defined]
+    rows = {row["endpoint"]: row for row in fetch_rows(database_url, "error_logs")}
+    policy = privacy_from_settings(client.app.state.settings)  # type: ignore[attr-defined]
+    devices, login = rows["/devices"], rows["/login"]
+    assert (devices["category"], devices["severity"], devices["error_message"]) == (
+        "api",
+        "error",
+        "Failed to load devices",
+    )
+    assert devices["user_id"] == policy.user("operator@homepot")
+    assert devices["context"]["page_url"].startswith("https://app.homepot.example/devices")
+    assert (login["category"], login["severity"]) == ("frontend", "warning")
+    assert "hunter2" not in login["error_message"]  # free text is masked like everywhere
+
+
+@pytest.mark.parametrize(
+    ("body", "complaint"),
+    [
+        ({"category": "cosmic_rays", "message": "x"}, "unknown category"),
+        ({"category": "api", "severity": "apocalyptic", "message": "x"}, "unknown severity"),
+        ({"category": "api"}, "message"),
+        (["not", "an", "object"], "JSON object"),
+    ],
+)
+def test_a_bad_frontend_error_answers_422_saying_what_to_fix(
+    cookie_service: TestClient, body: Any, complaint: str
+) -> None:
+    answer = cookie_service.post("/api/v1/analytics/error", json=body)
+    assert answer.status_code == 422
+    assert complaint in answer.json()["detail"]
