@@ -12,7 +12,8 @@ COPY exporter ./exporter
 COPY instrumentation ./instrumentation
 COPY query_api ./query_api
 COPY homepot_analytics ./homepot_analytics
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
+# The service and the CLI (extra server); the database is the one HOMEPOT_ANALYTICS_DATABASE_URL names.
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install ".[server]"
 
 FROM python:3.11-slim
 # An unprivileged user owning /data (the exporter's spool, the pseudonym key): a named volume

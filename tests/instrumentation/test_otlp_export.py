@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from pydantic import ValidationError
 
 from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
+from homepot_foundation.extras import MissingExtraError
 from homepot_foundation.settings import Settings
 from instrumentation import setup_telemetry
 from instrumentation.otlp import otlp_log_exporter, otlp_protocol, otlp_span_exporter
@@ -52,6 +56,22 @@ def test_exporter_classes_per_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(otlp_log_exporter("http/protobuf"), HttpLogs)
     assert isinstance(otlp_span_exporter("grpc"), GrpcSpans)
     assert isinstance(otlp_log_exporter("grpc"), GrpcLogs)
+
+
+@pytest.mark.parametrize(
+    ("make", "module"),
+    [
+        (otlp_span_exporter, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter"),
+        (otlp_log_exporter, "opentelemetry.exporter.otlp.proto.grpc._log_exporter"),
+    ],
+)
+def test_grpc_without_its_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, make: Callable[[str], object], module: str
+) -> None:
+    # The gRPC exporter comes with the extra grpc only; not installed, its import fails.
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingExtraError, match=re.escape("pip install 'homepot-analytics[grpc]'")):
+        make("grpc")
 
 
 def _exporters(telemetry: object) -> set[type]:
