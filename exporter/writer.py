@@ -1,7 +1,7 @@
 """Writes mapped rows into PostgreSQL: one COPY per table per batch, in one transaction.
 
 Few, large calls per batch keep the writer's thread from fighting the host's event loop for
-the GIL (see NOTES.md, "Measured here"). The fast path is a plain COPY. When a batch holds rows
+the GIL (bench/README.md has the figures). The fast path is a plain COPY. When a batch holds rows
 already stored (a replay, a collector retry) the unique ``(event_id, timestamp)`` index rejects
 it, and the batch is written again through a staging table with ``ON CONFLICT DO NOTHING``,
 so every row lands exactly once. A row the database refuses is isolated and counted, and the
