@@ -233,6 +233,44 @@ def test_the_same_person_has_the_same_id_in_every_table() -> None:
     assert system_job[0][1]["initiated_by"] == "system"
 
 
+# --- system actors ----------------------------------------------------------------------------------------
+def _initiated_by(value: str, privacy: Privacy) -> str | None:
+    ((_, row),) = span_to_rows(job_span(**{c.JOB_INITIATED_BY: value}), privacy)
+    return row["initiated_by"]
+
+
+def _changed_by(value: str, privacy: Privacy) -> str | None:
+    attributes = {c.DEVICE_ID: "d1", c.DEVICE_NEW_STATE: "on", c.DEVICE_CHANGED_BY: value}
+    ((_, row),) = log_record_to_rows(event_log(c.DEVICE_STATE_EVENT, **attributes), privacy)
+    return row["changed_by"]
+
+
+@pytest.mark.parametrize("actor", ["system", "orchestrator", "scheduler", "agent", "Orchestrator", "SYSTEM"])
+def test_system_actors_are_never_pseudonymised(actor: str) -> None:
+    assert _initiated_by(actor, STRICT) == actor
+    assert _changed_by(actor, STRICT) == actor
+
+
+def test_anyone_else_is_a_user() -> None:
+    for user in ("alice@example.com", "orchestrator-7", "agent_smith", "user123"):
+        assert _initiated_by(user, STRICT) == STRICT.user(user)
+        assert _changed_by(user, STRICT) == STRICT.user(user)
+
+
+def test_system_actors_come_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    default = Settings(data_dir=tmp_path, pseudonym_key=SecretStr("x" * 16))
+    assert default.system_actors == ["system", "orchestrator", "scheduler", "agent"]
+    assert privacy_from_settings(default).system_actors == {"system", "orchestrator", "scheduler", "agent"}
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_SYSTEM_ACTORS", "system, Cron-Runner ,homepot-agent")
+    settings = Settings(data_dir=tmp_path, pseudonym_key=SecretStr("x" * 16))
+    assert settings.system_actors == ["system", "Cron-Runner", "homepot-agent"]
+    privacy = privacy_from_settings(settings)
+    assert _initiated_by("cron-runner", privacy) == "cron-runner"
+    assert _changed_by("homepot-agent", privacy) == "homepot-agent"
+    assert _initiated_by("orchestrator", privacy) == privacy.user("orchestrator")  # no longer listed
+    assert export_privacy(settings).system_actors == privacy.system_actors
+
+
 # --- from settings ------------------------------------------------------------------------------------------
 def test_settings_key_is_used_and_the_policy_is_cached(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, pseudonym_key=SecretStr("a-deployment-key-0001"))
