@@ -53,6 +53,51 @@ JOB_INITIATED_BY = "homepot.job.initiated_by"
 JOB_ERROR_CODE = "homepot.job.error_code"
 JOB_ERROR_MESSAGE = "homepot.job.error_message"
 JOB_STATUSES = ("success", "failed", "timeout", "cancelled")
+# The words other job systems use for an outcome, as the spec's status they mean (compared in
+# lowercase, with spaces and hyphens as "_"): HOMEPOT itself stores "completed", Celery
+# "SUCCESS"/"FAILURE"/"REVOKED". A status found neither here nor in JOB_STATUSES ("pending",
+# "partial") is stored as given, never turned into "failed".
+JOB_STATUS_ALIASES: dict[str, str] = {
+    # -> success
+    "succeeded": "success",
+    "successful": "success",
+    "completed": "success",
+    "complete": "success",
+    "done": "success",
+    "ok": "success",
+    "finished": "success",
+    "passed": "success",
+    # -> failed
+    "fail": "failed",
+    "failure": "failed",
+    "error": "failed",
+    "errored": "failed",
+    # -> timeout
+    "timed_out": "timeout",
+    "timedout": "timeout",
+    "time_out": "timeout",
+    # -> cancelled
+    "canceled": "cancelled",
+    "cancel": "cancelled",
+    "aborted": "cancelled",
+    "revoked": "cancelled",
+}
+
+
+def job_status(value: object) -> str | None:
+    """The spec's status for a job status as reported: one of ``JOB_STATUSES`` or an alias of one
+    (``"Completed"`` -> ``"success"``, in any case), else the value as given (``"pending"``);
+    None when there is none (then the span's status decides)."""
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    word = text.strip().lower().replace("-", "_").replace(" ", "_")
+    if not word:
+        return None
+    if word in JOB_STATUSES:
+        return word
+    return JOB_STATUS_ALIASES.get(word, text)
+
 
 # --- Devices -----------------------------------------------------------------------------------
 DEVICE_ID = "homepot.device.id"

@@ -27,6 +27,9 @@ DEFAULT_EXCLUDED_PATHS = (
     "/favicon.ico",
 )
 
+# Who starts jobs and changes devices besides people: stored as they are, never pseudonymised.
+DEFAULT_SYSTEM_ACTORS = ("system", "orchestrator", "scheduler", "agent")
+
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "homepot-analytics"
@@ -138,6 +141,11 @@ class Settings(BaseSettings):
     pseudonymize_users: bool = Field(
         default=True, description="Store user_id, changed_by and initiated_by as keyed pseudonyms (u_...)."
     )
+    system_actors: CsvList = Field(
+        default_factory=lambda: list(DEFAULT_SYSTEM_ACTORS),
+        description="changed_by/initiated_by values that name no person (any case): stored as they "
+        "are, never pseudonymised.",
+    )
     truncate_ips: bool = Field(
         default=True, description="Store client IPs truncated to /24 (IPv4) or /48 (IPv6)."
     )
@@ -161,7 +169,7 @@ class Settings(BaseSettings):
         default=None, ge=0, description="Overrides retention_days."
     )
 
-    @field_validator("excluded_paths", "trusted_proxies", "cors_origins", mode="before")
+    @field_validator("excluded_paths", "trusted_proxies", "cors_origins", "system_actors", mode="before")
     @classmethod
     def _lists_from_csv(cls, value: object) -> object:
         return _split_csv(value)

@@ -6,8 +6,10 @@
 
 The outcome follows from how the block ends: normally ``success``; an exception ``failed``
 (with its code and message); ``TimeoutError`` ``timeout``; cancellation (asyncio or
-``KeyboardInterrupt``) ``cancelled``. ``job.status = ...`` sets it explicitly. It works with
-``with`` and ``async with``, and re-raises whatever the block raised.
+``KeyboardInterrupt``) ``cancelled``. ``job.status = ...`` sets it explicitly: an alias such as
+``"completed"`` is stored as the spec's status it means (``conventions.JOB_STATUS_ALIASES``), any
+other status as given. It works with ``with`` and ``async with``, and re-raises whatever the
+block raised.
 """
 
 from __future__ import annotations
@@ -76,9 +78,8 @@ def _describe_outcome(span: trace.Span, job: JobRun, exception: BaseException | 
         job.error_message = job.error_message or str(exception) or type(exception).__name__
         span.record_exception(exception)
         mark_recorded(exception)
-    status = job.status or "success"
-    if status not in c.JOB_STATUSES:
-        status = "failed"
+    # An alias is stored as the spec's status ("completed" -> "success"); an unknown status as given.
+    status = c.job_status(job.status) or "success"
     duration = job.duration_ms
     if duration is None:
         duration = round((time.perf_counter() - started) * 1000)
@@ -97,7 +98,8 @@ def _describe_outcome(span: trace.Span, job: JobRun, exception: BaseException | 
     if job.extra_data:
         attributes[c.EXTRA] = json.dumps(job.extra_data, default=str)
     span.set_attributes(attributes)
-    if status != "success":
+    # An unknown status ("pending") says nothing of an error: the span's status stays unset then.
+    if status != "success" and (status in c.JOB_STATUSES or exception is not None):
         span.set_status(Status(StatusCode.ERROR, f"{status}: {job.error_message or ''}".strip(": ")))
 
 

@@ -222,7 +222,7 @@ def stored_user(privacy: Privacy, value: str | None) -> str | None:
 
 
 def stored_actor(privacy: Privacy, value: str | None) -> str | None:
-    """``changed_by``/``initiated_by`` as stored: "system" stays readable, a user is a user id."""
+    """``changed_by``/``initiated_by`` as stored: a system actor stays readable, a user is a user id."""
     return stored_actor_of(value, privacy)
 
 

@@ -181,9 +181,11 @@ def _exception_rows(span: ReadableSpan, attributes: Mapping[str, Any], privacy: 
 
 
 def _job_row(span: ReadableSpan, attributes: Mapping[str, Any], privacy: Privacy) -> Row:
-    status = attributes.get(c.JOB_STATUS)
+    # The spec's status, an alias of one ("completed"), or an unknown one as given ("pending");
+    # with none reported, the span's status decides (a foreign SDK's job span).
+    status = c.job_status(attributes.get(c.JOB_STATUS))
     exception = _exception_event(span)
-    if status not in c.JOB_STATUSES:
+    if status is None:
         failed = span.status is not None and span.status.status_code is StatusCode.ERROR
         status = "failed" if failed else "success"
     error_code = attributes.get(c.JOB_ERROR_CODE)
@@ -199,7 +201,7 @@ def _job_row(span: ReadableSpan, attributes: Mapping[str, Any], privacy: Privacy
         "job_id": bounded_text(attributes.get(c.JOB_ID), limits["job_id"]),
         "job_type": bounded_text(attributes.get(c.JOB_TYPE) or "unknown", limits["job_type"]),
         "device_id": bounded_text(attributes.get(c.DEVICE_ID), limits["device_id"]),
-        "status": status,
+        "status": bounded_text(status, limits["status"]),
         "duration_ms": duration if duration is not None else clamped_int(round(_duration_ms(span))),
         "error_code": bounded_text(error_code, limits["error_code"]),
         "error_message": bounded_text(

@@ -26,6 +26,7 @@ def _settings_key(settings: Settings) -> tuple[object, ...]:
         settings.pseudonymize_users,
         settings.truncate_ips,
         tuple(settings.sensitive_query_params),
+        tuple(settings.system_actors),
         str(settings.data_dir),
     )
 
@@ -48,6 +49,7 @@ def privacy_from_settings(settings: Settings) -> Privacy:
                 truncate_ips=settings.truncate_ips,
                 mask_secrets=True,
                 sensitive_params=_sensitive_words(settings.sensitive_query_params),
+                system_actors=frozenset(actor.strip() for actor in settings.system_actors if actor.strip()),
             )
             _cache[cache_key] = privacy
     return privacy
@@ -61,4 +63,5 @@ def export_privacy(settings: Settings) -> Privacy:
         truncate_ips=True,
         mask_secrets=True,
         sensitive_params=stored.sensitive_params,
+        system_actors=stored.system_actors,
     )

@@ -11,6 +11,7 @@ from exporter.privacy.json_masking import mask_json
 from exporter.privacy.pseudonyms import is_pseudonym, pseudonym
 from exporter.privacy.text_masking import mask_secrets
 from exporter.privacy.urls import DEFAULT_SENSITIVE_PARAMS, is_sensitive_param, strip_sensitive_params
+from homepot_foundation.settings import DEFAULT_SYSTEM_ACTORS
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,18 @@ class Privacy:
     truncate_ips: bool = False
     mask_secrets: bool = False
     sensitive_params: frozenset[str] = frozenset(DEFAULT_SENSITIVE_PARAMS)
+    # changed_by/initiated_by values that name no person, in lowercase (``stored_actor``).
+    system_actors: frozenset[str] = frozenset(DEFAULT_SYSTEM_ACTORS)
     _extra_words: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "system_actors", frozenset(actor.lower() for actor in self.system_actors))
         extra = sorted(word for word in self.sensitive_params if word not in DEFAULT_SENSITIVE_PARAMS)
         object.__setattr__(self, "_extra_words", tuple(extra))
+
+    def is_system_actor(self, value: str) -> bool:
+        """Whether a ``changed_by``/``initiated_by`` value names no person ("system", "orchestrator")."""
+        return value.lower() in self.system_actors
 
     def user(self, value: Any) -> str | None:
         """A user id as stored (``user_id``, and ``changed_by``/``initiated_by`` when a user)."""

@@ -1,11 +1,19 @@
 """Secrets in free text (messages, stack traces, search queries): bearer tokens, JWTs,
-``password=...`` pairs, well-known API keys, private keys and connection-string passwords masked."""
+``password=...`` pairs, well-known API keys, private keys and connection-string passwords masked.
+
+A ``name=value`` / ``name: value`` pair is masked when its whole name names a secret by the rule of
+``secret_names`` (``db_password=``, ``"api_key":``, ``jsessionid=``; not ``session_count=`` or
+``secretary:``), and its value is no validation message: ``password: Field required`` (pydantic's,
+FastAPI's 422) names a field, it holds no password.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+
+from exporter.privacy.secret_names import DEFAULT_SENSITIVE_PARAMS, is_secret_name
 
 REDACTED = "[REDACTED]"
 
@@ -19,10 +27,16 @@ REDACTED = "[REDACTED]"
 _QUOTED_VALUE = r"\\\"[^\"\\]*\\\"|\"[^\"\n]*\"|'[^'\n]*'"
 _BARE_VALUE = r"(?:(?:bearer|basic|digest)\s+)?[^\s\"'&,;)}\]<>]+"
 _PAIR_TAIL = (
-    rf"[\w.-]{{0,40}}+(?:\\?[\"'])?\s*[:=]\s*(?!\[redacted\])(?P<value>{_QUOTED_VALUE}|{_BARE_VALUE})"
+    r"(?P<rest>[\w.-]{0,40}+)(?:\\?[\"'])?\s*[:=]\s*"
+    rf"(?!\[redacted\])(?P<value>{_QUOTED_VALUE}|{_BARE_VALUE})"
 )
-# Words that make the value after ``=``/``:`` a secret (the word may continue: password_hash,
-# access_token, sessionid); HOMEPOT_ANALYTICS_SENSITIVE_QUERY_PARAMS adds to them.
+# The rest of a pair's name before its trigger word (``db_`` of ``db_password``), read back at
+# most this far: the whole name decides whether the pair is a secret.
+_NAME_HEAD_MAX = 40
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+# Words that trigger the pair detector (the name may go on around them: db_password, access_token,
+# jsessionid; whether it is a secret is then decided on the whole name);
+# HOMEPOT_ANALYTICS_SENSITIVE_QUERY_PARAMS adds to them.
 PAIR_WORDS = (
     "passw",
     "passphrase",
@@ -44,8 +58,81 @@ PAIR_WORDS = (
 # ``invalid token 9f2c...``, ``api key sk_abc... rejected``, ``password Hunter2 expired``. The value
 # is masked only when it looks like one (a digit in 6+ characters, or 20+ token characters), so
 # ``token expired`` or ``secret santa`` stay as they are.
+# A key with a secret-key prefix is masked too, however short (``api key sk-live-xxxx rejected``).
 SPACED_WORDS = ("token", "password", "passwd", "passphrase", "secret", "api key", "apikey", "credential")
-_SPACED_TAIL = r"s?\s+(?!\[redacted\])(?P<value>(?=[^\s\"'<>]*\d)[^\s\"'&,;)}\]<>]{6,}|[a-z0-9_\-+/=.]{20,})"
+_SPACED_TAIL = (
+    r"s?\s+(?!\[redacted\])(?P<value>(?=[^\s\"'<>]*\d)[^\s\"'&,;)}\]<>]{6,}|[a-z0-9_\-+/=.]{20,}"
+    r"|(?:sk|pk|rk)[-_][a-z0-9_\-]{4,})"
+)
+# What a validation error says after a field's name (pydantic 2 and 1, FastAPI's 422, hand-written
+# validators), in lowercase: ``password: Field required``, ``token: Input should be a valid
+# string``. A phrase is followed by punctuation, a space or the end, so ``password: mustang1``
+# and ``password: required-2024!`` stay passwords.
+VALIDATION_PHRASES = (
+    # pydantic 2
+    "field required",
+    "input should",
+    "string should",
+    "list should",
+    "tuple should",
+    "set should",
+    "dictionary should",
+    "value should",
+    "data should",
+    "url input should",
+    "json input should",
+    "decimal input should",
+    "uuid input should",
+    "value error",
+    "assertion failed",
+    "extra inputs are not permitted",
+    "invalid json",
+    "unable to parse",
+    # pydantic 1
+    "none is not an allowed value",
+    "value is not a valid",
+    "ensure this value",
+    "str type expected",
+    "extra fields not permitted",
+    "string does not match",
+    # hand-written validators
+    "is required",
+    "is missing",
+    "must be",
+    "must not",
+    "must contain",
+    "must have",
+    "must match",
+    "cannot be",
+    "can't be",
+    "may not be",
+    "is too short",
+    "is too long",
+    "too short",
+    "too long",
+    "is invalid",
+    "is not valid",
+    "not valid",
+    "is empty",
+    "not provided",
+    "not set",
+    "does not match",
+    "do not match",
+    "doesn't match",
+)
+# One word that is a whole validation message: ``password: required``, ``token: missing.``; with
+# more words after it (``password: missing link horse``) it may be a passphrase, and is masked.
+VALIDATION_WORDS = ("required", "missing", "invalid", "empty")
+_MESSAGE_END = r"""[.,;:)\]}"']"""
+_VALIDATION_READ = 64  # longer than every phrase
+_VALIDATION_MESSAGE = re.compile(
+    "(?:"
+    + "|".join(re.escape(phrase) for phrase in sorted(VALIDATION_PHRASES, key=len, reverse=True))
+    + rf")(?={_MESSAGE_END}*(?:\s|$))"
+    + "|(?:"
+    + "|".join(VALIDATION_WORDS)
+    + rf")(?={_MESSAGE_END}*$|{_MESSAGE_END}+\s)"
+)
 # Well-known API key formats: (trigger words, pattern in the original case).
 _API_KEYS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("_live_", "_test_"), r"[spr]k_(?:live|test)_[A-Za-z0-9]{10,}"),  # Stripe
@@ -95,6 +182,45 @@ _FIXED_DETECTORS = (
 )
 
 
+def is_validation_message(value: str) -> bool:
+    """Whether ``value`` starts as a validation error does (``Field required``, ``Input should be
+    a valid string``): the text after a field's name, not a credential."""
+    return _VALIDATION_MESSAGE.match(value.lstrip()[:_VALIDATION_READ].lower()) is not None
+
+
+@lru_cache(maxsize=16)
+def _sensitive_words(extra_words: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(DEFAULT_SENSITIVE_PARAMS) | {word.lower().replace("-", "_") for word in extra_words}
+
+
+@lru_cache(maxsize=4096)
+def _is_secret_pair_name(name: str, extra_words: tuple[str, ...]) -> bool:
+    return is_secret_name(name, _sensitive_words(extra_words))
+
+
+def _pair_name(text: str, match: re.Match[str]) -> str:
+    """The whole name of a pair: its trigger word, what follows it and what precedes it."""
+    start = match.start()
+    floor = max(0, start - _NAME_HEAD_MAX)
+    while start > floor and text[start - 1] in _NAME_CHARS:
+        start -= 1
+    return text[start : match.end("rest")]
+
+
+def _is_secret_pair(text: str, match: re.Match[str], extra_words: tuple[str, ...]) -> bool:
+    """Whether a pair the detector found holds a secret: a secret's name, and no validation message."""
+    if not _is_secret_pair_name(_pair_name(text, match), extra_words):
+        return False
+    start, end = match.start("value"), match.end("value")
+    if text.startswith('\\"', start):  # \"Field required\"
+        message = text[start + 2 : end - 2]
+    elif text[start] in "\"'":
+        message = text[start + 1 : end - 1]
+    else:  # a bare value is the message's first word: read on
+        message = text[start : start + _VALIDATION_READ]
+    return not is_validation_message(message)
+
+
 @lru_cache(maxsize=16)
 def _detectors(extra_words: tuple[str, ...]) -> dict[str, tuple[_Detector, ...]]:
     """Every detector, by trigger word."""
@@ -111,10 +237,13 @@ def _detectors(extra_words: tuple[str, ...]) -> dict[str, tuple[_Detector, ...]]
     return by_trigger
 
 
-def _replacement(kind: str, match: re.Match[str], text: str) -> str:
-    """What replaces one match (found in the lowercased text) in the original ``text``."""
+def _replacement(kind: str, match: re.Match[str], text: str, extra_words: tuple[str, ...]) -> str | None:
+    """What replaces one match (found in the lowercased text) in the original ``text``; None when
+    it is no secret after all (then it hides nothing that another detector finds in it)."""
     original = text[match.start() : match.end()]
     if kind == "pair":
+        if not _is_secret_pair(text, match, extra_words):
+            return None
         name = text[match.start() : match.start("value")]
         value = text[match.start("value") : match.end("value")]
         if value.startswith('\\"'):
@@ -129,14 +258,14 @@ def _replacement(kind: str, match: re.Match[str], text: str) -> str:
         scheme = text[match.start("scheme") : match.end("scheme")]
         credentials = original[len(scheme) :]
         if scheme[:2].lower() == "ba" and re.search(r"[A-Z0-9+/=]", credentials) is None:
-            return original  # "Basic authentication failed": an English word, not base64
+            return None  # "Basic authentication failed": an English word, not base64
         return scheme + REDACTED
     if kind == "userinfo":
         return text[match.start("userinfo") : match.end("userinfo")] + REDACTED + "@"
     if kind == "apikey":
         before = text[match.start() - 1 : match.start()]
         if (before and before.isalnum()) or _API_KEY_CASED.fullmatch(original) is None:
-            return original  # inside a longer word, or not in the key's case (akia... is no AWS key)
+            return None  # inside a longer word, or not in the key's case (akia... is no AWS key)
     return REDACTED
 
 
@@ -160,7 +289,9 @@ def mask_secrets(text: str, extra_words: tuple[str, ...] = ()) -> str:
     spans: list[tuple[int, int, str]] = []
     for detector in dict.fromkeys(detector for trigger in found for detector in by_trigger[trigger]):
         for match in detector.pattern.finditer(lower):
-            spans.append((match.start(), match.end(), _replacement(detector.kind, match, text)))
+            replacement = _replacement(detector.kind, match, text, extra_words)
+            if replacement is not None:
+                spans.append((match.start(), match.end(), replacement))
     if not spans:
         return text
     spans.sort(key=lambda span: (span[0], -span[1]))

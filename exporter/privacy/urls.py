@@ -1,48 +1,18 @@
-"""Sensitive query parameters: which names are secrets (also as JSON keys), and URLs with those
-parameters removed from the query and the fragment."""
+"""Sensitive query parameters: which names are secrets (the rule of ``secret_names``, also for JSON
+keys), and URLs with those parameters removed from the query and the fragment."""
 
 from __future__ import annotations
 
-import re
-from urllib.parse import unquote_plus
+from exporter.privacy.secret_names import DEFAULT_SENSITIVE_PARAMS, is_secret_name, normalise_param
 
-# Always removed from URLs; HOMEPOT_ANALYTICS_SENSITIVE_QUERY_PARAMS adds to these.
-DEFAULT_SENSITIVE_PARAMS = (
-    "password",
-    "passwd",
-    "pwd",
-    "pass",
-    "token",
-    "secret",
-    "api_key",
-    "apikey",
-    "key",
-    "session",
-    "sessionid",
-    "authorization",
-    "auth",
-    "jwt",
-    "signature",
-    "credential",
-)
-# Names this long also match inside longer names (access_token, csrftoken, client_secret);
-# shorter ones only as a whole word of the name (api-key, x_key, but not monkey or keyword).
-_SUBSTRING_MIN_LENGTH = 5
-
-
-def normalise_param(name: str) -> str:
-    """A parameter name (or configured word) as compared: decoded, lowercase, ``-`` as ``_``."""
-    return unquote_plus(name).strip().lower().replace("-", "_")
+__all__ = ["DEFAULT_SENSITIVE_PARAMS", "is_sensitive_param", "normalise_param", "strip_sensitive_params"]
 
 
 def is_sensitive_param(name: str, sensitive: frozenset[str]) -> bool:
-    """Whether a query parameter (or JSON key) names a secret under the given word list."""
-    normalised = normalise_param(name)
-    if normalised in sensitive:
-        return True
-    if any(part in sensitive for part in re.split(r"[^a-z0-9]+", normalised) if part):
-        return True
-    return any(len(word) >= _SUBSTRING_MIN_LENGTH and word in normalised for word in sensitive)
+    """Whether a query parameter (or JSON key) names a secret under the given word list
+    (``secret_names``: ``api_key``, ``access_token``, ``X-Amz-Signature`` do; ``sort_key``,
+    ``keyword``, ``monkey`` do not)."""
+    return is_secret_name(name, sensitive)
 
 
 def _strip_query(query: str, sensitive: frozenset[str]) -> str:

@@ -43,7 +43,10 @@ def device_state_filters(
     ] = None,
     changed_by: Annotated[
         str | None,
-        Query(max_length=max_length(_TABLE, "changed_by"), description="A user id, or `system`."),
+        Query(
+            max_length=max_length(_TABLE, "changed_by"),
+            description="A user id, or a system actor (`system`, `orchestrator`, ...).",
+        ),
     ] = None,
 ) -> list[ColumnElement[bool]]:
     t = device_state_history.c

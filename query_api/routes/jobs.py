@@ -49,7 +49,10 @@ def job_filters(
     ] = None,
     initiated_by: Annotated[
         str | None,
-        Query(max_length=max_length(_TABLE, "initiated_by"), description="A user id, or `system`."),
+        Query(
+            max_length=max_length(_TABLE, "initiated_by"),
+            description="A user id, or a system actor (`system`, `orchestrator`, ...).",
+        ),
     ] = None,
     min_duration_ms: Annotated[
         int | None, Query(ge=0, le=2**31 - 1, description="Only jobs that ran at least this long.")

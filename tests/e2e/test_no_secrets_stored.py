@@ -1,6 +1,10 @@
 """No secrets stored: a corpus of secrets sent through every way into the tables (an instrumented
 service's requests, exceptions, jobs, device states, errors and activity; the service's activity
-intake and OTLP sink) is found nowhere in the database, and users and IPs arrive pseudonymous."""
+intake and OTLP sink) is found nowhere in the database, and users and IPs arrive pseudonymous.
+
+And nothing else masked: a precision corpus of ordinary HOMEPOT values that look a little like
+secrets (``config_key``, ``collapse_key``, ``device_key_id``, "password: Field required") and its
+vocabulary (job status "completed", actor "orchestrator") is stored as HOMEPOT sent it."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
 from exporter.privacy import privacy_from_settings
 from exporter.schema import TABLES
@@ -210,6 +215,104 @@ def test_an_instrumented_service_stores_no_secrets_and_only_pseudonyms(settings:
         ips = {ip for (ip,) in conn.execute("SELECT DISTINCT ip_address FROM api_request_logs")}
     assert users == {pseudonym}
     assert ips == {"203.0.113.0"}
+
+
+# --- the precision corpus: HOMEPOT's ordinary values survive -----------------------------------------------
+# Context keys HOMEPOT sends, with values that must be kept (they are what the AI team asked for).
+ORDINARY_CONTEXT = {
+    "config_key": "display.brightness",
+    "collapse_key": "firmware_update",
+    "device_key_id": "dk_0042",
+    "sort_key": "created_at",
+    "key_id": "k-17",
+    "session_count": 3,
+}
+VALIDATION_MESSAGE = "password: Field required"
+
+
+class Login(BaseModel):
+    username: str
+    password: str
+
+
+def homepot_like_app(settings: Settings) -> FastAPI:
+    app = FastAPI()
+    setup_telemetry(app, service_name="precision-e2e", settings=settings)
+
+    @app.post("/api/v1/auth/login")
+    def login(body: Login) -> dict[str, str]:
+        return {"ok": body.username}
+
+    @app.post("/api/v1/jobs")
+    def run_job() -> dict[str, str]:
+        with job_span("job-7", "config_change", device_id="dev_001", initiated_by="orchestrator") as job:
+            job.extra_data.update(ORDINARY_CONTEXT)
+            job.status = "completed"  # HOMEPOT's word for success
+        with job_span("job-8", "health_check", initiated_by="agent") as job:
+            job.status = "pending"  # unknown: kept as given
+        record_device_state(
+            "dev_001",
+            "online",
+            "updating",
+            changed_by="scheduler",
+            reason=VALIDATION_MESSAGE,
+            **ORDINARY_CONTEXT,
+        )
+        record_error(
+            "validation",
+            "warning",
+            "E_VALIDATION",
+            VALIDATION_MESSAGE,
+            user_id=USER,
+            errors={"password": "Field required"},
+            note=f"login with password={PASSWORD} failed",  # a secret beside them: still masked
+            **ORDINARY_CONTEXT,
+        )
+        record_user_activity(
+            "form_submit",
+            user_id=USER,
+            page_url="/devices?sort_key=name&key=abc123",
+            extra_data=ORDINARY_CONTEXT,
+        )
+        return {"ok": "yes"}
+
+    return app
+
+
+def test_homepot_values_and_vocabulary_are_stored_unmasked(settings: Settings) -> None:
+    app = homepot_like_app(settings)
+    with TestClient(app, client=(CLIENT_IP, 50000)) as client:
+        assert client.post("/api/v1/auth/login", json={"username": "bob"}).status_code == 422
+        assert client.post("/api/v1/jobs").status_code == 200
+    app.state.homepot_telemetry.shutdown()
+    url = settings.database_url or ""
+    text = stored_text(url)
+    assert_no_secret(text)
+    assert "[REDACTED]" in text  # the password beside them
+    with psycopg.connect(url) as conn:
+        (login_error,) = conn.execute(
+            "SELECT error_message FROM api_request_logs WHERE status_code = 422"
+        ).fetchone()  # type: ignore[misc]
+        jobs = {
+            job_id: (status, initiated_by, extra)
+            for job_id, status, initiated_by, extra in conn.execute(
+                "SELECT job_id, status, initiated_by, extra_data FROM job_outcomes"
+            )
+        }
+        state = conn.execute("SELECT changed_by, reason, extra_data FROM device_state_history").fetchone()
+        error = conn.execute(
+            "SELECT error_message, context FROM error_logs WHERE category = 'validation'"
+        ).fetchone()
+        activity = conn.execute("SELECT page_url, extra_data FROM user_activities").fetchone()
+    assert login_error == "body.password: Field required"
+    assert jobs["job-7"] == ("success", "orchestrator", ORDINARY_CONTEXT)
+    assert jobs["job-8"][:2] == ("pending", "agent")
+    assert state == ("scheduler", VALIDATION_MESSAGE, ORDINARY_CONTEXT)
+    assert error is not None and error[0] == VALIDATION_MESSAGE
+    assert error[1]["errors"] == {"password": "Field required"}
+    assert {key: error[1][key] for key in ORDINARY_CONTEXT} == ORDINARY_CONTEXT
+    assert error[1]["note"] == "login with password=[REDACTED] failed"
+    assert activity == ("/devices?sort_key=name", ORDINARY_CONTEXT)
 
 
 # --- the analytics service: activity intake and OTLP sink --------------------------------------------------

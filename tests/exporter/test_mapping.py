@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from opentelemetry._logs import LogRecord, SeverityNumber
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk.resources import Resource
@@ -196,6 +197,74 @@ def test_job_span_from_a_foreign_sdk_derives_status_and_duration() -> None:
     assert row["retry_count"] == 0
     ok = only_row(span_to_rows(make_span({c.JOB_ID: "j2"}, kind=SpanKind.INTERNAL)), "job_outcomes")
     assert (ok["status"], ok["job_type"]) == ("success", "unknown")
+
+
+def _job_status(status: Any, span_status: StatusCode = StatusCode.UNSET) -> Any:
+    attributes = {c.JOB_ID: "j1", c.JOB_TYPE: "restart"} | ({} if status is None else {c.JOB_STATUS: status})
+    span = make_span(attributes, kind=SpanKind.INTERNAL, status=Status(span_status))
+    return only_row(span_to_rows(span), "job_outcomes")["status"]
+
+
+# The documented table (conventions.JOB_STATUS_ALIASES, README "Job statuses"), in any case.
+JOB_STATUS_TABLE = {
+    "success": [
+        "success",
+        "completed",
+        "Completed",
+        "COMPLETE",
+        "succeeded",
+        "successful",
+        "done",
+        "ok",
+        "OK",
+    ],
+    "failed": ["failed", "error", "Error", "errored", "failure", "FAILURE", "fail"],
+    "timeout": ["timeout", "timed_out", "Timed Out", "timed-out", "timedout", "time_out"],
+    "cancelled": ["cancelled", "canceled", "Canceled", "aborted", "revoked", "REVOKED", "cancel"],
+}
+
+
+@pytest.mark.parametrize(
+    ("reported", "stored"),
+    [(reported, stored) for stored, words in JOB_STATUS_TABLE.items() for reported in words],
+)
+def test_job_statuses_map_by_the_documented_table(reported: str, stored: str) -> None:
+    assert _job_status(reported) == stored
+    # The reported status decides, whatever the span's status says.
+    assert _job_status(reported, StatusCode.ERROR) == stored
+    assert c.job_status(reported) == stored
+
+
+def test_every_alias_names_a_spec_status() -> None:
+    assert set(c.JOB_STATUS_ALIASES.values()) == set(c.JOB_STATUSES)
+    assert not set(c.JOB_STATUS_ALIASES) & set(c.JOB_STATUSES)
+
+
+@pytest.mark.parametrize("status", ["pending", "Partial", "in_progress", "rolled back", "42"])
+def test_an_unknown_job_status_is_stored_as_given(status: str) -> None:
+    assert _job_status(status) == status
+    assert _job_status(status, StatusCode.ERROR) == status  # never turned into "failed"
+
+
+def test_an_unknown_job_status_is_bounded_to_its_column() -> None:
+    stored = _job_status("waiting-for-device-" + "x" * 100)
+    assert len(stored) == 32 and stored.startswith("waiting-for-device-")
+
+
+@pytest.mark.parametrize(
+    ("status", "span_status", "stored"),
+    [
+        (None, StatusCode.UNSET, "success"),
+        (None, StatusCode.OK, "success"),
+        (None, StatusCode.ERROR, "failed"),
+        ("", StatusCode.ERROR, "failed"),
+        ("  ", StatusCode.UNSET, "success"),
+    ],
+)
+def test_without_a_job_status_the_span_status_decides(
+    status: str | None, span_status: StatusCode, stored: str
+) -> None:
+    assert _job_status(status, span_status) == stored
 
 
 def test_device_state_log_record() -> None:

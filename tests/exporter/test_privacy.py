@@ -67,6 +67,18 @@ SECRETS_IN_TEXT = [
     ("login with passphrase correct-horse-battery-staple", "correct-horse-battery-staple"),
     ("Token ABCDEFGHIJKLMNOPQRSTUV refused", "ABCDEFGHIJKLMNOPQRSTUV"),
     ("credentials 12345678 wrong", "12345678"),
+    # Beside validation messages (the precision corpus below), credentials stay masked.
+    ("password: hunter2", "hunter2"),
+    ("password=hunter2", "hunter2"),
+    ("invalid token abc123def", "abc123def"),
+    ("api key sk-live-xxxx rejected", "sk-live-xxxx"),
+    ("secret=s3cr3t-value", "s3cr3t-value"),
+    ("DB_PASSWORD=x9y8z7w6", "x9y8z7w6"),
+    ("retry with sessionId=abc123xyz", "abc123xyz"),
+    ("password: required-2024!", "required-2024!"),
+    ("password: mustang1", "mustang1"),
+    ('{"password": "missing link horse"}', "missing link horse"),
+    ("session_count: Bearer opaque-token-123456", "opaque-token-123456"),  # no pair, a bearer token
 ]
 
 # Texts that only look a little like secrets: stored unchanged.
@@ -83,6 +95,93 @@ HARMLESS = [
     "tokens 5 left",
     "get_token 123456 called",
     "password reset requested",
+]
+
+# The precision corpus: ordinary HOMEPOT values that name a key or a credential field yet hold no
+# secret. Masking them would destroy what the AI team needs; each is stored as it is.
+ORDINARY_TEXT = [
+    # validation messages (FastAPI's 422 as our middleware records it, pydantic 2 and 1)
+    "password: Field required",
+    "password: field required",
+    "body.password: Field required; body.token: Input should be a valid string",
+    "body.password: String should have at least 8 characters",
+    "token: value is not a valid string",
+    "api_key: ensure this value has at least 32 characters",
+    "secret: none is not an allowed value",
+    "password: required, token: missing.",
+    '{"password": "Field required"}',
+    # ordinary names in key=value text
+    "config_key=display.brightness applied",
+    "collapse_key: firmware_update",
+    "device_key_id=dk_0042 rotated",
+    "sort_key=created_at",
+    "session_count=3",
+    "secretary: Jane",
+    "tokenizer: bpe",
+]
+ORDINARY_KEYS = [
+    "config_key",
+    "collapse_key",
+    "device_key_id",
+    "sort_key",
+    "key_id",
+    "keyword",
+    "monkey",
+    "public_key",
+    "primary_key",
+    "partition_key",
+    "idempotency_key",
+    "configKey",
+    "collapseKey",
+    "session_count",
+    "auth_method",
+    "cookie_consent",
+    "bypass",
+    "secretary",
+    "tokenizer",
+    "device_id",
+]
+SECRET_KEYS = [
+    "password",
+    "Password",
+    "passwd",
+    "passwordHash",
+    "db_password",
+    "DB_PASSWORD",
+    "pwd",
+    "passphrase",
+    "secret",
+    "client_secret",
+    "clientSecret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "csrftoken",
+    "push_tokens",
+    "api_key",
+    "apikey",
+    "apiKey",
+    "X-Api-Key",
+    "x_api_key",
+    "access_key",
+    "accessKeyId",
+    "private_key",
+    "secret_key",
+    "signing_key",
+    "session_key",
+    "key",
+    "session",
+    "sessionid",
+    "session_id",
+    "SessionID",
+    "jsessionid",
+    "authorization",
+    "auth",
+    "jwt",
+    "X-Amz-Signature",
+    "X-Amz-Credential",
+    "credentials",
+    "cookie",
 ]
 
 
@@ -109,6 +208,44 @@ def test_masking_keeps_the_context_around_a_secret() -> None:
 @pytest.mark.parametrize("text", HARMLESS)
 def test_text_without_secrets_is_unchanged(text: str) -> None:
     assert STRICT.text(text) == text
+
+
+@pytest.mark.parametrize("text", ORDINARY_TEXT)
+def test_the_precision_corpus_of_text_is_stored_unmasked(text: str) -> None:
+    assert STRICT.text(text) == text
+
+
+@pytest.mark.parametrize("name", ORDINARY_KEYS)
+def test_ordinary_names_are_no_secret_keys(name: str) -> None:
+    assert not STRICT.is_secret_key(name)
+    assert STRICT.url(f"/x?{name}=v1&page=2") == f"/x?{name}=v1&page=2"
+
+
+@pytest.mark.parametrize("name", SECRET_KEYS)
+def test_names_of_secrets_are_secret_keys(name: str) -> None:
+    assert STRICT.is_secret_key(name)
+    assert STRICT.url(f"/x?{name}=v1&page=2") == "/x?page=2"
+    assert STRICT.json({name: "plain-value"}) == {name: REDACTED}
+
+
+def test_the_precision_corpus_of_json_is_stored_unmasked() -> None:
+    context = {
+        "config_key": "display.brightness",
+        "collapse_key": "firmware_update",
+        "device_key_id": "dk_0042",
+        "sort_key": "created_at",
+        "key_id": 3,
+        "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5",
+        "session_count": 4,
+        "errors": {"password": "Field required", "token": "Input should be a valid string"},
+        "message": "password: Field required",
+        "settings": [{"config_key": "volume", "value": 7}],
+    }
+    assert STRICT.json(context) == context
+    assert STRICT.json({"password": "missing link horse", "token": "required-2024!"}) == {
+        "password": REDACTED,
+        "token": REDACTED,
+    }
 
 
 def test_masking_is_idempotent_and_handles_none_and_non_strings() -> None:
@@ -231,6 +368,44 @@ def test_the_same_person_has_the_same_id_in_every_table() -> None:
     assert activity[0][1]["user_id"] == expected
     system_job = span_to_rows(job_span(**{c.JOB_INITIATED_BY: "system"}), STRICT)
     assert system_job[0][1]["initiated_by"] == "system"
+
+
+# --- system actors ----------------------------------------------------------------------------------------
+def _initiated_by(value: str, privacy: Privacy) -> str | None:
+    ((_, row),) = span_to_rows(job_span(**{c.JOB_INITIATED_BY: value}), privacy)
+    return row["initiated_by"]
+
+
+def _changed_by(value: str, privacy: Privacy) -> str | None:
+    attributes = {c.DEVICE_ID: "d1", c.DEVICE_NEW_STATE: "on", c.DEVICE_CHANGED_BY: value}
+    ((_, row),) = log_record_to_rows(event_log(c.DEVICE_STATE_EVENT, **attributes), privacy)
+    return row["changed_by"]
+
+
+@pytest.mark.parametrize("actor", ["system", "orchestrator", "scheduler", "agent", "Orchestrator", "SYSTEM"])
+def test_system_actors_are_never_pseudonymised(actor: str) -> None:
+    assert _initiated_by(actor, STRICT) == actor
+    assert _changed_by(actor, STRICT) == actor
+
+
+def test_anyone_else_is_a_user() -> None:
+    for user in ("alice@example.com", "orchestrator-7", "agent_smith", "user123"):
+        assert _initiated_by(user, STRICT) == STRICT.user(user)
+        assert _changed_by(user, STRICT) == STRICT.user(user)
+
+
+def test_system_actors_come_from_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    default = Settings(data_dir=tmp_path, pseudonym_key=SecretStr("x" * 16))
+    assert default.system_actors == ["system", "orchestrator", "scheduler", "agent"]
+    assert privacy_from_settings(default).system_actors == {"system", "orchestrator", "scheduler", "agent"}
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_SYSTEM_ACTORS", "system, Cron-Runner ,homepot-agent")
+    settings = Settings(data_dir=tmp_path, pseudonym_key=SecretStr("x" * 16))
+    assert settings.system_actors == ["system", "Cron-Runner", "homepot-agent"]
+    privacy = privacy_from_settings(settings)
+    assert _initiated_by("cron-runner", privacy) == "cron-runner"
+    assert _changed_by("homepot-agent", privacy) == "homepot-agent"
+    assert _initiated_by("orchestrator", privacy) == privacy.user("orchestrator")  # no longer listed
+    assert export_privacy(settings).system_actors == privacy.system_actors
 
 
 # --- from settings ------------------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogR
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
+from exporter import conventions as c
 from exporter.mapping import log_record_to_rows, span_to_rows
 from instrumentation import _state, job_span, record_device_state, record_error
 
@@ -60,6 +62,28 @@ def test_sync_job_outcomes(captured: tuple[InMemorySpanExporter, InMemoryLogReco
     assert rows["j-timeout"]["status"] == "timeout"
     assert rows["j-cancel"]["status"] == "cancelled"
     assert (rows["j-marked"]["status"], rows["j-marked"]["error_code"]) == ("failed", "E_BUSY")
+
+
+def test_a_job_status_set_in_another_vocabulary(
+    captured: tuple[InMemorySpanExporter, InMemoryLogRecordExporter],
+) -> None:
+    spans, _ = captured
+    for job_id, status in (("j-completed", "completed"), ("j-error", "error"), ("j-pending", "pending")):
+        with job_span(job_id, "restart", initiated_by="orchestrator") as job:
+            job.status = status
+    rows = {row["job_id"]: row for row in job_rows(spans)}
+    assert {job_id: row["status"] for job_id, row in rows.items()} == {
+        "j-completed": "success",
+        "j-error": "failed",
+        "j-pending": "pending",  # unknown: as given, not "failed"
+    }
+    assert rows["j-completed"]["initiated_by"] == "orchestrator"
+    codes = {span.attributes[c.JOB_ID]: span.status.status_code for span in spans.get_finished_spans()}
+    assert codes == {
+        "j-completed": StatusCode.UNSET,
+        "j-error": StatusCode.ERROR,
+        "j-pending": StatusCode.UNSET,
+    }
 
 
 def test_async_job_outcomes_including_cancellation(

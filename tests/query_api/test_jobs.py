@@ -77,6 +77,19 @@ def test_rows_and_filters(client: TestClient, engine: Engine, stored: Stored) ->
     assert _ids(client, min_duration_ms=3500) == [c, a]
 
 
+def test_system_actors_and_other_statuses_are_listed_as_stored(client: TestClient, engine: Engine) -> None:
+    orchestrated, pending = insert_rows(
+        engine,
+        T,
+        [row(T, 0, initiated_by="orchestrator"), row(T, 5, initiated_by="scheduler", status="pending")],
+    )
+    # A system actor is no user: the filter takes it as stored, not as a pseudonym.
+    assert _ids(client, initiated_by="orchestrator") == [orchestrated]
+    assert _ids(client, initiated_by="scheduler") == [pending]
+    statuses = {item["id"]: item["status"] for item in client.get(URL).json()["data"]}
+    assert statuses == {orchestrated: "success", pending: "pending"}
+
+
 @pytest.mark.parametrize("status", ["succeeded", "SUCCESS", ""])
 def test_unknown_status_is_422(shared: TestClient, shared_settings: Settings, status: str) -> None:
     response = shared.get(URL, params={"status": status}, headers=bearer(shared_settings))
