@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
+from exporter.columns import COLUMNS
 from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
@@ -35,18 +36,26 @@ class Migration:
     apply: Callable[[Connection], None]
 
 
+_DEFAULTS = {name: {spec.name: spec.server_default for spec in specs} for name, specs in COLUMNS.items()}
+
+
 def _adopt_existing_table(conn: Connection, name: str) -> None:
-    """Bring a table created by an older schema up to the current columns and indexes."""
+    """Bring a table created by an older schema (ours, or HOMEPOT's) up to the current columns and
+    indexes, so that its old writers keep writing: every column added has a default or is nullable."""
     table = TABLES[name]
     existing = {column["name"]: column for column in inspect(conn).get_columns(name)}
     for column in table.columns:
         if column.name in existing:
             continue
         column_type = column.type.compile(dialect=conn.dialect)
-        conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {column_type}'))
+        default = _DEFAULTS[name][column.name]
+        clause = f" DEFAULT {default}" if default is not None else ""
+        conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {column_type}{clause}'))
         logger.info("added column %s.%s", name, column.name)
-    # Rows from before event_id existed get a random identity: they were never replayed.
+    # Rows from before event_id existed get a random identity: they were never replayed. So do the
+    # rows the old system goes on inserting without one (its inserts name only its own columns).
     conn.execute(text(f"UPDATE {name} SET event_id = gen_random_uuid() WHERE event_id IS NULL"))
+    conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN event_id SET DEFAULT gen_random_uuid()"))
     conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN event_id SET NOT NULL"))
     timestamp_column: dict[str, Any] = dict(existing.get("timestamp") or {})
     timestamp_type = str(timestamp_column.get("type", "")).upper()
@@ -102,6 +111,14 @@ def _create_pending_joins(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
+def _default_event_ids(conn: Connection) -> None:
+    """Inserts that do not name event_id (HOMEPOT's own, into a table it shares with the exporter)
+    get a random one, instead of failing on its NOT NULL. On the partitioned parent: the default
+    applies to every insert through it, and is copied to every partition."""
+    for name in TABLES:
+        conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN event_id SET DEFAULT gen_random_uuid()"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create the five analytics tables (adopting older HOMEPOT tables)", _create_tables),
     Migration(2, "partition the five tables by month on timestamp, keeping every row", _partition_tables),
@@ -109,6 +126,7 @@ MIGRATIONS: list[Migration] = [
     Migration(
         4, "a small table of error rows waiting for their request (trace joins)", _create_pending_joins
     ),
+    Migration(5, "event_id defaults to a random uuid for inserts that give none", _default_event_ids),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version
