@@ -46,7 +46,9 @@ _CONTEXT = (
     ColumnSpec("trace_id", "varchar", 32),
     ColumnSpec("span_id", "varchar", 16),
     ColumnSpec("service_name", "varchar", NAME),
-    ColumnSpec("event_id", "uuid", nullable=False),
+    # Our writer always gives it; the default is for rows written by others (HOMEPOT's own inserts
+    # into a shared table know nothing of it): each such row is an identity of its own.
+    ColumnSpec("event_id", "uuid", nullable=False, server_default="gen_random_uuid()"),
     # From the resource: which release and which environment of the service wrote the row.
     ColumnSpec("service_version", "varchar", NAME),
     ColumnSpec("deployment_environment", "varchar", NAME),

@@ -5,17 +5,20 @@ Each migration runs once, in order, in its own transaction, and is recorded in
 Migration 1 also adopts the tables of the HOMEPOT system this project replaces (same names,
 no trace columns, naive timestamps): it adds what is missing and keeps every row. Migration 2
 turns the tables into monthly range partitions on "timestamp" (``exporter.partitions``,
-``exporter.partition_conversion``).
+``exporter.partition_conversion``). HOMEPOT may go on using its tables (a shared database):
+every column added has a default or is nullable, a type is changed only where the new one holds
+every old value, its keys and indexes are kept; what does change is returned, and printed by
+``create-tables`` (the README lists it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Connection, Engine, inspect, text
 
+from exporter.columns import COLUMNS
 from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
@@ -32,32 +35,55 @@ MIGRATIONS_TABLE = "homepot_analytics_schema_migrations"
 class Migration:
     version: int
     description: str
-    apply: Callable[[Connection], None]
+    # Returns what it changed in tables that were there before (HOMEPOT's, on a shared database):
+    # types, keys, constraints, one sentence each, for ``create-tables`` to print.
+    apply: Callable[[Connection], list[str]]
 
 
-def _adopt_existing_table(conn: Connection, name: str) -> None:
-    """Bring a table created by an older schema up to the current columns and indexes."""
+@dataclass(frozen=True)
+class AppliedMigration:
+    version: int
+    description: str
+    changes: tuple[str, ...] = ()
+
+
+# Columns of our schema that HOMEPOT's tables have as naive ``timestamp``.
+_TIMESTAMPTZ = {
+    name: tuple(spec.name for spec in specs if spec.kind == "timestamptz") for name, specs in COLUMNS.items()
+}
+_DEFAULTS = {name: {spec.name: spec.server_default for spec in specs} for name, specs in COLUMNS.items()}
+
+
+def _adopt_existing_table(conn: Connection, name: str) -> list[str]:
+    """Bring a table created by an older schema (ours, or HOMEPOT's) up to the current columns and
+    indexes, so that its old writers keep writing: every column added has a default or is nullable."""
     table = TABLES[name]
+    changes: list[str] = []
     existing = {column["name"]: column for column in inspect(conn).get_columns(name)}
     for column in table.columns:
         if column.name in existing:
             continue
         column_type = column.type.compile(dialect=conn.dialect)
-        conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {column_type}'))
+        default = _DEFAULTS[name][column.name]
+        clause = f" DEFAULT {default}" if default is not None else ""
+        conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {column_type}{clause}'))
         logger.info("added column %s.%s", name, column.name)
-    # Rows from before event_id existed get a random identity: they were never replayed.
+    # Rows from before event_id existed get a random identity: they were never replayed. So do the
+    # rows the old system goes on inserting without one (its inserts name only its own columns).
     conn.execute(text(f"UPDATE {name} SET event_id = gen_random_uuid() WHERE event_id IS NULL"))
+    conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN event_id SET DEFAULT gen_random_uuid()"))
     conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN event_id SET NOT NULL"))
-    timestamp_column: dict[str, Any] = dict(existing.get("timestamp") or {})
-    timestamp_type = str(timestamp_column.get("type", "")).upper()
-    if "TIMESTAMP" in timestamp_type and "TIME ZONE" not in timestamp_type:
-        # The old system stored naive UTC: say so to PostgreSQL rather than guess local time.
-        conn.execute(
-            text(
-                f'ALTER TABLE {name} ALTER COLUMN "timestamp" TYPE timestamptz '
-                f"USING \"timestamp\" AT TIME ZONE 'UTC'"
+    for column_name in _TIMESTAMPTZ[name]:
+        column_type = str(dict(existing.get(column_name) or {}).get("type", "")).upper()
+        if "TIMESTAMP" in column_type and "TIME ZONE" not in column_type:
+            # The old system stored naive UTC: say so to PostgreSQL rather than guess local time.
+            conn.execute(
+                text(
+                    f'ALTER TABLE {name} ALTER COLUMN "{column_name}" TYPE timestamptz '
+                    f"USING \"{column_name}\" AT TIME ZONE 'UTC'"
+                )
             )
-        )
+            changes.append(f"{name}.{column_name}: timestamp -> timestamptz (its values read as UTC)")
     for json_column in ("extra_data", "context"):
         if json_column in existing and "JSONB" not in str(existing[json_column]["type"]).upper():
             conn.execute(
@@ -66,24 +92,38 @@ def _adopt_existing_table(conn: Connection, name: str) -> None:
                     f'USING "{json_column}"::text::jsonb'
                 )
             )
+            changes.append(
+                f"{name}.{json_column}: json -> jsonb (same values; key order and repeated keys not kept)"
+            )
     for index in table.indexes:
         index.create(conn, checkfirst=True)
+    return changes
 
 
-def _create_tables(conn: Connection) -> None:
+def _create_tables(conn: Connection) -> list[str]:
+    changes: list[str] = []
     present = set(inspect(conn).get_table_names())
     for name in TABLES:
         if name in present:
-            _adopt_existing_table(conn, name)
+            changes += _adopt_existing_table(conn, name)
+    if any("timestamp -> timestamptz" in change for change in changes):
+        time_zone = conn.execute(text("SELECT current_setting('TimeZone')")).scalar()
+        changes.append(
+            "a naive timestamp inserted from now on is read in the session's TimeZone (here "
+            f"{time_zone}: keep it UTC for HOMEPOT's naive UTC values); reads return timestamps with offset"
+        )
     metadata.create_all(conn, checkfirst=True)
+    return changes
 
 
-def _partition_tables(conn: Connection) -> None:
+def _partition_tables(conn: Connection) -> list[str]:
+    changes: list[str] = []
     for name in TABLES:
-        convert_to_partitioned(conn, name)
+        changes += convert_to_partitioned(conn, name)
+    return changes
 
 
-def _add_new_columns(conn: Connection) -> None:
+def _add_new_columns(conn: Connection) -> list[str]:
     """Columns the schema gained since a table was created (all nullable): added in place, on
     the partitioned parent, which adds them to every partition without rewriting a row."""
     for name, table in TABLES.items():
@@ -95,11 +135,22 @@ def _add_new_columns(conn: Connection) -> None:
                     text(f'ALTER TABLE {name} ADD COLUMN IF NOT EXISTS "{column.name}" {column_type}')
                 )
                 logger.info("added column %s.%s", name, column.name)
+    return []
 
 
-def _create_pending_joins(conn: Connection) -> None:
+def _create_pending_joins(conn: Connection) -> list[str]:
     for statement in PENDING_JOINS_DDL:
         conn.execute(text(statement))
+    return []
+
+
+def _default_event_ids(conn: Connection) -> list[str]:
+    """Inserts that do not name event_id (HOMEPOT's own, into a table it shares with the exporter)
+    get a random one, instead of failing on its NOT NULL. On the partitioned parent: the default
+    applies to every insert through it, and is copied to every partition."""
+    for name in TABLES:
+        conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN event_id SET DEFAULT gen_random_uuid()"))
+    return []
 
 
 MIGRATIONS: list[Migration] = [
@@ -109,6 +160,7 @@ MIGRATIONS: list[Migration] = [
     Migration(
         4, "a small table of error rows waiting for their request (trace joins)", _create_pending_joins
     ),
+    Migration(5, "event_id defaults to a random uuid for inserts that give none", _default_event_ids),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -121,9 +173,10 @@ def current_version(conn: Connection) -> int:
     return int(conn.execute(text(f"SELECT coalesce(max(version), 0) FROM {MIGRATIONS_TABLE}")).scalar_one())
 
 
-def migrate(engine: Engine) -> list[Migration]:
-    """Apply every pending migration; returns those applied (empty when up to date)."""
-    applied: list[Migration] = []
+def migrate(engine: Engine) -> list[AppliedMigration]:
+    """Apply every pending migration; returns those applied (empty when up to date), each with
+    what it changed in tables that were there before."""
+    applied: list[AppliedMigration] = []
     with engine.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
         try:
@@ -141,13 +194,15 @@ def migrate(engine: Engine) -> list[Migration]:
                 if migration.version <= version:
                     continue
                 with conn.begin():
-                    migration.apply(conn)
+                    changes = migration.apply(conn)
                     conn.execute(
                         text(f"INSERT INTO {MIGRATIONS_TABLE} (version, description) VALUES (:v, :d)"),
                         {"v": migration.version, "d": migration.description},
                     )
                 logger.info("applied migration %d: %s", migration.version, migration.description)
-                applied.append(migration)
+                for change in changes:
+                    logger.warning("changed an existing table: %s", change)
+                applied.append(AppliedMigration(migration.version, migration.description, tuple(changes)))
         finally:
             conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
             conn.commit()

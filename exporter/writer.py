@@ -5,7 +5,8 @@ the GIL (bench/README.md has the figures). The fast path is a plain COPY. When a
 already stored (a replay, a collector retry) the unique ``(event_id, timestamp)`` index rejects
 it, and the batch is written again through a staging table with ``ON CONFLICT DO NOTHING``,
 so every row lands exactly once. A row the database refuses is isolated and counted, and the
-rest of its batch is kept.
+rest of its batch is kept. On a database shared with HOMEPOT, device ids become HOMEPOT's device
+keys where its table holds those (``exporter.device_keys``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
+from exporter.device_keys import KeyColumn, integer_device_columns, resolve_device_keys
 from exporter.own_logging import exporter_logger
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.stats import STATS, ExportStats
@@ -52,6 +54,10 @@ _INHERITED_CONNECTIONS: list[Any] = []
 
 _GETTERS = {table: itemgetter(*columns) for table, columns in WRITE_COLUMNS.items()}
 
+
+# The tables whose rows carry a device id: on a database shared with HOMEPOT the column may be its
+# integer key (``exporter.device_keys``).
+_DEVICE_TABLES = tuple(table for table, columns in WRITE_COLUMNS.items() if "device_id" in columns)
 
 _NULLABLE = {
     table: frozenset(column.name for column in TABLES[table].columns if column.nullable)
@@ -94,6 +100,8 @@ class RowWriter:
         self._stats = stats
         self._connect_timeout = connect_timeout
         self._connection: psycopg.Connection[Any] | None = None
+        # Per connection: the tables whose device_id is an integer key (usually none).
+        self._device_keys: dict[str, KeyColumn] | None = None
         self._lock = threading.Lock()
 
     def write(self, rows: Rows) -> int:
@@ -104,7 +112,11 @@ class RowWriter:
         with self._lock:
             connection = self._connect()
             try:
-                written = self._write_batch(connection, batch)
+                batch, unknown_devices = self._resolve_device_keys(connection, batch)
+                written = self._write_batch(connection, batch) if batch else 0
+                connection.commit()  # ends the lookups' transaction when no row was left to write
+                for table, count in unknown_devices.items():  # counted once the rest is stored
+                    self._stats.add("rejected", table, count)
                 link_traces(connection, batch, self._stats)
                 return written
             except _SYSTEMIC as error:
@@ -113,6 +125,16 @@ class RowWriter:
             except UNAVAILABLE:
                 self._discard_connection()
                 raise
+
+    def _resolve_device_keys(
+        self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]
+    ) -> tuple[dict[str, list[Any]], dict[str, int]]:
+        if self._device_keys is None:
+            self._device_keys = integer_device_columns(connection, _DEVICE_TABLES)
+        columns = {table: column for table, column in self._device_keys.items() if table in batch}
+        if not columns:
+            return batch, {}
+        return resolve_device_keys(connection, batch, columns)
 
     def _write_batch(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
         try:
@@ -146,6 +168,7 @@ class RowWriter:
         if self._connection is not None:
             _INHERITED_CONNECTIONS.append(self._connection)
         self._connection = None
+        self._device_keys = None
         self._lock = threading.Lock()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -168,6 +191,7 @@ class RowWriter:
         return self._connection
 
     def _discard_connection(self) -> None:
+        self._device_keys = None  # a new connection looks again (the schema may have changed)
         if self._connection is not None:
             with contextlib.suppress(psycopg.Error):
                 self._connection.close()

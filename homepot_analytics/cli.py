@@ -43,6 +43,13 @@ def create_tables(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = Fa
         return
     for migration in applied:
         typer.echo(f"Applied migration {migration.version}: {migration.description}")
+    changes = [change for migration in applied for change in migration.changes]
+    if changes:
+        # Tables that were there before (HOMEPOT's, on a shared database): what their other
+        # writers and readers now find different. The README lists these changes too.
+        typer.echo("Changed in the tables that were already there:")
+        for change in changes:
+            typer.echo(f"  - {change}")
     typer.echo(f"Schema is at version {LATEST_VERSION}.")
 
 

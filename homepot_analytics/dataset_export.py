@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import IsolationLevel, sql
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, Table
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Integer, String, Table
 from sqlalchemy.dialects.postgresql import JSONB
 
 from exporter.privacy import Privacy, export_privacy
@@ -284,7 +284,14 @@ def export_table(
     schema_table = TABLES[table]
     columns = [column.name for column in schema_table.columns]
     cleaners = _cleaners(columns, privacy)
-    selected = sql.SQL(", ").join(sql.Identifier(name) for name in columns)
+    # A text column of ours is read as text even where a table shared with HOMEPOT keeps HOMEPOT's
+    # type (device_state_history.device_id, its integer device key).
+    selected = sql.SQL(", ").join(
+        sql.SQL("{}::text AS {}").format(sql.Identifier(name), sql.Identifier(name))
+        if isinstance(schema_table.c[name].type, String)
+        else sql.Identifier(name)
+        for name in columns
+    )
     where = sql.SQL('WHERE "timestamp" >= %s AND "timestamp" < %s')
     out = Path(out)
     partial = out.with_name(out.name + ".partial")

@@ -30,7 +30,10 @@ def row_json(table: Table, jaeger_url: str | None) -> ColumnElement[str]:
     """Every column of ``table`` in table order, plus ``trace_url``, as one JSON text."""
     pairs: list[Any] = []
     for column in table.columns:
-        pairs += [_key(column.name), column]
+        # A text column of ours renders as text even where a table shared with HOMEPOT keeps
+        # HOMEPOT's type (device_state_history.device_id, its integer device key).
+        value = cast(column, Text) if isinstance(column.type, String) else column
+        pairs += [_key(column.name), value]
     trace_url: ColumnElement[Any] = null()
     if jaeger_url and "trace_id" in table.c:
         base = literal(f"{jaeger_url.rstrip('/')}/trace/")

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     Label,
     Numeric,
+    Text,
     and_,
     cast,
     func,
@@ -227,7 +228,10 @@ def device_state_summary(
     changes = [func.count().label("changes"), func.max(t.timestamp).label("last_changed_at")]
     return {
         "transitions": _grouped(conn, [t.service_name, t.previous_state, t.new_state], count, where, limit),
-        "devices": _grouped(conn, [t.service_name, t.device_id], changes, where, top),
+        # As text: a table shared with HOMEPOT keeps its integer device key there.
+        "devices": _grouped(
+            conn, [t.service_name, cast(t.device_id, Text).label("device_id")], changes, where, top
+        ),
     }
 
 

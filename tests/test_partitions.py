@@ -267,7 +267,7 @@ def test_migrating_an_unpartitioned_database_keeps_every_row(legacy_at_version_1
         applied = migrate(engine)
     finally:
         engine.dispose()
-    assert [migration.version for migration in applied] == [2, 3, 4]  # every migration after the first
+    assert [migration.version for migration in applied] == [2, 3, 4, 5]  # every migration after the first
     assert {table: _snapshot(url, table) for table in TABLES} == before
     assert len(before["api_request_logs"]) == 5 and len(before["job_outcomes"]) == 1
     assert before["job_outcomes"][0]["job_type"] is None  # a NULL the new schema would refuse, kept
@@ -295,7 +295,7 @@ def test_migrating_an_unpartitioned_database_keeps_every_row(legacy_at_version_1
     assert new_id == sequence_next  # ids continue after the old sequence, not after max(id)
     assert privileges == [("SELECT",)]
     assert leftovers == (0,)
-    assert versions == [(1,), (2,), (3,), (4,)]
+    assert versions == [(1,), (2,), (3,), (4,), (5,)]
 
 
 def test_a_conversion_that_fails_leaves_the_old_table_untouched(
@@ -317,3 +317,49 @@ def test_a_conversion_that_fails_leaves_the_old_table_untouched(
         versions = conn.execute(f"SELECT max(version) FROM {MIGRATIONS_TABLE}").fetchone()
     assert kind == ("r",) and versions == (1,)
     assert _snapshot(url, "api_request_logs") == before
+
+
+def test_a_converted_table_keeps_the_other_systems_checks_defaults_and_indexes() -> None:
+    """What another system's writers rely on survives migration 2; what cannot is said."""
+    with throwaway_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE TABLE api_request_logs (id SERIAL PRIMARY KEY, "
+                "timestamp TIMESTAMP NOT NULL DEFAULT now(), endpoint VARCHAR(255) NOT NULL, "
+                "method VARCHAR(10) NOT NULL CHECK (method <> ''), status_code INTEGER NOT NULL, "
+                "response_time_ms FLOAT NOT NULL, shift VARCHAR(5) NOT NULL DEFAULT '10:30', "
+                "request_id VARCHAR(36) UNIQUE)"
+            )
+            conn.execute("CREATE INDEX legacy_shift ON api_request_logs (shift)")
+            conn.execute(
+                "INSERT INTO api_request_logs (endpoint, method, status_code, response_time_ms, request_id) "
+                "VALUES ('/old', 'GET', 200, 1, 'r-1')"
+            )
+        engine = create_engine(url)
+        try:
+            applied = migrate(engine)
+        finally:
+            engine.dispose()
+        changes = [change for migration in applied for change in migration.changes]
+        with psycopg.connect(url, autocommit=True) as conn:
+            # The old system's insert: neither a timestamp nor a shift, nor any column of ours.
+            conn.execute(
+                "INSERT INTO api_request_logs (endpoint, method, status_code, response_time_ms, request_id) "
+                "VALUES ('/new', 'GET', 200, 1, 'r-1')"
+            )
+            rows = conn.execute("SELECT endpoint, shift FROM api_request_logs ORDER BY id").fetchall()
+            indexes = conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'api_request_logs'"
+            ).fetchall()
+            with pytest.raises(psycopg.errors.CheckViolation):
+                conn.execute(
+                    "INSERT INTO api_request_logs (endpoint, method, status_code, response_time_ms) "
+                    "VALUES ('/bad', '', 200, 1)"
+                )
+    assert rows == [("/old", "10:30"), ("/new", "10:30")]
+    assert {("legacy_shift",), ("api_request_logs_request_id_key",)} <= set(indexes)
+    assert (
+        "api_request_logs: unique index api_request_logs_request_id_key is now a plain index "
+        '(a unique index of a partitioned table must include "timestamp")'
+    ) in changes
+    assert 'api_request_logs: PRIMARY KEY (id) is now PRIMARY KEY (id, "timestamp")' in " ".join(changes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Text, cast
 
 from exporter.schema import device_state_history, max_length
 from query_api import summaries
@@ -51,7 +51,8 @@ def device_state_filters(
 ) -> list[ColumnElement[bool]]:
     t = device_state_history.c
     return service.conditions(t) + conditions(
-        equal(t.device_id, device_id),
+        # Compared as text: a table shared with HOMEPOT keeps its integer device key there.
+        equal(cast(t.device_id, Text), device_id),
         equal(t.previous_state, previous_state),
         equal(t.new_state, new_state),
         equal(t.changed_by, stored_actor(privacy, changed_by)),

@@ -121,7 +121,7 @@ def test_migration_3_adds_the_release_columns_to_existing_tables_keeping_rows(em
                 "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms,"
                 " event_id) VALUES (now(), '/kept', 'GET', 200, 1, gen_random_uuid())"
             )
-        assert [migration.version for migration in migrate(engine)] == [3, 4]
+        assert [migration.version for migration in migrate(engine)] == [3, 4, 5]
     finally:
         engine.dispose()
     for table in TABLES:
@@ -130,3 +130,31 @@ def test_migration_3_adds_the_release_columns_to_existing_tables_keeping_rows(em
         assert conn.execute("SELECT endpoint, service_version FROM api_request_logs").fetchall() == [
             ("/kept", None)
         ]
+
+
+def test_an_insert_without_event_id_gets_one_also_after_migration_5_upgrades_older_tables(
+    empty_database: str,
+) -> None:
+    """Others' inserts into the tables (HOMEPOT's own, on a shared database) name no event_id."""
+    engine = create_engine(empty_database)
+    try:
+        migrate(engine)
+        with psycopg.connect(empty_database, autocommit=True) as conn:  # a database at version 4
+            for table in TABLES:
+                conn.execute(f"ALTER TABLE {table} ALTER COLUMN event_id DROP DEFAULT")
+            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 5")
+        assert [migration.version for migration in migrate(engine)] == [5]
+    finally:
+        engine.dispose()
+    with psycopg.connect(empty_database) as conn:
+        defaults = conn.execute(
+            "SELECT table_name, column_default FROM information_schema.columns "
+            "WHERE column_name = 'event_id' AND table_name = ANY(%s)",
+            (list(TABLES),),
+        ).fetchall()
+        inserted = conn.execute(
+            "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms) "
+            "VALUES (now(), '/no-event-id', 'GET', 200, 1) RETURNING event_id"
+        ).fetchone()
+    assert dict(defaults) == dict.fromkeys(TABLES, "gen_random_uuid()")
+    assert inserted is not None and isinstance(inserted[0], uuid.UUID)
