@@ -1,4 +1,5 @@
-/*! HOMEPOT analytics browser tracker. No dependencies.
+/*! HOMEPOT analytics browser tracker | Apache-2.0 */
+/* No dependencies.
  *
  *   <script src="https://ANALYTICS-HOST/tracker.js" defer></script>
  *
@@ -437,4 +438,5 @@
   window.HomepotAnalytics = api;
 
   if (script && script.getAttribute("data-auto") !== "false") api.init(fromScriptTag());
-})(typeof window !== "undefined" ? window : null, typeof document !== "undefined" ? document : null);
+})(typeof window !== "undefined" ? window : null, typeof document !== "undefined" ? document : null,
+  /* module URL */ null);
