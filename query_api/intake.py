@@ -8,11 +8,9 @@ writes SQL, and a request never waits for the database.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -20,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from exporter.events import user_activity_event
 from homepot_foundation.settings import Settings
+from query_api import tracker_asset
 from query_api.activity_events import (
     ActivityEvent,
     describe_error,
@@ -40,37 +39,17 @@ router = APIRouter()
 BATCH_PATH = "/api/v1/analytics/user-activities"
 LEGACY_PATH = "/api/v1/analytics/user-activity"
 
-_TRACKER_JS = (resources.files("query_api") / "static" / "tracker.js").read_text(encoding="utf-8")
-# The same script as an ES module: ``import HomepotAnalytics from ".../tracker.mjs"``.
-_TRACKER_MJS = (
-    _TRACKER_JS
-    + "\nexport const HomepotAnalytics = globalThis.HomepotAnalytics;\nexport default HomepotAnalytics;\n"
-)
 
-
-def _script_response(request: Request, text: str) -> Response:
-    etag = '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
-    headers = {
-        "ETag": etag,
-        "Cache-Control": "public, max-age=3600",
-        # A public file; a cross-origin <script type="module"> needs this to load it at all.
-        "Access-Control-Allow-Origin": "*",
-    }
-    if request.headers.get("if-none-match") == etag:
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    return Response(text, media_type="text/javascript; charset=utf-8", headers=headers)
-
-
-@router.get("/tracker.js", include_in_schema=False)
+@router.api_route("/tracker.js", methods=["GET", "HEAD"], include_in_schema=False)
 def tracker_script(request: Request) -> Response:
-    """The browser tracker (classic script)."""
-    return _script_response(request, _TRACKER_JS)
+    """The browser tracker (classic script), minified and compressed."""
+    return tracker_asset.serve(request, tracker_asset.classic())
 
 
-@router.get("/tracker.mjs", include_in_schema=False)
+@router.api_route("/tracker.mjs", methods=["GET", "HEAD"], include_in_schema=False)
 def tracker_module(request: Request) -> Response:
-    """The browser tracker as an ES module."""
-    return _script_response(request, _TRACKER_MJS)
+    """The browser tracker as an ES module: ``import HomepotAnalytics from ".../tracker.mjs"``."""
+    return tracker_asset.serve(request, tracker_asset.module())
 
 
 class Rejection(BaseModel):

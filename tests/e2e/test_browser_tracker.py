@@ -11,9 +11,6 @@ Needs the Debian packages ``chromium`` and ``chromium-driver`` and the PyPI pack
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,8 +19,6 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
-import uvicorn
-from selenium import webdriver
 from selenium.webdriver.common.by import By
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,54 +30,15 @@ from exporter.schema import TABLES
 from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from tests.conftest import JWT_SECRET, fetch_rows
+from tests.support.browser import CHROMIUM_MISSING, ServerThread, chromium, rows_when, wait_for
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
-if not (CHROMIUM and CHROMEDRIVER):
-    pytest.skip(
-        "Chromium is not installed (apt-get install -y chromium chromium-driver)", allow_module_level=True
-    )
+if CHROMIUM_MISSING:
+    pytest.skip(CHROMIUM_MISSING, allow_module_level=True)
 
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-)
 USER = "user123"
 
 
 # --- servers -----------------------------------------------------------------------------------
-class ServerThread:
-    """uvicorn serving ``app`` on a loopback port of its own, in a thread; stopped by ``stop``."""
-
-    def __init__(self, app: Any) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.port = self.socket.getsockname()[1]
-        self.origin = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-
-    def start(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-        self.socket.close()
-
-
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <script src="{service}/tracker.js" {attributes}></script>
@@ -175,19 +131,8 @@ def servers(service_settings: Settings) -> Iterator[tuple[ServerThread, ServerTh
 
 @pytest.fixture()
 def browser(tmp_path: Path) -> Iterator[Any]:
-    assert CHROMIUM and CHROMEDRIVER  # the module is skipped otherwise
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")  # new and empty
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(20)
-    try:
+    with chromium(tmp_path / "profile") as driver:  # a new and empty profile
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture()
@@ -195,36 +140,6 @@ def empty_tables(database_url: str) -> str:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
     return database_url
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def rows_when(url: str, count: int, browser: Any | None = None) -> list[dict[str, Any]]:
-    """The rows once ``count`` have arrived, then a little longer to catch any extra."""
-
-    def arrived() -> list[dict[str, Any]] | None:
-        rows = fetch_rows(url, "user_activities", order_by="timestamp, id")
-        return rows if len(rows) >= count else None
-
-    try:
-        wait_for(arrived, f"{count} rows in user_activities")
-    except AssertionError:
-        found = fetch_rows(url, "user_activities", order_by="timestamp, id")
-        console = browser.get_log("browser") if browser is not None else []
-        raise AssertionError(
-            f"{len(found)} rows: {[(r['activity_type'], r['page_url']) for r in found]}; {console}"
-        ) from None
-    time.sleep(0.5)
-    return fetch_rows(url, "user_activities", order_by="timestamp, id")
 
 
 # --- the scenarios --------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The user-activity intake, end to end through the service's OpenTelemetry log path into
-``user_activities`` on the real PostgreSQL; plus the pure validation rules and the tracker route."""
+``user_activities`` on the real PostgreSQL; plus the pure validation rules."""
 
 from __future__ import annotations
 
@@ -283,19 +283,6 @@ def test_legacy_endpoint_refuses_an_invalid_event(client: TestClient, database_u
     assert client.post(LEGACY, json=[{"activity_type": "click"}]).status_code == 422
     assert client.post(LEGACY, content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
     assert stored(client, database_url) == []
-
-
-def test_tracker_script_is_served_cacheable(client: TestClient) -> None:
-    response = client.get("/tracker.js")
-    assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/javascript")
-    assert "window.HomepotAnalytics = api" in response.text
-    assert "max-age" in response.headers["cache-control"]
-    again = client.get("/tracker.js", headers={"If-None-Match": response.headers["etag"]})
-    assert again.status_code == 304 and again.content == b""
-    module = client.get("/tracker.mjs")
-    assert module.text.startswith(response.text) and "export default HomepotAnalytics" in module.text
-    assert module.headers["access-control-allow-origin"] == "*"
 
 
 def test_cors_allows_only_the_configured_origins(settings: Settings) -> None:
