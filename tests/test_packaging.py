@@ -33,6 +33,8 @@ EXTRAS_ONLY = {
     "opentelemetry-exporter-otlp-proto-grpc",
     "grpcio",
     "pyarrow",
+    "rjsmin",
+    "brotli",
 }
 # What a service importing the library runs, outside this checkout (no PYTHONPATH).
 SERVICE = """

@@ -64,7 +64,10 @@
     trackForms: true,
     retryDelayMs: 1000, // the first back-off; it doubles up to maxRetryDelayMs
     maxRetryDelayMs: 60000,
-    maxAttempts: 8 // failed sends in a row before this page stops trying
+    maxAttempts: 8, // failed sends in a row before this page stops trying
+    // "include": the host app's session cookie goes along (its user, verified by the service); the
+    // service allows it for the origins it lists. "omit" where it is configured with origin "*".
+    credentials: "include"
   };
   var started = false;
   var queue = []; // events to send, oldest first (entries no longer QUEUED are skipped)
@@ -326,7 +329,7 @@
       method: "POST",
       body: body,
       headers: headers,
-      credentials: "omit",
+      credentials: config.credentials,
       keepalive: keepalive
     });
   }
@@ -577,6 +580,7 @@
     for (var name in numbers) if (data[name] && !isNaN(Number(data[name]))) options[numbers[name]] = Number(data[name]);
     if (data.includeQuery !== undefined) options.includeQuery = data.includeQuery !== "false";
     if (data.respectDnt === "false") options.respectDoNotTrack = false;
+    if (data.credentials) options.credentials = data.credentials;
     if (data.optOut !== undefined && data.optOut !== "false") options.disabled = true;
     return options;
   }

@@ -108,7 +108,10 @@ class Elsewhere:
                 status = planned.pop(0) if len(planned) > 1 else planned[0]
             if name == "split":  # 413 for more than one event at a time
                 status = 413 if len(batch) > 1 else 202
-            headers = {} if name == "no-cors" else {"Access-Control-Allow-Origin": site_origin}
+            # As the service answers its listed origins: the exact origin, credentials allowed
+            # (the tracker sends the session cookie along).
+            cors = {"Access-Control-Allow-Origin": site_origin, "Access-Control-Allow-Credentials": "true"}
+            headers = {} if name == "no-cors" else cors
             return JSONResponse({"status": status}, status_code=status, headers=headers)
 
         return Starlette(routes=[Route("/intake/{name}", intake, methods=["POST"])])
