@@ -1,0 +1,284 @@
+"""The mergeable latency histogram of the rollups, defined once: bucket function, merge, quantile.
+
+A log-bucket histogram with a bounded relative error, as DDSketch's: with
+``GAMMA = (1 + ALPHA) / (1 - ALPHA)``, bucket ``b`` holds the values in ``(GAMMA^(b-1), GAMMA^b]``,
+and its representative ``2 * GAMMA^b / (GAMMA + 1)`` is within ``ALPHA`` (relative) of every value
+in it. ``ALPHA = 0.01``: every quantile is within 1 % of the exact one. Histograms merge exactly
+by adding their counts, so minutes add up to hours and days and the bound still holds.
+
+Buckets (durations in milliseconds):
+
+- ``ZERO_BUCKET = -32768`` (the smallest ``smallint``) counts every value below ``FLOOR_MS``
+  (1 µs): zero, negatives and -inf (a clock that stepped back), values too small to measure, and
+  NaN. Its representative is 0. It sorts below every other bucket, so the running counts of a
+  quantile start with it, and it does not depend on ``FLOOR_MS``: stored counts stay where they
+  are should the floor move.
+- ``FLOOR_MS`` (1 µs) to 1e9 ms (11.6 days) fall in buckets -345 to 1037, the longest ``integer``
+  duration (2^31 ms, 24.9 days) in 1075: a ``smallint`` holds every bin.
+- ``MAX_BUCKET = 32767`` (the largest ``smallint``) saturates: values above ``GAMMA^32767`` (about
+  4.2e284 ms) and +inf count there.
+
+The bound holds for values from ``FLOOR_MS`` to ``GAMMA^MAX_BUCKET``; below the floor the error is
+absolute (under 1 µs), and a negative value counts as 0.
+
+Python (``bucket_of``) and PostgreSQL (``bucket_sql``) compute a bucket the same way, so a value
+gets the same bucket on either side: ``ceil(ln(v) / LN_GAMMA - SNAP)`` in double precision, with
+the same constant ``LN_GAMMA`` (a literal here, recomputed by neither side), IEEE division and
+subtraction, and the C library's ``log`` on both sides. ``SNAP`` (1e-9 of a bucket) keeps the values
+that are a boundary up to rounding, such as ``GAMMA ** b``, in bucket ``b`` whichever way the last
+bit of ``ln`` rounds: the two sides could only part on a value a few ulps from a
+``GAMMA^(b + SNAP)``, and only with two different C libraries. It widens a bucket's error by a
+relative 2e-11.
+
+``quantile`` follows PostgreSQL's ``percentile_cont``: the rank ``q * (n - 1)`` (0-based) and,
+between two ranks, a linear interpolation, here of the representatives of the buckets that hold
+the two neighbours. Each representative is within ``ALPHA`` of its neighbour, so the interpolation
+is within ``ALPHA`` of ``percentile_cont``'s value, even when the neighbours are buckets apart (the
+nearest rank alone, DDSketch's answer, is not: p50 of ``[1, 100]`` would be about 1, not 50.5).
+``quantiles_sql`` computes the same in SQL from a long table of ``(group..., bin, count)`` rows.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Double,
+    FromClause,
+    Integer,
+    Select,
+    SmallInteger,
+    case,
+    cast,
+    func,
+    literal_column,
+    select,
+)
+
+__all__ = [
+    "ALPHA",
+    "FLOOR_MS",
+    "GAMMA",
+    "LN_GAMMA",
+    "MAX_BUCKET",
+    "SNAP",
+    "ZERO_BUCKET",
+    "bucket_of",
+    "bucket_sql",
+    "histogram_of",
+    "histogram_sql",
+    "merge",
+    "quantile",
+    "quantiles_sql",
+    "value_of",
+    "value_sql",
+]
+
+ALPHA = 0.01
+GAMMA = (1 + ALPHA) / (1 - ALPHA)
+# math.log(GAMMA), written out: the bins stored in a table must not depend on the C library of the
+# process that happens to compute them. tests/exporter/test_histogram.py checks it is that value.
+LN_GAMMA = 0.020000666706669435
+SNAP = 1e-9
+FLOOR_MS = 0.001
+ZERO_BUCKET = -32768
+MAX_BUCKET = 32767
+_REPRESENTATIVE = 2 / (GAMMA + 1)  # value_of(b) = _REPRESENTATIVE * GAMMA ** b
+
+
+def bucket_of(value: float) -> int:
+    """The bucket of one value (ms): see the module's docstring for the zero and top buckets."""
+    v = float(value)
+    if not v >= FLOOR_MS:  # also NaN
+        return ZERO_BUCKET
+    if v == math.inf:
+        return MAX_BUCKET
+    return min(math.ceil(math.log(v) / LN_GAMMA - SNAP), MAX_BUCKET)
+
+
+def value_of(bucket: int) -> float:
+    """The representative of a bucket: within ``ALPHA`` of every value in it; 0 for the zero bucket."""
+    if bucket == ZERO_BUCKET:
+        return 0.0
+    return _REPRESENTATIVE * GAMMA**bucket
+
+
+def histogram_of(values: Iterable[float]) -> dict[int, int]:
+    """The histogram (bucket -> count) of some values."""
+    counts: dict[int, int] = {}
+    for value in values:
+        bucket = bucket_of(value)
+        counts[bucket] = counts.get(bucket, 0) + 1
+    return counts
+
+
+def merge(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
+    """The histogram of both histograms' values: the counts added, bucket by bucket."""
+    merged = dict(a)
+    for bucket, count in b.items():
+        merged[bucket] = merged.get(bucket, 0) + count
+    return merged
+
+
+def quantile(counts: Mapping[int, int], q: float) -> float | None:
+    """The estimate of ``percentile_cont(q)`` of the values counted: None for no values.
+
+    Within ``ALPHA`` (relative) of the exact value when the values lie between ``FLOOR_MS`` and
+    ``value_of(MAX_BUCKET)``."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"a quantile is between 0 and 1, not {q}")
+    if any(count < 0 for count in counts.values()):
+        raise ValueError("a histogram's counts are not negative")
+    bins = sorted((bucket, count) for bucket, count in counts.items() if count)
+    total = sum(count for _, count in bins)
+    if not total:
+        return None
+    rank = q * (total - 1)
+    low_rank, high_rank = math.floor(rank), math.ceil(rank)
+    low = value_of(_bucket_at(bins, low_rank))
+    if high_rank == low_rank:
+        return low
+    high = value_of(_bucket_at(bins, high_rank))
+    return low + (high - low) * (rank - low_rank)  # percentile_cont's interpolation (float8_lerp)
+
+
+def _bucket_at(bins: Sequence[tuple[int, int]], index: int) -> int:
+    """The bucket holding the value of 0-based ``index`` in sorted order."""
+    seen = 0
+    for bucket, count in bins:
+        seen += count
+        if seen > index:
+            return bucket
+    raise IndexError(index)
+
+
+# --- The same in SQL (PostgreSQL) ---------------------------------------------------------------
+
+
+# Constants are written into the SQL, not bound: the expressions also serve in DDL (an index, a
+# generated column), and a double's repr round-trips through float8in exactly ('nan' included).
+def _float8(value: float) -> ColumnElement[float]:
+    return literal_column(f"'{float(value)!r}'::float8", Double)
+
+
+def _int(value: int) -> ColumnElement[int]:
+    return literal_column(str(int(value)), Integer)
+
+
+def bucket_sql(value: ColumnElement[Any]) -> ColumnElement[int]:
+    """``bucket_of`` as an SQL expression (a ``smallint``; NULL for NULL)::
+
+        CASE WHEN v = 'NaN' OR v < FLOOR_MS THEN ZERO_BUCKET
+             ELSE LEAST(ceil(ln(GREATEST(v, FLOOR_MS)) / LN_GAMMA - SNAP), MAX_BUCKET)
+        END::smallint
+
+    with ``v`` the value cast to double precision. (PostgreSQL's NaN equals itself and sorts above
+    every number; GREATEST keeps ``ln`` away from zero even when a planner folds a constant.)"""
+    v = cast(value, Double)
+    floor = _float8(FLOOR_MS)
+    log_bucket = func.ceil(func.ln(func.greatest(v, floor), type_=Double) / _float8(LN_GAMMA) - _float8(SNAP))
+    bucket = case(
+        ((v == _float8(math.nan)) | (v < floor), _int(ZERO_BUCKET)),
+        else_=func.least(log_bucket, _int(MAX_BUCKET)),
+    )
+    return cast(bucket, SmallInteger)
+
+
+def value_sql(bucket: ColumnElement[Any]) -> ColumnElement[float]:
+    """``value_of`` as an SQL expression (double precision)."""
+    representative = _float8(_REPRESENTATIVE) * func.power(_float8(GAMMA), cast(bucket, Double))
+    return case((bucket == _int(ZERO_BUCKET), _float8(0.0)), else_=representative)
+
+
+def histogram_sql(source: FromClause, value: str, group_by: Sequence[str] = ()) -> Select[Any]:
+    """The long-format histogram of ``source``'s column ``value``: rows of
+    ``(group..., bin, count)``, one per group and bin (rows whose value is NULL left out)."""
+    groups = [source.c[name] for name in group_by]
+    bin_ = bucket_sql(source.c[value]).label("bin")
+    return (
+        select(*groups, bin_, cast(func.count(), BigInteger).label("count"))
+        .where(source.c[value].is_not(None))
+        .group_by(*groups, bin_)
+    )
+
+
+def quantiles_sql(
+    source: FromClause,
+    fractions: Mapping[str, float],
+    group_by: Sequence[str] = (),
+    *,
+    bin_column: str = "bin",
+    count_column: str = "count",
+) -> Select[Any]:
+    """Quantiles from a long-format histogram: one row per group, ``(group..., count, label...)``.
+
+    ``source`` has rows ``(group..., bin, count)``, any number per group and bin (the rows of many
+    minutes: they are merged, the counts added); ``fractions`` maps an output column to its
+    quantile, as ``{"p50_ms": 0.5, "p99_ms": 0.99}``. ``count`` is the group's total; each quantile
+    is ``quantile``'s value for the group's merged histogram. Without groups the one row of an
+    empty source has count 0 and NULL quantiles. A group column is not named like the columns the
+    query makes (bin, n, cum, total, count, low_<i>, high_<i>). The SQL::
+
+        WITH merged AS (SELECT g..., bin, sum(count) AS n FROM source
+                        WHERE bin IS NOT NULL GROUP BY g..., bin HAVING sum(count) > 0),
+        running AS (SELECT g..., bin,
+                           sum(n) OVER (PARTITION BY g... ORDER BY bin) AS cum,
+                           sum(n) OVER (PARTITION BY g...) AS total FROM merged),
+        ranked AS (SELECT g..., coalesce(max(total), 0) AS count,
+                          -- per fraction q: the bins holding the values of rank floor and ceil of q * (n - 1)
+                          min(bin) FILTER (WHERE cum > floor(q * (total - 1))) AS low_q,
+                          min(bin) FILTER (WHERE cum > ceil(q * (total - 1))) AS high_q
+                   FROM running GROUP BY g...)
+        SELECT g..., count, value(low_q) + (value(high_q) - value(low_q))
+                            * (q * (count - 1) - floor(q * (count - 1))) AS label_q
+        FROM ranked
+    """
+    for q in fractions.values():
+        if not 0 <= q <= 1:
+            raise ValueError(f"a quantile is between 0 and 1, not {q}")
+    bin_, count = source.c[bin_column], source.c[count_column]
+    groups = [source.c[name] for name in group_by]
+    merged = (
+        select(*groups, bin_.label("bin"), func.sum(count).label("n"))
+        .where(bin_.is_not(None))
+        .group_by(*groups, bin_)
+        .having(func.sum(count) > _int(0))
+        .subquery("merged")
+    )
+    partition = [merged.c[name] for name in group_by] or None
+    running = select(
+        *(merged.c[name] for name in group_by),
+        merged.c.bin,
+        cast(func.sum(merged.c.n).over(partition_by=partition, order_by=merged.c.bin), BigInteger).label(
+            "cum"
+        ),
+        cast(func.sum(merged.c.n).over(partition_by=partition), BigInteger).label("total"),
+    ).subquery("running")
+
+    def rank(q: float, total: ColumnElement[Any]) -> ColumnElement[float]:
+        return _float8(float(q)) * cast(total - _int(1), Double)  # percentile_cont's rank, in float8
+
+    bins = []
+    for i, q in enumerate(fractions.values()):
+        row_rank = rank(q, running.c.total)
+        bins.append(func.min(running.c.bin).filter(running.c.cum > func.floor(row_rank)).label(f"low_{i}"))
+        bins.append(func.min(running.c.bin).filter(running.c.cum > func.ceil(row_rank)).label(f"high_{i}"))
+    ranked = (
+        select(
+            *(running.c[name] for name in group_by),
+            func.coalesce(func.max(running.c.total), _int(0)).label("count"),
+            *bins,
+        )
+        .group_by(*(running.c[name] for name in group_by))
+        .subquery("ranked")
+    )
+    values = []
+    for i, label in enumerate(fractions):
+        q_rank = rank(fractions[label], ranked.c.count)
+        low, high = value_sql(ranked.c[f"low_{i}"]), value_sql(ranked.c[f"high_{i}"])
+        values.append((low + (high - low) * (q_rank - func.floor(q_rank))).label(label))
+    return select(*(ranked.c[name] for name in group_by), ranked.c.count, *values)

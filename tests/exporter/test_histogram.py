@@ -1,0 +1,318 @@
+"""The rollups' latency histogram (exporter/histogram.py) against PostgreSQL's exact percentile_cont.
+
+Each data set goes into a temporary table; PostgreSQL computes the exact p50/p95/p99 with
+``percentile_cont``, and both estimates, ``quantile`` over ``bucket_of`` counts in Python and
+``quantiles_sql`` over a long-format ``histogram_sql`` in SQL, must be within 1 % of them, with
+every count exact. The Python and SQL bucket functions must give every value the same bucket.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import Connection, Double, Engine, bindparam, column, func, select, table, text
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import ARRAY
+
+from exporter.histogram import (
+    ALPHA,
+    FLOOR_MS,
+    GAMMA,
+    LN_GAMMA,
+    MAX_BUCKET,
+    SNAP,
+    ZERO_BUCKET,
+    bucket_of,
+    bucket_sql,
+    histogram_of,
+    histogram_sql,
+    merge,
+    quantile,
+    quantiles_sql,
+    value_of,
+    value_sql,
+)
+
+FRACTIONS = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+# The bound is ALPHA; SNAP widens a bucket by a relative 2e-11, and the arithmetic rounds at 1e-16.
+TOLERANCE = ALPHA + 1e-9
+SMALLINT = (-32768, 32767)
+
+
+def _datasets() -> dict[str, list[float]]:
+    rng = random.Random(20240611)
+    n = 20_000
+    return {
+        "uniform": [rng.uniform(1, 1000) for _ in range(n)],
+        "lognormal": [rng.lognormvariate(3, 1.5) for _ in range(n)],
+        # Mostly quick, with a Pareto tail of 5 %: the sparse top makes p99's neighbours far apart.
+        "long_tail": [
+            rng.expovariate(1 / 20) if rng.random() < 0.95 else 200 * rng.paretovariate(1.1) for _ in range(n)
+        ],
+        "wide": [10 ** rng.uniform(-2, 6) for _ in range(n)],  # 0.01 ms to 1e6 ms
+        "with_zeros": [0.0 if rng.random() < 0.3 else rng.expovariate(1 / 100) for _ in range(n)],
+        "integers": [float(rng.randint(1, 5000)) for _ in range(n)],  # duration_ms is an integer column
+        "repeated": [123.456] * 1000,
+        "n1": [42.0],
+        "n2": [1.0, 100.0],
+        "n3": [3.0, 700.0, 12.0],
+        "n5": [0.5, 8000.0, 2.0, 90.0, 15.0],
+    }
+
+
+DATASETS = _datasets()
+SAMPLES = table("samples", column("dataset"), column("part"), column("v"))
+
+
+def _relative_error(estimate: float, exact: float) -> float:
+    return abs(estimate - exact) / abs(exact) if exact else abs(estimate)
+
+
+def _percentile_cont(values: Sequence[float], q: float) -> float:
+    """PostgreSQL's percentile_cont (orderedsetaggs.c), for the property test without a database."""
+    ordered = sorted(values)
+    rank = q * (len(ordered) - 1)
+    low, high = math.floor(rank), math.ceil(rank)
+    if low == high:
+        return ordered[low]
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@pytest.fixture(scope="module")
+def conn(engine: Engine) -> Iterator[Connection]:
+    """One connection with every data set in the temporary table ``samples``, each in two parts."""
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TEMP TABLE samples (dataset text NOT NULL, part int NOT NULL, v float8)"))
+        for name, values in DATASETS.items():
+            conn.execute(
+                text(
+                    "INSERT INTO samples SELECT :name, (i % 2)::int, v"
+                    " FROM unnest(CAST(:values AS float8[])) WITH ORDINALITY AS u(v, i)"
+                ),
+                {"name": name, "values": values},
+            )
+        yield conn
+        conn.rollback()
+
+
+@pytest.fixture(scope="module")
+def exact(conn: Connection) -> dict[str, list[float]]:
+    rows = conn.execute(
+        text(
+            "SELECT dataset, percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY v)"
+            " FROM samples GROUP BY dataset"
+        )
+    )
+    return {name: list(values) for name, values in rows}
+
+
+@pytest.fixture(scope="module")
+def from_sql(conn: Connection) -> dict[str, dict[str, Any]]:
+    long_format = histogram_sql(SAMPLES, "v", ["dataset", "part"]).subquery()
+    statement = quantiles_sql(long_format, FRACTIONS, ["dataset"])
+    return {row.dataset: row._asdict() for row in conn.execute(statement)}
+
+
+def test_python_reference_is_postgresqls_percentile_cont(exact: dict[str, list[float]]) -> None:
+    for name, values in DATASETS.items():
+        assert [_percentile_cont(values, q) for q in FRACTIONS.values()] == exact[name], name
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_python_quantiles_within_one_percent_of_percentile_cont(
+    name: str, exact: dict[str, list[float]]
+) -> None:
+    counts = histogram_of(DATASETS[name])
+    assert sum(counts.values()) == len(DATASETS[name])
+    for q, expected in zip(FRACTIONS.values(), exact[name], strict=True):
+        estimate = quantile(counts, q)
+        assert estimate is not None
+        assert _relative_error(estimate, expected) <= TOLERANCE, (name, q, estimate, expected)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_sql_quantiles_within_one_percent_and_counts_exact(
+    name: str, exact: dict[str, list[float]], from_sql: dict[str, dict[str, Any]]
+) -> None:
+    row = from_sql[name]
+    assert row["count"] == len(DATASETS[name])
+    counts = histogram_of(DATASETS[name])
+    for (label, q), expected in zip(FRACTIONS.items(), exact[name], strict=True):
+        assert _relative_error(row[label], expected) <= TOLERANCE, (name, label, row[label], expected)
+        # The same rule on both sides: the SQL estimate is the Python one, up to the last bits.
+        assert row[label] == pytest.approx(quantile(counts, q), rel=1e-12, abs=1e-300)
+
+
+def test_sql_histogram_has_the_python_counts(conn: Connection) -> None:
+    long_format = histogram_sql(SAMPLES, "v", ["dataset"])
+    stored: dict[str, dict[int, int]] = {}
+    for name, bin_, count in conn.execute(long_format):
+        stored.setdefault(name, {})[bin_] = count
+    assert stored == {name: histogram_of(values) for name, values in DATASETS.items()}
+
+
+def test_halves_merge_into_the_whole(conn: Connection) -> None:
+    halves = histogram_sql(SAMPLES, "v", ["dataset", "part"])
+    parts: dict[tuple[str, int], dict[int, int]] = {}
+    for name, part, bin_, count in conn.execute(halves):
+        parts.setdefault((name, part), {})[bin_] = count
+    for name, values in DATASETS.items():
+        whole = histogram_of(values)
+        assert merge(parts.get((name, 0), {}), parts.get((name, 1), {})) == whole
+        assert merge(histogram_of(values[::2]), histogram_of(values[1::2])) == whole
+        for q in FRACTIONS.values():
+            assert quantile(merge(histogram_of(values[:7]), histogram_of(values[7:])), q) == quantile(
+                whole, q
+            )
+    # In SQL: the quantiles of the merged halves are exactly those of the whole.
+    by_part = quantiles_sql(halves.subquery(), FRACTIONS, ["dataset"])
+    at_once = quantiles_sql(histogram_sql(SAMPLES, "v", ["dataset"]).subquery(), FRACTIONS, ["dataset"])
+    assert sorted(conn.execute(by_part).all()) == sorted(conn.execute(at_once).all())
+
+
+def test_sql_quantiles_of_no_rows(conn: Connection) -> None:
+    nothing = histogram_sql(SAMPLES, "v", ["dataset"]).where(SAMPLES.c.dataset == "none").subquery()
+    assert conn.execute(quantiles_sql(nothing, FRACTIONS, ["dataset"])).all() == []
+    row = conn.execute(quantiles_sql(nothing, FRACTIONS)).one()
+    assert row._asdict() == {"count": 0, "p50": None, "p95": None, "p99": None}
+    assert quantile({}, 0.5) is None
+    assert quantile({5: 0}, 0.5) is None
+
+
+# --- Python and PostgreSQL give every value the same bucket ---------------------------------------
+
+
+def _agreement_values() -> list[float]:
+    rng = random.Random(7)
+    values = [10 ** rng.uniform(-4, 12) for _ in range(100_000)]
+    values += [rng.uniform(0, 2) for _ in range(20_000)]
+    values += [float(rng.randint(0, 2**31 - 1)) for _ in range(20_000)]
+    values += [float(i) for i in range(0, 10_001)]
+    for b in range(-400, 1200):
+        # The bucket boundaries, as computed with the constants, and their neighbours by an ulp or two.
+        for edge in (GAMMA**b, math.exp(b * LN_GAMMA), math.exp((b + SNAP) * LN_GAMMA), value_of(b)):
+            values += [edge, math.nextafter(edge, 0), math.nextafter(edge, math.inf)]
+            values.append(math.nextafter(math.nextafter(edge, math.inf), math.inf))
+    values += [FLOOR_MS, math.nextafter(FLOOR_MS, 0), math.nextafter(FLOOR_MS, 1), 0.0, -0.0, -1.0]
+    values += [5e-324, 1e-300, 1e300, 1.7976931348623157e308, 4e284, 5e284, math.inf, -math.inf, math.nan]
+    return values
+
+
+def test_python_and_sql_buckets_agree_on_every_value(conn: Connection) -> None:
+    values = _agreement_values()
+    unnested = (
+        func.unnest(bindparam("values", type_=ARRAY(Double)))
+        .table_valued("v", with_ordinality="i")
+        .render_derived()
+    )
+    statement = select(unnested.c.i, bucket_sql(unnested.c.v)).order_by(unnested.c.i)
+    in_sql = [bucket for _, bucket in conn.execute(statement, {"values": values})]
+    in_python = [bucket_of(v) for v in values]
+    differing = [(v, p, s) for v, p, s in zip(values, in_python, in_sql, strict=True) if p != s]
+    assert not differing, differing[:10]
+    assert all(SMALLINT[0] <= bucket <= SMALLINT[1] for bucket in in_python)
+
+
+def test_sql_representative_is_value_of(conn: Connection) -> None:
+    bins = [ZERO_BUCKET, *range(-400, 1200), MAX_BUCKET]
+    unnested = (
+        func.unnest(bindparam("bins", type_=ARRAY(Double)))
+        .table_valued("b", with_ordinality="i")
+        .render_derived()
+    )
+    statement = select(value_sql(unnested.c.b)).order_by(unnested.c.i)
+    in_sql = conn.execute(statement, {"bins": [float(b) for b in bins]}).scalars().all()
+    assert in_sql == [value_of(b) for b in bins]
+
+
+def test_bucket_sql_writes_its_constants_into_the_sql() -> None:
+    # No bound parameters: the expression serves in DDL (an index, a generated column) as it is.
+    compiled = bucket_sql(column("v")).compile(dialect=postgresql.dialect())
+    assert not compiled.params
+    assert repr(LN_GAMMA) in str(compiled)
+
+
+# --- The buckets themselves ------------------------------------------------------------------------
+
+
+def test_constants() -> None:
+    assert GAMMA == (1 + ALPHA) / (1 - ALPHA)
+    assert math.isclose(LN_GAMMA, math.log(GAMMA), rel_tol=1e-15)
+    assert math.isclose(value_of(0), 2 / (GAMMA + 1))
+
+
+def test_the_documented_bucket_range() -> None:
+    assert bucket_of(FLOOR_MS) == -345
+    assert bucket_of(1e9) == 1037
+    assert bucket_of(2**31) == 1075
+    assert bucket_of(1.0) == 0
+    assert ZERO_BUCKET == SMALLINT[0] < bucket_of(FLOOR_MS)
+    assert SMALLINT[1] == MAX_BUCKET
+    assert bucket_of(value_of(MAX_BUCKET) * 1.1) == MAX_BUCKET
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, -5.0, -math.inf, math.nan, 5e-324, 0.000999])
+def test_zero_bucket_takes_nonpositive_tiny_and_nan(value: float) -> None:
+    assert bucket_of(value) == ZERO_BUCKET
+    assert value_of(ZERO_BUCKET) == 0.0
+
+
+@pytest.mark.parametrize("value", [math.inf, 1e300, 1.7976931348623157e308])
+def test_top_bucket_saturates(value: float) -> None:
+    assert bucket_of(value) == MAX_BUCKET
+
+
+def test_every_bucket_holds_its_boundaries_and_representative() -> None:
+    # From the first bucket wholly above the floor (bucket -345 starts at FLOOR_MS, and its
+    # representative, 0.000998, lies below it).
+    for b in range(bucket_of(FLOOR_MS) + 1, 1200):
+        assert bucket_of(GAMMA**b) == b  # the upper boundary, whichever way pow rounds
+        assert bucket_of(GAMMA ** (b - 1) * (1 + 1e-9)) == b  # just above the lower one (SNAP: 2e-11)
+        assert bucket_of(value_of(b)) == b
+        # The representative is within ALPHA of both ends, and so of everything between.
+        for edge in (GAMMA ** (b - 1), GAMMA**b):
+            assert _relative_error(value_of(b), edge) <= TOLERANCE
+
+
+def test_integers_are_bucketed_as_floats() -> None:
+    assert [bucket_of(n) for n in (1, 45, 2**31 - 1)] == [bucket_of(float(n)) for n in (1, 45, 2**31 - 1)]
+
+
+def test_quantile_rejects_fractions_outside_zero_one() -> None:
+    for q in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError):
+            quantile({0: 1}, q)
+        with pytest.raises(ValueError):
+            quantiles_sql(SAMPLES, {"p": q})
+    with pytest.raises(ValueError):
+        quantile({0: -1}, 0.5)
+
+
+def test_nearest_rank_alone_would_miss_percentile_cont() -> None:
+    # Why quantile interpolates: for [1, 100], p50 is 50.5; the bucket of rank 0 says about 1.
+    counts = histogram_of([1.0, 100.0])
+    assert _relative_error(value_of(min(counts)), 50.5) > 0.9
+    estimate = quantile(counts, 0.5)
+    assert estimate is not None
+    assert _relative_error(estimate, 50.5) <= TOLERANCE
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(min_value=FLOOR_MS, max_value=1e9, allow_nan=False) | st.just(0.0), min_size=1, max_size=60
+    ),
+    q=st.sampled_from([0.0, 0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0]) | st.floats(0, 1),
+)
+def test_quantile_within_alpha_of_percentile_cont(values: list[float], q: float) -> None:
+    counts = histogram_of(values)
+    assert sum(counts.values()) == len(values)
+    estimate = quantile(counts, q)
+    assert estimate is not None
+    assert _relative_error(estimate, _percentile_cont(values, q)) <= TOLERANCE
