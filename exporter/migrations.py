@@ -23,6 +23,8 @@ from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
+from exporter.rollups.rebuild import rebuild_all
+from exporter.rollups.schema import rollup_metadata
 from exporter.schema import TABLES, metadata
 from exporter.trace_links import PENDING_JOINS_DDL
 
@@ -153,6 +155,14 @@ def _default_event_ids(conn: Connection) -> list[str]:
     return []
 
 
+def _create_rollups(conn: Connection) -> list[str]:
+    rollup_metadata.create_all(conn, checkfirst=True)
+    hours = rebuild_all(conn, commit_each=False)
+    if hours:
+        logger.info("rollups built from the stored rows: %d hours", hours)
+    return []
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create the five analytics tables (adopting older HOMEPOT tables)", _create_tables),
     Migration(2, "partition the five tables by month on timestamp, keeping every row", _partition_tables),
@@ -161,6 +171,7 @@ MIGRATIONS: list[Migration] = [
         4, "a small table of error rows waiting for their request (trace joins)", _create_pending_joins
     ),
     Migration(5, "event_id defaults to a random uuid for inserts that give none", _default_event_ids),
+    Migration(6, "rollup tables (5-minute and hourly buckets), built from the stored rows", _create_rollups),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

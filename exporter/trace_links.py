@@ -30,6 +30,7 @@ import psycopg
 
 from exporter.columns import text_limits
 from exporter.own_logging import exporter_logger
+from exporter.rollups.deltas import deltas_of, upsert
 from exporter.stats import ExportStats
 
 logger = exporter_logger(__name__)
@@ -128,6 +129,7 @@ _MERGE_DUPLICATES = (
 DELETE FROM error_logs d USING copies
 WHERE copies.rank > copies.best AND d.event_id = copies.event_id AND d.timestamp = copies.timestamp
   AND d.timestamp BETWEEN %(since)s AND %(until)s
+RETURNING d.timestamp, d.service_name, d.fingerprint, d.category, d.user_id
 """
 )
 
@@ -193,7 +195,11 @@ def link_traces(
                 parameters["traces"] = sorted(errors)
                 cursor.execute(_KEEP_WHAT_COPIES_KNEW, parameters)
                 cursor.execute(_MERGE_DUPLICATES, parameters)
-                merged = max(cursor.rowcount, 0)
+                columns = [column.name for column in cursor.description or ()]
+                deleted = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
+                merged = len(deleted)
+                # The rollups counted the copies when they were written: take them out again.
+                upsert(cursor, deltas_of({"error_logs": deleted}, sign=-1))
                 cursor.execute(_FILL_ERRORS, parameters)
                 cursor.execute(_FILL_REQUESTS, parameters)
                 cursor.execute(_REMEMBER_PENDING, parameters)
