@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, delete, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError
 
 from exporter.own_logging import exporter_logger
@@ -24,6 +24,7 @@ from exporter.partitions import (
     partitions,
     quote_identifier,
 )
+from exporter.rollups.schema import ROLLUP_TABLES
 from exporter.schema import TABLES
 from homepot_foundation.settings import Settings
 
@@ -51,9 +52,11 @@ class TablePurge:
     skipped: list[str] = field(default_factory=list)  # partitions whose lock was busy
     unpartitioned: bool = False  # the table predates migration 2: nothing can be dropped
 
+    deleted_rows: int = 0  # rows deleted by bucket (the rollups)
+
     @property
     def rows(self) -> int:
-        return sum(rows for _, rows in self.dropped) + self.default_rows
+        return sum(rows for _, rows in self.dropped) + self.default_rows + self.deleted_rows
 
     def describe(self) -> str:
         if self.cutoff is None:
@@ -67,6 +70,8 @@ class TablePurge:
             parts.append(f"{len(self.dropped)} partitions dropped ({names})")
         if self.default_rows:
             parts.append(f"{self.default_rows} rows deleted from the default partition")
+        if self.deleted_rows:
+            parts.append(f"{self.deleted_rows} buckets' rows deleted")
         if self.skipped:
             parts.append(f"skipped (table busy, retried next run): {', '.join(self.skipped)}")
         return f"{head}: {'; '.join(parts) if parts else 'nothing to remove'}"
@@ -132,7 +137,32 @@ def purge(
             if cutoff is not None:
                 _purge_table(conn, table, cutoff, result, dry_run)
             results.append(result)
+        results.append(_purge_rollups(conn, settings.rollup_retention_days, now, dry_run))
     return results
+
+
+def _purge_rollups(conn: Connection, days: int, now: datetime, dry_run: bool) -> TablePurge:
+    """The rollups' own retention (default 400 days, longer than the raw rows'): whole buckets
+    older than the cutoff go, table by table, each in its own short transaction."""
+    cutoff = now - timedelta(days=days) if days > 0 else None
+    result = TablePurge("rollups", days, cutoff)
+    if cutoff is None:
+        return result
+    with conn.begin():
+        # A database whose migrations are pending (no rollups yet): reported, as such a table is.
+        result.unpartitioned = not inspect(conn).has_table(next(iter(ROLLUP_TABLES.values()))["groups"].name)
+    if result.unpartitioned:
+        return result
+    for parts in ROLLUP_TABLES.values():
+        for table in parts.values():
+            with conn.begin():
+                if dry_run:
+                    statement = select(func.count()).select_from(table).where(table.c.bucket < cutoff)
+                    result.deleted_rows += conn.execute(statement).scalar_one()
+                else:
+                    deleted = conn.execute(delete(table).where(table.c.bucket < cutoff))
+                    result.deleted_rows += max(deleted.rowcount, 0)
+    return result
 
 
 def run_retention(

@@ -162,5 +162,49 @@ def export_dataset(
     typer.echo(f"Exported {result.rows} rows of {result.table} to {result.path}")
 
 
+rollups_app = typer.Typer(help="The rollups behind summaries and time series.", no_args_is_help=True)
+app.add_typer(rollups_app, name="rollups")
+
+
+@rollups_app.command("rebuild")
+def rebuild_rollups(
+    start: Annotated[
+        str, typer.Option(help="From (inclusive): 2026-01-01 or ISO 8601, UTC unless an offset.")
+    ],
+    end: Annotated[str, typer.Option(help="To (exclusive), like --start.")],
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Recompute the rollup buckets of a time range from the raw rows, an hour at a time (only
+    where raw rows are still kept: older history stays as it is)."""
+    _logging(verbose)
+    from exporter.rollups.rebuild import rebuild
+    from homepot_analytics.dataset_export import parse_moment, rich_progress
+    from homepot_foundation.database import create_engine, resolve_database_url
+
+    try:
+        begin, finish = parse_moment(start), parse_moment(end)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    if finish <= begin:
+        raise typer.BadParameter(f"--end ({end}) must be after --start ({start})")
+    engine = create_engine(resolve_database_url(get_settings()))
+    try:
+        with rich_progress("rebuilding rollups (hours)", enabled=progress) as bar, engine.connect() as conn:
+            started = False
+
+            def report(done: int, total: int) -> None:
+                nonlocal started
+                if not started:
+                    bar.start(total)
+                    started = True
+                bar.advance(1)
+
+            hours = rebuild(conn, begin, finish, report)
+    finally:
+        engine.dispose()
+    typer.echo(f"Rebuilt {hours} hours of rollups from the raw rows.")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

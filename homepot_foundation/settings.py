@@ -155,6 +155,12 @@ class Settings(BaseSettings):
         "key, session, authorization, ... (also masked as name=value pairs in text).",
     )
     retention_days: int = Field(default=90, ge=0, description="Days rows are kept (0: forever).")
+    rollup_retention_days: int = Field(
+        default=400,
+        ge=0,
+        description="Days the rollups' buckets are kept (0: forever); longer than the raw rows', "
+        "so trends outlive them.",
+    )
     retention_days_api_request_logs: int | None = Field(
         default=None, ge=0, description="Overrides retention_days."
     )

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine
 
 from exporter.migrations import migrate
+from exporter.rollups.schema import ROLLUP_TABLES
 from exporter.schema import TABLES
 from homepot_foundation.database import create_engine
 from homepot_foundation.settings import Settings
@@ -55,14 +56,17 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+ROLLUP_TABLE_NAMES = [table.name for parts in ROLLUP_TABLES.values() for table in parts.values()]
+
+
 @pytest.fixture()
 def db_url(database_url: str) -> str:
-    """The test database with all five tables emptied.
+    """The test database with all five tables emptied, and the rollups kept from them.
 
     DELETE, not TRUNCATE: the tables are partitioned, and TRUNCATE replaces every partition's
     files (about a second per test); the few rows a test leaves behind delete in microseconds."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for table in TABLES:
+        for table in (*TABLES, *ROLLUP_TABLE_NAMES):
             conn.execute(f"DELETE FROM {table}")
     return database_url
 

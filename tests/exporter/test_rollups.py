@@ -144,3 +144,76 @@ def test_a_partly_replayed_batch_counts_only_its_new_rows(db_url: str, writer: R
             "SELECT sum(count) FROM rollup_requests_1h_latency WHERE route = '/r'"
         ).fetchone() or (0,)
     assert (count, binned) == (4, 4)
+
+
+def test_rollups_outlive_the_raw_rows_and_have_their_own_retention(
+    db_url: str, writer: RowWriter, tmp_path: Any
+) -> None:
+    from exporter.retention import purge
+    from homepot_foundation.settings import Settings
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    batch = rows_by_table(
+        request_span("/old", 200), request_span("/older", 200), request_span("/recent", 200)
+    )
+    for row, age in zip(batch["api_request_logs"], (200, 500, 10), strict=True):
+        row["timestamp"] = now - timedelta(days=age)
+    writer.write(batch)
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        results = purge(
+            engine, Settings(database_url=db_url, data_dir=tmp_path), now=now
+        )  # raw 90 d, rollups 400 d
+    finally:
+        engine.dispose()
+    with psycopg.connect(db_url) as conn:
+        mine = "route IN ('/old', '/older', '/recent')"
+        raw = {row[0] for row in conn.execute(f"SELECT route FROM api_request_logs WHERE {mine}")}
+        rolled = {row[0] for row in conn.execute(f"SELECT route FROM rollup_requests_1h WHERE {mine}")}
+    assert raw == {"/recent"}  # the raw rows are gone after 90 days...
+    assert rolled == {"/old", "/recent"}  # ...their hourly trend is kept for 400
+    rollups = next(result for result in results if result.table == "rollups")
+    assert rollups.retention_days == 400 and rollups.rows > 0
+    assert "rollups:" in rollups.describe()
+
+
+def test_the_rebuild_command_recomputes_a_range_with_progress(
+    db_url: str, writer: RowWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from homepot_analytics.cli import app
+    from homepot_foundation.settings import get_settings
+
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    writer.write(mixed_batch(at, count=8))
+    written = snapshot(db_url)
+    window = (datetime(2026, 11, 30, 9, tzinfo=UTC), datetime(2026, 11, 30, 13, tzinfo=UTC))
+
+    def in_window(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return [row for row in rows if window[0] <= row[0] < window[1]]
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM rollup_requests_5m")  # lost, or defined anew
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "rollups",
+                "rebuild",
+                "--start",
+                "2026-11-30T09:00",
+                "--end",
+                "2026-11-30T13:00",
+                "--no-progress",
+            ],
+        )
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "Rebuilt" in result.output
+    assert in_window(snapshot(db_url)["rollup_requests_5m"]) == in_window(written["rollup_requests_5m"])
+    bad = CliRunner().invoke(app, ["rollups", "rebuild", "--start", "2026-11-30", "--end", "2026-11-29"])
+    assert bad.exit_code == 2 and "must be after" in bad.output
