@@ -57,6 +57,7 @@ class Key:
     name: str
     of_row: Callable[[Row], str]
     of_sql: Callable[[Table], ColumnElement[Any]]
+    column: str | None = None  # a plain column of the row: read in bulk by the writer
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def _text_sql(column: str) -> Callable[[Table], ColumnElement[Any]]:
 
 
 def _key(column: str) -> Key:
-    return Key(column, _text(column), _text_sql(column))
+    return Key(column, _text(column), _text_sql(column), column)
 
 
 def _count() -> Measure:
@@ -214,6 +215,10 @@ SEARCHES = Rollup(
 )
 
 ROLLUPS = (REQUESTS, JOBS, JOB_ERRORS, ERRORS, DEVICE_STATES, ACTIVITIES, SEARCHES)
+# The writer reads plain-column keys in one call and computes the others after them.
+for _rollup in ROLLUPS:
+    _computed = [key.column is None for key in _rollup.keys]
+    assert _computed == sorted(_computed), f"{_rollup.name}: computed keys come after plain ones"
 BY_SOURCE: dict[str, tuple[Rollup, ...]] = {}
 for _rollup in ROLLUPS:
     BY_SOURCE[_rollup.source.name] = (*BY_SOURCE.get(_rollup.source.name, ()), _rollup)

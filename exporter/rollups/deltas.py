@@ -9,8 +9,10 @@ twice, merged by ``exporter.trace_links``) are subtracted with ``sign=-1``. Pure
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from operator import add, itemgetter
 from typing import Any
 
 from psycopg import sql
@@ -44,34 +46,98 @@ def deltas_of(batch: Mapping[str, Sequence[Row]], sign: int = 1) -> list[RollupD
 
 
 def _deltas(rollup: Rollup, rows: Iterable[Row], sign: int) -> list[RollupDelta]:
-    per_grain = [RollupDelta(rollup, grain) for grain in GRAINS]
+    """Aggregated at the fine grain first (per row: its keys, values, bin and 5-minute bucket as
+    epoch seconds: a few microseconds), then the fine groups folded into the coarser grains."""
     kinds = [measure.kind for measure in rollup.measures]
+    plain_keys = _plain_getter([key.column for key in rollup.keys if key.column is not None])
+    key_functions = [key.of_row for key in rollup.keys if key.column is None]
+    measure_functions = [measure.of_row for measure in rollup.measures]
+    all_sums = all(kind == "sum" for kind in kinds)
+    negate = [index for index, kind in enumerate(kinds) if kind == "sum"] if sign < 0 else []
+    fine, *coarser = GRAINS
+    width = int(fine.width.total_seconds())
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    latency: dict[tuple[tuple[Any, ...], int], int] = {}
+    members: set[tuple[tuple[Any, ...], str]] = set()
+    latency_column, members_column, only_if = rollup.latency, rollup.members, rollup.only_if
     for row in rows:
-        if rollup.only_if is not None and not rollup.only_if(row):
+        if only_if is not None and not only_if(row):
             continue
-        keys = tuple(key.of_row(row) for key in rollup.keys)
-        values = [measure.of_row(row) for measure in rollup.measures]
-        if sign < 0:
-            values = [-value if kind == "sum" else value for kind, value in zip(kinds, values, strict=True)]
-        latency_bin = None
-        if rollup.latency is not None:
-            latency = row.get(rollup.latency)
-            latency_bin = bucket_of(float(latency)) if latency is not None else None
-        member = row.get(rollup.members) if rollup.members is not None else None
-        moment = row["timestamp"]
-        for delta in per_grain:
-            group = (delta.grain.bucket(moment), *keys)
-            current = delta.groups.get(group)
-            if current is None:
-                delta.groups[group] = list(values)
-            else:
-                _add(current, values, kinds)
-            if latency_bin is not None:
-                slot = (group, latency_bin)
-                delta.latency[slot] = delta.latency.get(slot, 0) + sign
-            if member is not None and sign > 0:
-                delta.members.add((group, str(member)))
-    return [delta for delta in per_grain if delta.groups]
+        seconds = int(row["timestamp"].timestamp())
+        group = (seconds - seconds % width, *plain_keys(row), *[function(row) for function in key_functions])
+        values = [function(row) for function in measure_functions]
+        for index in negate:
+            values[index] = -values[index]
+        current = groups.get(group)
+        if current is None:
+            groups[group] = values
+        elif all_sums:
+            groups[group] = list(map(add, current, values))  # in C: no per-measure Python step
+        else:
+            _add(current, values, kinds)
+        if latency_column is not None:
+            latency_value = row.get(latency_column)
+            if latency_value is not None:
+                slot = (group, bucket_of(float(latency_value)))
+                latency[slot] = latency.get(slot, 0) + sign
+        if members_column is not None and sign > 0:
+            member = row.get(members_column)
+            if member is not None:
+                members.add((group, str(member)))
+    if not groups:
+        return []
+    deltas = [_at_grain(rollup, fine, groups, latency, members, kinds)]
+    deltas.extend(_at_grain(rollup, grain, groups, latency, members, kinds) for grain in coarser)
+    return deltas
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _plain_getter(columns: list[str]) -> Callable[[Row], tuple[Any, ...]]:
+    """The values of ``columns`` in one C-level call (mapped rows have every column)."""
+    if not columns:
+        return lambda row: ()
+    if len(columns) == 1:
+        column = columns[0]
+        return lambda row: (row.get(column),)
+    getter = itemgetter(*columns)
+    return lambda row: getter(row)
+
+
+def _at_grain(
+    rollup: Rollup,
+    grain: Grain,
+    groups: Mapping[tuple[Any, ...], list[Any]],
+    latency: Mapping[tuple[tuple[Any, ...], int], int],
+    members: set[tuple[tuple[Any, ...], str]],
+    kinds: list[str],
+) -> RollupDelta:
+    """The fine groups (bucket as epoch seconds) folded into ``grain``'s buckets (datetimes)."""
+    width = int(grain.width.total_seconds())
+    starts: dict[int, datetime] = {}
+
+    def regroup(group: tuple[Any, ...]) -> GroupKey:
+        start = group[0] - group[0] % width
+        moment = starts.get(start)
+        if moment is None:
+            moment = starts[start] = _EPOCH + timedelta(seconds=start)
+        # Plain keys were read as they are: a missing value is "" in a rollup, a value its text.
+        return (moment, *("" if value is None else str(value) for value in group[1:]))
+
+    delta = RollupDelta(rollup, grain)
+    for group, values in groups.items():
+        key = regroup(group)
+        current = delta.groups.get(key)
+        if current is None:
+            delta.groups[key] = list(values)
+        else:
+            _add(current, values, kinds)
+    for (group, latency_bin), count in latency.items():
+        slot = (regroup(group), latency_bin)
+        delta.latency[slot] = delta.latency.get(slot, 0) + count
+    delta.members = {(regroup(group), member) for group, member in members}
+    return delta
 
 
 def _add(current: list[Any], values: list[Any], kinds: list[str]) -> None:
