@@ -209,3 +209,74 @@ class UserActivitySummary(Window):
     )
     top_pages: list[PageCount] = Field(description="Per service and page, most activities first.")
     top_searches: list[SearchCount] = Field(description="Per service and search query, most first.")
+
+
+# --- time series ------------------------------------------------------------------------------
+class TimeSeriesWindow(BaseModel):
+    interval: str = Field(description="Bucket width: 1m, 5m, 1h or 1d.")
+    start_date: UtcDateTime = Field(description="Start of the window (UTC): given, or 24 h before the end.")
+    end_date: UtcDateTime = Field(description="Exclusive end of the window (UTC): given, or now.")
+    first_bucket: UtcDateTime = Field(
+        description="Start of the first bucket: start_date floored to the interval. Buckets are whole, "
+        "so the first and last may hold rows from just outside the window."
+    )
+    group_by: str | None = Field(description="What each series is a value of; null: one series of all rows.")
+    source: str = Field(
+        description="What was read: rollup_5m, rollup_1h or raw (interval 1m, other filters)."
+    )
+
+
+class SeriesHead(BaseModel):
+    group: str | None = Field(
+        description='The group\'s value ("" for rows without one); null for the "other" series and '
+        "without group_by."
+    )
+    other: bool = Field(description="The sum of every group beyond the top ones.")
+
+
+class RequestPoint(BaseModel):
+    bucket: UtcDateTime
+    count: int
+    rate_per_s: float = Field(description="count / the interval's seconds.")
+    client_error_rate: float | None = Field(description="Fraction of 4xx; null when count is 0.")
+    server_error_rate: float | None = Field(description="Fraction of 5xx; null when count is 0.")
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+class RequestSeries(SeriesHead):
+    points: list[RequestPoint]
+
+
+class RequestTimeSeries(TimeSeriesWindow):
+    series: list[RequestSeries]
+
+
+class JobPoint(BaseModel):
+    bucket: UtcDateTime
+    count: int
+    success_rate: float | None = Field(description="Fraction with status success; null when count is 0.")
+    p50_duration_ms: float | None
+    p95_duration_ms: float | None
+
+
+class JobSeries(SeriesHead):
+    points: list[JobPoint]
+
+
+class JobTimeSeries(TimeSeriesWindow):
+    series: list[JobSeries]
+
+
+class CountPoint(BaseModel):
+    bucket: UtcDateTime
+    count: int
+
+
+class CountSeries(SeriesHead):
+    points: list[CountPoint]
+
+
+class CountTimeSeries(TimeSeriesWindow):
+    series: list[CountSeries]

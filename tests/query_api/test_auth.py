@@ -19,7 +19,7 @@ from tests.query_api.conftest import PREFIX, bearer
 ENDPOINTS = [
     ("GET", f"{PREFIX}/{name}{suffix}")
     for name in ("requests", "device-states", "jobs", "errors", "user-activities")
-    for suffix in ("", "/summary")
+    for suffix in ("", "/summary", "/timeseries")
 ] + [("PATCH", f"{PREFIX}/errors/1")]
 
 

@@ -1,0 +1,432 @@
+"""Time series of the five tables: per bucket counts, rates and latency quantiles, in SQL.
+
+Read from the rollups (``exporter.rollups``) when they can answer: interval 5m from the 5-minute
+grain, 1h and 1d from the hourly grain (a day is the sum of its 24 hours). The rollups keep no
+minutes and key only ``service_name`` among the filters, so interval 1m, or any other filter
+(``service_version``, ``user_id``, an endpoint path ...), reads the raw rows instead, with the
+same SQL shape: the same keys and measures (their definitions' SQL over the raw table), the
+same buckets (``date_bin`` from the Unix epoch), the same latency histogram (quantiles within
+1 % of ``percentile_cont``). Either way the answer is the same.
+
+Buckets are whole: the series holds the buckets whose start is at or after ``floor(start)`` and
+before ``end``, each with every row of the bucket (the rollups hold no part of one). The first and
+last buckets may therefore count rows somewhat before ``start`` and after ``end``.
+
+Groups: the ``top`` biggest groups over the window (by count) get a series each, in that order;
+every other group is summed into one last "other" series, whose quantiles come from its merged
+histogram bins. Every series has every bucket: ``generate_series`` of the bucket starts crossed
+with the series, LEFT JOINed to the aggregates, so an empty bucket counts 0 (quantiles NULL).
+
+Pure: this module builds statements and plans; ``query_api.routes.timeseries`` runs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Integer,
+    Select,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    true,
+)
+from sqlalchemy.sql import ColumnCollection
+
+from exporter.histogram import bucket_sql, quantiles_sql
+from exporter.rollups.definitions import (
+    ACTIVITIES,
+    COARSE,
+    DEVICE_STATES,
+    ERRORS,
+    FINE,
+    JOBS,
+    REQUESTS,
+    Grain,
+    Rollup,
+)
+from exporter.rollups.schema import tables_of
+from query_api.filters import TimeWindow
+
+INTERVALS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
+# The rollup grain each interval reads (None: raw rows).
+_GRAIN_OF: dict[str, Grain | None] = {"1m": None, "5m": FINE, "1h": COARSE, "1d": COARSE}
+
+MAX_POINTS = 10_000  # buckets x series in one answer
+MAX_TOP = 50
+DEFAULT_TOP = 10
+DEFAULT_WINDOW = timedelta(hours=24)  # when start_date is not given: the 24 hours before the end
+TRANSITION_ARROW = "→"
+
+Columns = ColumnCollection[str, Any]
+Aggregate = Callable[[Columns], ColumnElement[Any]]
+
+
+class TimeSeriesError(ValueError):
+    """A request this module refuses: a 422 for ``parameter``."""
+
+    def __init__(self, parameter: str, message: str, value: object) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.value = value
+
+
+@dataclass(frozen=True)
+class TableSeries:
+    """What one table's time series holds.
+
+    ``group_by`` maps an accepted ``group_by`` value to the rollup keys it is made of (two keys
+    are joined by an arrow: a transition). ``measures`` are the rollup measures the source reads;
+    ``aggregates`` sum them per bucket and series; ``quantiles`` name the latency quantiles."""
+
+    name: str
+    rollup: Rollup
+    group_by: Mapping[str, tuple[str, ...]]
+    measures: tuple[str, ...] = ("count",)
+    aggregates: Mapping[str, Aggregate] = field(
+        default_factory=lambda: {"count": lambda c: func.sum(c["count"])}
+    )
+    quantiles: Mapping[str, float] = field(default_factory=dict)
+
+    def group_sql(self, group_by: str, columns: Columns) -> ColumnElement[Any]:
+        keys = [columns[key] for key in self.group_by[group_by]]
+        if len(keys) == 1:
+            return keys[0]
+        return func.concat(keys[0], TRANSITION_ARROW, keys[1])
+
+
+def _sum(column: str) -> Aggregate:
+    return lambda c: cast(func.sum(c[column]), BigInteger)
+
+
+REQUEST_SERIES = TableSeries(
+    "requests",
+    REQUESTS,
+    group_by={
+        "route": ("route",),
+        "service_name": ("service_name",),
+        "status_class": ("status_class",),
+        "method": ("method",),
+    },
+    measures=("count", "count_4xx", "count_5xx"),
+    aggregates={
+        "count": _sum("count"),
+        "client_errors": _sum("count_4xx"),
+        "server_errors": _sum("count_5xx"),
+    },
+    quantiles={"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99},
+)
+JOB_SERIES = TableSeries(
+    "jobs",
+    JOBS,
+    group_by={"job_type": ("job_type",), "service_name": ("service_name",), "status": ("status",)},
+    aggregates={
+        "count": _sum("count"),
+        "succeeded": lambda c: cast(
+            func.coalesce(func.sum(c["count"]).filter(c.status == "success"), 0), BigInteger
+        ),
+    },
+    quantiles={"p50_duration_ms": 0.5, "p95_duration_ms": 0.95},
+)
+ERROR_SERIES = TableSeries(
+    "errors",
+    ERRORS,
+    group_by={
+        "fingerprint": ("fingerprint",),
+        "category": ("category",),
+        "service_name": ("service_name",),
+    },
+)
+DEVICE_STATE_SERIES = TableSeries(
+    "device_states",
+    DEVICE_STATES,
+    group_by={"transition": ("previous_state", "new_state"), "service_name": ("service_name",)},
+)
+USER_ACTIVITY_SERIES = TableSeries(
+    "user_activities",
+    ACTIVITIES,
+    group_by={
+        "activity_type": ("activity_type",),
+        "page_url": ("page_url",),
+        "service_name": ("service_name",),
+    },
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where a series reads and which buckets it has: starts ``first``, ``first + width``, ...,
+    ``last``; the source is read for ``[first, upper)``."""
+
+    interval: str
+    width: timedelta
+    first: datetime
+    last: datetime
+    upper: datetime
+    buckets: int
+    grain: Grain | None  # None: raw rows
+    start: datetime
+    end: datetime
+
+    @property
+    def source(self) -> str:
+        return "raw" if self.grain is None else f"rollup_{self.grain.name}"
+
+    @property
+    def bucket_grain(self) -> Grain:
+        return Grain(self.interval, self.width)
+
+
+def plan(
+    window: TimeWindow,
+    interval: str,
+    *,
+    series: int,
+    raw: bool,
+    now: datetime | None = None,
+) -> Plan:
+    """The buckets of ``window`` at ``interval`` (``series``: the most series the answer may
+    have); raises TimeSeriesError when the answer would hold more than MAX_POINTS points."""
+    if interval not in INTERVALS:
+        accepted = ", ".join(INTERVALS)
+        raise TimeSeriesError("interval", f"interval must be one of {accepted}", interval)
+    width = INTERVALS[interval]
+    grain = None if raw else _GRAIN_OF[interval]
+    try:
+        end = window.end or (now or datetime.now(UTC))
+        start = window.start or end - DEFAULT_WINDOW
+        if start >= end:
+            raise TimeSeriesError(
+                "start_date", f"start_date ({start.isoformat()}) is not before the end (now)", start
+            )
+        step = Grain(interval, width)
+        first = step.bucket(start)
+        buckets = -(-(end - first) // width)  # buckets starting before end
+        if buckets * series > MAX_POINTS:
+            raise TimeSeriesError(
+                "interval",
+                f"{buckets} buckets x {series} series is more than {MAX_POINTS} points: "
+                "widen the interval, shorten the window or lower top",
+                interval,
+            )
+        last = first + (buckets - 1) * width
+        upper = last + width
+    except OverflowError:
+        raise TimeSeriesError(
+            "end_date" if window.end is not None else "start_date",
+            f"the window's buckets at interval {interval} run past the calendar",
+            window.end or window.start,
+        ) from None
+    return Plan(interval, width, first, last, upper, buckets, grain, start, end)
+
+
+def _source(
+    spec: TableSeries, plan: Plan, raw_filters: Sequence[ColumnElement[bool]], names: Sequence[str]
+) -> Select[Any]:
+    """One row per rollup group (or raw row): ``bucket`` (at the plan's interval), the keys, the
+    measures."""
+    rollup = spec.rollup
+    measures = {measure.name: measure for measure in rollup.measures}
+    if plan.grain is None:
+        table = rollup.source
+        query = select(
+            plan.bucket_grain.bucket_sql(table.c.timestamp).label("bucket"),
+            *(key.of_sql(table).label(key.name) for key in rollup.keys),
+            *(measures[name].of_sql(table).label(name) for name in spec.measures),
+        ).where(table.c.timestamp >= plan.first, table.c.timestamp < plan.upper, *raw_filters)
+        if rollup.only_if_sql is not None:
+            query = query.where(rollup.only_if_sql(table))
+        return query
+    groups = tables_of(rollup, plan.grain)["groups"]
+    return select(
+        _rolled_bucket(plan, groups.c.bucket).label("bucket"),
+        *(groups.c[key.name] for key in rollup.keys),
+        *(groups.c[name] for name in spec.measures),
+    ).where(*_rollup_window(plan, groups.c, names))
+
+
+def _latency_source(
+    spec: TableSeries, plan: Plan, raw_filters: Sequence[ColumnElement[bool]], names: Sequence[str]
+) -> Select[Any]:
+    """``(bucket, keys..., bin, count)`` rows of the latency histogram."""
+    rollup = spec.rollup
+    assert rollup.latency is not None
+    if plan.grain is None:
+        table = rollup.source
+        latency = table.c[rollup.latency]
+        return select(
+            plan.bucket_grain.bucket_sql(table.c.timestamp).label("bucket"),
+            *(key.of_sql(table).label(key.name) for key in rollup.keys),
+            bucket_sql(latency).label("bin"),
+            cast(literal(1), BigInteger).label("count"),
+        ).where(
+            table.c.timestamp >= plan.first,
+            table.c.timestamp < plan.upper,
+            latency.is_not(None),
+            *raw_filters,
+        )
+    bins = tables_of(rollup, plan.grain)["latency"]
+    return select(
+        _rolled_bucket(plan, bins.c.bucket).label("bucket"),
+        *(bins.c[key.name] for key in rollup.keys),
+        bins.c.bin,
+        bins.c["count"],
+    ).where(*_rollup_window(plan, bins.c, names))
+
+
+def _rolled_bucket(plan: Plan, bucket: ColumnElement[Any]) -> ColumnElement[Any]:
+    assert plan.grain is not None
+    return bucket if plan.grain.width == plan.width else plan.bucket_grain.bucket_sql(bucket)
+
+
+def _rollup_window(plan: Plan, columns: Columns, names: Sequence[str]) -> list[ColumnElement[bool]]:
+    where = [columns.bucket >= plan.first, columns.bucket < plan.upper]
+    if names:
+        where.append(columns.service_name.in_(list(names)))
+    return where
+
+
+def top_groups_sql(
+    spec: TableSeries,
+    plan: Plan,
+    group_by: str,
+    top: int,
+    raw_filters: Sequence[ColumnElement[bool]] = (),
+    names: Sequence[str] = (),
+) -> Select[Any]:
+    """Up to ``top + 1`` groups ``(grp, count)`` over the window, most rows first (ties by
+    name): the first ``top`` get a series each; a ``top + 1``-th means an "other" series."""
+    s = _source(spec, plan, raw_filters, names).subquery("s")
+    group = spec.group_sql(group_by, s.c).label("grp")
+    total = func.sum(s.c["count"])
+    return (
+        select(group, cast(total, BigInteger).label("count"))
+        .group_by(group)
+        .order_by(total.desc(), group)
+        .limit(top + 1)
+    )
+
+
+def series_sql(
+    spec: TableSeries,
+    plan: Plan,
+    group_by: str | None = None,
+    groups: Sequence[str] = (),
+    *,
+    other: bool = False,
+    raw_filters: Sequence[ColumnElement[bool]] = (),
+    names: Sequence[str] = (),
+) -> Select[Any]:
+    """Rows ``(bucket, idx, aggregates..., quantiles...)`` for every bucket and series, ordered
+    by series then bucket. Series ``idx`` ``i`` is ``groups[i]``, ``len(groups)`` the "other"
+    series when ``other``; without ``group_by``, one series 0 of all rows."""
+
+    def index_of(columns: Columns) -> ColumnElement[int]:
+        if group_by is None or not groups:
+            return literal(0, Integer)
+        group = spec.group_sql(group_by, columns)
+        return case(*((group == value, i) for i, value in enumerate(groups)), else_=len(groups))
+
+    s = _source(spec, plan, raw_filters, names).subquery("s")
+    agg = (
+        select(
+            s.c.bucket.label("bucket"),
+            index_of(s.c).label("idx"),
+            *(aggregate(s.c).label(name) for name, aggregate in spec.aggregates.items()),
+        )
+        .group_by(literal_position(1), literal_position(2))
+        .subquery("agg")
+    )
+    series_count = (len(groups) + (1 if other else 0)) if group_by is not None else 1
+    b = (
+        func.generate_series(plan.first, plan.last, plan.width)
+        .table_valued("bucket")
+        .render_derived(name="b")
+    )
+    i = func.generate_series(0, series_count - 1).table_valued("idx").render_derived(name="i")
+    joined = b.join(i, true()).outerjoin(agg, (agg.c.bucket == b.c.bucket) & (agg.c.idx == i.c.idx))
+    columns: list[ColumnElement[Any]] = [
+        b.c.bucket.label("bucket"),
+        i.c.idx.label("idx"),
+        *(func.coalesce(agg.c[name], 0).label(name) for name in spec.aggregates),
+    ]
+    if spec.quantiles:
+        l_ = _latency_source(spec, plan, raw_filters, names).subquery("l")
+        lat = select(l_.c.bucket, index_of(l_.c).label("idx"), l_.c.bin, l_.c["count"]).subquery("lat")
+        q = quantiles_sql(lat, spec.quantiles, group_by=["bucket", "idx"]).subquery("q")
+        joined = joined.outerjoin(q, (q.c.bucket == b.c.bucket) & (q.c.idx == i.c.idx))
+        columns += [q.c[name].label(name) for name in spec.quantiles]
+    return select(*columns).select_from(joined).order_by(i.c.idx, b.c.bucket)
+
+
+def literal_position(position: int) -> ColumnElement[Any]:
+    """GROUP BY 1, 2: the selected expressions, without repeating them."""
+    return literal_column(str(position))
+
+
+def _fraction(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _request_point(row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    count = row["count"]
+    return {
+        "bucket": row["bucket"],
+        "count": count,
+        "rate_per_s": count / seconds,
+        "client_error_rate": _fraction(row["client_errors"], count),
+        "server_error_rate": _fraction(row["server_errors"], count),
+        **{name: row[name] for name in REQUEST_SERIES.quantiles},
+    }
+
+
+def _job_point(row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    return {
+        "bucket": row["bucket"],
+        "count": row["count"],
+        "success_rate": _fraction(row["succeeded"], row["count"]),
+        **{name: row[name] for name in JOB_SERIES.quantiles},
+    }
+
+
+def _count_point(row: dict[str, Any], seconds: float) -> dict[str, Any]:
+    return {"bucket": row["bucket"], "count": row["count"]}
+
+
+_POINTS = {"requests": _request_point, "jobs": _job_point}
+
+
+def assemble(
+    spec: TableSeries,
+    plan: Plan,
+    rows: Sequence[Mapping[str, Any]],
+    groups: Sequence[str | None],
+    *,
+    other: bool,
+) -> list[dict[str, Any]]:
+    """The series of ``series_sql``'s rows: ``groups[i]`` for idx ``i``, then "other"."""
+    point = _POINTS.get(spec.name, _count_point)
+    seconds = plan.width.total_seconds()
+    names: list[tuple[str | None, bool]] = [(group, False) for group in groups]
+    if other:
+        names.append((None, True))
+    series: list[dict[str, Any]] = [
+        {"group": group, "other": is_other, "points": []} for group, is_other in names
+    ]
+    for row in rows:
+        series[row["idx"]]["points"].append(point(dict(row), seconds))
+    return series
