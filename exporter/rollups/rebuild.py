@@ -112,6 +112,21 @@ def oldest_raw_row(conn: Connection) -> datetime | None:
     return min(found) if found else None
 
 
+def _hours_with_rows(conn: Connection, since: datetime, until: datetime) -> list[datetime]:
+    """The hours in ``[since, until)`` that hold raw rows or rollup buckets (the others have
+    nothing to rebuild: a range of years with a few rows costs a few hours, not thousands)."""
+    hours: set[datetime] = set()
+    for source in {rollup.source for rollup in ROLLUPS}:
+        hour = COARSE.bucket_sql(source.c.timestamp)
+        query = select(hour).where(source.c.timestamp >= since, source.c.timestamp < until).distinct()
+        hours.update(conn.execute(query).scalars())
+    for rollup in ROLLUPS:
+        groups = tables_of(rollup, COARSE)["groups"]
+        query = select(groups.c.bucket).where(groups.c.bucket >= since, groups.c.bucket < until).distinct()
+        hours.update(conn.execute(query).scalars())
+    return sorted(hours)
+
+
 def rebuild(
     conn: Connection,
     start: datetime,
@@ -120,21 +135,21 @@ def rebuild(
     *,
     commit_each: bool = True,
 ) -> int:
-    """Rebuild the hours that overlap ``[start, end)``, clamped to where raw rows exist; returns
-    how many hours were rebuilt. Each hour is committed on its own unless ``commit_each`` is
-    False (a migration, which runs in one transaction)."""
+    """Rebuild the hours that overlap ``[start, end)`` and hold rows, clamped to where raw rows
+    exist; returns how many hours were rebuilt. Each hour is committed on its own unless
+    ``commit_each`` is False (a migration, which runs in one transaction)."""
     oldest = oldest_raw_row(conn)
     if oldest is None:
         return 0
     since = COARSE.bucket(max(start, oldest))
-    hours = max(0, -(-(end - since) // COARSE.width))
-    for done in range(hours):
-        rebuild_hour(conn, since + done * COARSE.width)
+    hours = _hours_with_rows(conn, since, end)
+    for done, hour in enumerate(hours, start=1):
+        rebuild_hour(conn, hour)
         if commit_each:
             conn.commit()
         if progress is not None:
-            progress(done + 1, hours)
-    return hours
+            progress(done, len(hours))
+    return len(hours)
 
 
 def rebuild_all(conn: Connection, *, commit_each: bool = True) -> int:
