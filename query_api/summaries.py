@@ -27,8 +27,14 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, array
+from sqlalchemy.sql import Subquery
 
+from exporter.histogram import quantiles_sql
+from exporter.rollups.definitions import (
+    REQUESTS,
+)
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
+from query_api import rollup_reads
 from query_api.filters import TimeWindow
 
 
@@ -92,9 +98,39 @@ def _grouped(
     return [row._asdict() for row in conn.execute(statement)]
 
 
+def _blank_is_null(column: ColumnElement[Any], name: str) -> Label[Any]:
+    """A rollup key back to the raw value: the rollups keep a missing value as ""."""
+    return func.nullif(column, "").label(name)
+
+
+def _sum(column: ColumnElement[Any], name: str) -> Label[Any]:
+    return cast(func.coalesce(func.sum(column), 0), BigInteger).label(name)
+
+
+def _quantiles(
+    conn: Connection, latency: Subquery, fractions: dict[str, float], keys: Sequence[str]
+) -> tuple[dict[str, Any], dict[tuple[Any, ...], dict[str, Any]]]:
+    """Percentiles merged from long-format latency bins: over all rows, and per group of ``keys``
+    (``latency`` has the keys with "" already back to NULL)."""
+    total = conn.execute(quantiles_sql(latency, fractions)).one()._asdict()
+    per_group = {
+        tuple(row[key] for key in keys): row
+        for row in (r._asdict() for r in conn.execute(quantiles_sql(latency, fractions, keys)))
+    }
+    return total, per_group
+
+
 def request_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
+    found = rollup_reads.plan(REQUESTS, filters, window) if use_rollups else None
+    if found is not None:
+        return _request_summary_from_rollups(conn, found, limit)
     t = api_request_logs.c
     aggregates = [
         func.count().label("count"),
@@ -114,6 +150,49 @@ def request_summary(
         }
 
     return {"total": None if total is None else stats(total), "routes": [stats(row) for row in groups]}
+
+
+def _request_summary_from_rollups(conn: Connection, plan: rollup_reads.Plan, limit: int) -> dict[str, Any]:
+    u = rollup_reads.groups_source(plan)
+    keys = [
+        _blank_is_null(u.c.service_name, "service_name"),
+        _blank_is_null(u.c.route, "route"),
+        u.c.method.label("method"),
+    ]
+    aggregates = [
+        _sum(u.c["count"], "count"),
+        _sum(u.c.count_5xx, "server_errors"),
+        _sum(u.c.count_4xx, "client_errors"),
+        func.sum(u.c.duration_ms_sum).label("duration_sum"),
+    ]
+    total, groups = _grouped_with_total(conn, keys, aggregates, [], limit)
+    bins = rollup_reads.latency_source(plan)
+    latency = select(
+        _blank_is_null(bins.c.service_name, "service_name"),
+        _blank_is_null(bins.c.route, "route"),
+        bins.c.method,
+        bins.c.bin,
+        bins.c["count"],
+    ).subquery("latency")
+    fractions = _REQUEST_PERCENTILES | {"max_ms": 1.0}
+    all_rows, per_group = _quantiles(conn, latency, fractions, ["service_name", "route", "method"])
+
+    def stats(row: dict[str, Any], quantiles: dict[str, Any]) -> dict[str, Any]:
+        duration_sum = row.pop("duration_sum")
+        return (
+            row
+            | {name: quantiles.get(name) for name in fractions}
+            | {
+                "avg_ms": duration_sum / row["count"] if row["count"] else None,
+                "error_rate": _rate(row["server_errors"], row["count"]),
+                "client_error_rate": _rate(row["client_errors"], row["count"]),
+            }
+        )
+
+    routes = [
+        stats(row, per_group.get((row["service_name"], row["route"], row["method"]), {})) for row in groups
+    ]
+    return {"total": None if total is None else stats(total, all_rows), "routes": routes}
 
 
 def job_summary(
