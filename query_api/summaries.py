@@ -31,6 +31,8 @@ from sqlalchemy.sql import Subquery
 
 from exporter.histogram import quantiles_sql
 from exporter.rollups.definitions import (
+    JOB_ERRORS,
+    JOBS,
     REQUESTS,
 )
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
@@ -196,8 +198,21 @@ def _request_summary_from_rollups(conn: Connection, plan: rollup_reads.Plan, lim
 
 
 def job_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    top: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
+    if use_rollups:
+        jobs, job_errors = (
+            rollup_reads.plan(JOBS, filters, window),
+            rollup_reads.plan(JOB_ERRORS, filters, window),
+        )
+        if jobs is not None and job_errors is not None:
+            return _job_summary_from_rollups(conn, jobs, job_errors, limit, top)
     t = job_outcomes.c
     aggregates = [
         func.count().label("count"),
@@ -223,6 +238,87 @@ def job_summary(
             stats(row) | {"top_error_codes": codes[row["service_name"], row["job_type"]]} for row in groups
         ],
     }
+
+
+def _job_summary_from_rollups(
+    conn: Connection, jobs: rollup_reads.Plan, job_errors: rollup_reads.Plan, limit: int, top: int
+) -> dict[str, Any]:
+    u = rollup_reads.groups_source(jobs)
+    keys = [_blank_is_null(u.c.service_name, "service_name"), u.c.job_type.label("job_type")]
+
+    def of_status(status: str, name: str) -> Label[Any]:
+        return cast(func.coalesce(func.sum(u.c["count"]).filter(u.c.status == status), 0), BigInteger).label(
+            name
+        )
+
+    aggregates = [
+        _sum(u.c["count"], "count"),
+        of_status("success", "succeeded"),
+        of_status("failed", "failed"),
+        of_status("timeout", "timed_out"),
+        of_status("cancelled", "cancelled"),
+        _sum(u.c.retries, "retries"),
+    ]
+    total, groups = _grouped_with_total(conn, keys, aggregates, [], limit)
+    bins = rollup_reads.latency_source(jobs)
+    latency = select(
+        _blank_is_null(bins.c.service_name, "service_name"), bins.c.job_type, bins.c.bin, bins.c["count"]
+    ).subquery("latency")
+    all_rows, per_group = _quantiles(conn, latency, _JOB_PERCENTILES, ["service_name", "job_type"])
+    codes = _top_error_codes_from_rollups(
+        conn, job_errors, [(row["service_name"], row["job_type"]) for row in groups], top
+    )
+
+    def stats(row: dict[str, Any], quantiles: dict[str, Any]) -> dict[str, Any]:
+        retries = row.pop("retries")
+        return (
+            row
+            | {name: quantiles.get(name) for name in _JOB_PERCENTILES}
+            | {
+                "avg_retry_count": retries / row["count"] if row["count"] else 0.0,
+                "success_rate": _rate(row["succeeded"], row["count"]),
+            }
+        )
+
+    return {
+        "total": None if total is None else stats(total, all_rows),
+        "job_types": [
+            stats(row, per_group.get((row["service_name"], row["job_type"]), {}))
+            | {"top_error_codes": codes[row["service_name"], row["job_type"]]}
+            for row in groups
+        ],
+    }
+
+
+def _top_error_codes_from_rollups(
+    conn: Connection, plan: rollup_reads.Plan, groups: list[tuple[str | None, str]], top: int
+) -> dict[tuple[str | None, str], list[dict[str, Any]]]:
+    """``_top_error_codes`` from rollup_job_errors (and the raw edge rows)."""
+    codes: dict[tuple[str | None, str], list[dict[str, Any]]] = {group: [] for group in groups}
+    if not codes:
+        return codes
+    u = rollup_reads.groups_source(plan)
+    service = _blank_is_null(u.c.service_name, "service_name")
+    count = _sum(u.c["count"], "count")
+    rank = func.row_number().over(
+        partition_by=[service, u.c.job_type], order_by=(count.desc(), u.c.error_code)
+    )
+    ranked = (
+        select(service, u.c.job_type, u.c.error_code, count, rank.label("rank"))
+        .where(u.c.job_type.in_(sorted({job_type for _, job_type in codes})))
+        .group_by(service, u.c.job_type, u.c.error_code)
+        .subquery()
+    )
+    statement = (
+        select(ranked.c.service_name, ranked.c.job_type, ranked.c.error_code, ranked.c["count"])
+        .where(ranked.c.rank <= top)
+        .order_by(ranked.c.service_name, ranked.c.job_type, ranked.c.rank)
+    )
+    for row in conn.execute(statement):
+        group = codes.get((row.service_name, row.job_type))
+        if group is not None:
+            group.append({"error_code": row.error_code, "count": row._mapping["count"]})
+    return codes
 
 
 def _top_error_codes(

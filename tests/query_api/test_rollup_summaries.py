@@ -7,12 +7,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import ColumnElement, Connection, Engine
 
-from exporter.rollups.definitions import REQUESTS
+from exporter.rollups.definitions import JOB_ERRORS, JOBS, REQUESTS
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
@@ -159,8 +160,8 @@ def assert_same(from_rollups: Any, from_raw: Any, path: str = "") -> None:
         assert isinstance(from_rollups, list) and len(from_rollups) == len(from_raw), path
         for index, (a, b) in enumerate(zip(from_rollups, from_raw, strict=True)):
             assert_same(a, b, f"{path}[{index}]")
-    elif isinstance(from_raw, float):
-        assert from_rollups == pytest.approx(from_raw, rel=1e-9), path
+    elif isinstance(from_raw, float | Decimal):  # an avg(): numeric from raw rows, float here
+        assert from_rollups == pytest.approx(float(from_raw), rel=1e-9), path
     else:
         assert from_rollups == from_raw, path
 
@@ -220,3 +221,30 @@ def test_split_covers_the_window_once() -> None:
         ("5m", datetime(2025, 12, 5, 13, 0, tzinfo=UTC), datetime(2025, 12, 5, 13, 55, tzinfo=UTC)),
         (None, datetime(2025, 12, 5, 13, 55, tzinfo=UTC), datetime(2025, 12, 5, 13, 58, 2, tzinfo=UTC)),
     ]
+
+
+JOB_FILTERS: list[Callable[[], list[ColumnElement[bool]]]] = [
+    lambda: [],
+    lambda: [job_outcomes.c.service_name.in_(["orchestrator"])],
+    lambda: [job_outcomes.c.job_type == "restart"],
+]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("filters", JOB_FILTERS)
+def test_job_summary(
+    stored: Engine, window: TimeWindow, filters: Callable[[], list[ColumnElement[bool]]]
+) -> None:
+    assert rollup_reads.plan(JOBS, filters(), window) is not None
+    assert rollup_reads.plan(JOB_ERRORS, filters(), window) is not None
+    found = compare(
+        stored,
+        lambda conn, rollups: summaries.job_summary(conn, filters(), window, 100, 2, use_rollups=rollups),
+    )
+    assert found["total"]["count"] > 0 and any(group["top_error_codes"] for group in found["job_types"])
+    compare(
+        stored,
+        lambda conn, rollups: summaries.job_summary(conn, filters(), window, 2, 1, use_rollups=rollups),
+    )
+    # A status filter: rollup_job_errors has no status, so the whole summary reads raw rows.
+    assert rollup_reads.plan(JOB_ERRORS, [job_outcomes.c.status.in_(["failed"])], window) is None
