@@ -31,9 +31,12 @@ from sqlalchemy.sql import Subquery
 
 from exporter.histogram import quantiles_sql
 from exporter.rollups.definitions import (
+    DEVICE_STATES,
+    ERRORS,
     JOB_ERRORS,
     JOBS,
     REQUESTS,
+    SEARCHES,
 )
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
 from query_api import rollup_reads
@@ -353,8 +356,18 @@ def _top_error_codes(
 
 
 def error_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
+    found = rollup_reads.plan(ERRORS, filters, window) if use_rollups else None
+    if found is not None:
+        summary = _error_summary_from_rollups(conn, found, filters, window, limit)
+        if summary is not None:
+            return summary
     t = error_logs.c
     # Rows written before fingerprints existed group by what they say about themselves.
     fingerprint = func.coalesce(
@@ -394,15 +407,108 @@ def error_summary(
     return {"groups": rows}
 
 
+def _error_summary_from_rollups(
+    conn: Connection,
+    plan: rollup_reads.Plan,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+) -> dict[str, Any] | None:
+    """Groups, counts and first/last seen from rollup_errors; None when a row without a fingerprint
+    (written before fingerprints existed: the raw path groups it by its text) is in the window.
+    Resolution changes after a row is written, so ``unresolved``, ``resolved`` and the latest
+    occurrence come from the raw rows of the groups returned."""
+    u = rollup_reads.groups_source(plan)
+    if conn.execute(select(select(u.c.fingerprint).where(u.c.fingerprint == "").exists())).scalar():
+        return None
+    service = _blank_is_null(u.c.service_name, "service_name")
+    count = _sum(u.c["count"], "count")
+    last_seen = func.max(u.c.last_seen)
+    statement = (
+        select(
+            service,
+            u.c.fingerprint,
+            count,
+            func.min(u.c.first_seen).label("first_seen"),
+            last_seen.label("last_seen"),
+        )
+        .group_by(service, u.c.fingerprint)
+        .order_by(count.desc(), last_seen.desc(), service, u.c.fingerprint)
+        .limit(limit)
+    )
+    rows = [row._asdict() for row in conn.execute(statement)]
+    if not rows:
+        return {"groups": []}
+    t = error_logs.c
+    latest = func.max(array([func.extract("epoch", t.timestamp), cast(t.id, Numeric)]), type_=ARRAY(Numeric))
+    resolution = (
+        select(
+            t.service_name,
+            t.fingerprint,
+            func.count().filter(t.resolved.is_(False)).label("unresolved"),
+            func.bool_and(t.resolved).label("resolved"),
+            cast(latest[2], BigInteger).label("latest_id"),
+        )
+        .where(
+            *filters,
+            *window.conditions(t.timestamp),
+            t.fingerprint.in_(sorted({row["fingerprint"] for row in rows})),
+        )
+        .group_by(t.service_name, t.fingerprint)
+    )
+    by_group = {(r.service_name, r.fingerprint): r._asdict() for r in conn.execute(resolution)}
+    if any((row["service_name"], row["fingerprint"]) not in by_group for row in rows):
+        return None  # a group's raw rows are gone (purged; the rollups outlive them)
+    samples = select(t.id, t.category, t.severity, t.error_code, t.error_message).where(
+        t.id.in_([group["latest_id"] for group in by_group.values()])
+    )
+    by_id = {sample.id: sample._asdict() for sample in conn.execute(samples)}
+    for row in rows:
+        group = by_group[row["service_name"], row["fingerprint"]]
+        del group["service_name"], group["fingerprint"]
+        sample = dict(by_id[group["latest_id"]])
+        del sample["id"]
+        counted, first, last = row.pop("count"), row.pop("first_seen"), row.pop("last_seen")
+        # In the raw path's column order: the shape stays the same, key for key.
+        row.update(
+            count=counted,
+            unresolved=group["unresolved"],
+            resolved=group["resolved"],
+            first_seen=first,
+            last_seen=last,
+            latest_id=group["latest_id"],
+        )
+        row.update(sample)
+    return {"groups": rows}
+
+
 def device_state_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    top: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
     t = device_state_history.c
     where = [*filters, *window.conditions(t.timestamp)]
     count = [func.count().label("count")]
     changes = [func.count().label("changes"), func.max(t.timestamp).label("last_changed_at")]
+    found = rollup_reads.plan(DEVICE_STATES, filters, window) if use_rollups else None
+    if found is None:
+        transitions = _grouped(conn, [t.service_name, t.previous_state, t.new_state], count, where, limit)
+    else:
+        u = rollup_reads.groups_source(found)
+        keys = [
+            _blank_is_null(u.c.service_name, "service_name"),
+            _blank_is_null(u.c.previous_state, "previous_state"),
+            u.c.new_state.label("new_state"),
+        ]
+        transitions = _grouped(conn, keys, [_sum(u.c["count"], "count")], [], limit)
     return {
-        "transitions": _grouped(conn, [t.service_name, t.previous_state, t.new_state], count, where, limit),
+        "transitions": transitions,
+        # Raw rows: device_id is no rollup key.
         # As text: a table shared with HOMEPOT keeps its integer device key there.
         "devices": _grouped(
             conn, [t.service_name, cast(t.device_id, Text).label("device_id")], changes, where, top
@@ -411,7 +517,13 @@ def device_state_summary(
 
 
 def user_activity_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    top: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
     t = user_activities.c
     where = [*filters, *window.conditions(t.timestamp)]
@@ -428,12 +540,25 @@ def user_activity_summary(
     ]
     # "Temperature " and "temperature" are one search.
     query = func.lower(func.btrim(t.search_query)).label("search_query")
+    searches = rollup_reads.plan(SEARCHES, filters, window) if use_rollups else None
+    if searches is None:
+        top_searches = _grouped(
+            conn, [t.service_name, query], [count], [*where, func.btrim(t.search_query) != ""], top
+        )
+    else:
+        u = rollup_reads.groups_source(searches)
+        keys = [
+            _blank_is_null(u.c.service_name, "service_name"),
+            func.lower(func.btrim(u.c.search_query)).label("search_query"),
+        ]
+        top_searches = _grouped(
+            conn, keys, [_sum(u.c["count"], "count")], [func.btrim(u.c.search_query) != ""], top
+        )
+    # Raw rows: distinct users and the average duration are not in rollup_activities.
     return {
         "activity_types": _grouped(conn, [t.service_name, t.activity_type], types, where, limit),
         "top_pages": _grouped(
             conn, [t.service_name, t.page_url], pages, [*where, t.page_url.is_not(None)], top
         ),
-        "top_searches": _grouped(
-            conn, [t.service_name, query], [count], [*where, func.btrim(t.search_query) != ""], top
-        ),
+        "top_searches": top_searches,
     }

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import ColumnElement, Connection, Engine
 
-from exporter.rollups.definitions import JOB_ERRORS, JOBS, REQUESTS
+from exporter.rollups.definitions import DEVICE_STATES, ERRORS, JOB_ERRORS, JOBS, REQUESTS, SEARCHES
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
@@ -161,7 +161,7 @@ def assert_same(from_rollups: Any, from_raw: Any, path: str = "") -> None:
         for index, (a, b) in enumerate(zip(from_rollups, from_raw, strict=True)):
             assert_same(a, b, f"{path}[{index}]")
     elif isinstance(from_raw, float | Decimal):  # an avg(): numeric from raw rows, float here
-        assert from_rollups == pytest.approx(float(from_raw), rel=1e-9), path
+        assert float(from_rollups) == pytest.approx(float(from_raw), rel=1e-9), path
     else:
         assert from_rollups == from_raw, path
 
@@ -248,3 +248,54 @@ def test_job_summary(
     )
     # A status filter: rollup_job_errors has no status, so the whole summary reads raw rows.
     assert rollup_reads.plan(JOB_ERRORS, [job_outcomes.c.status.in_(["failed"])], window) is None
+
+
+ERROR_FILTERS: list[Callable[[], list[ColumnElement[bool]]]] = [
+    lambda: [],
+    lambda: [error_logs.c.service_name.in_(["web"]), error_logs.c.category.in_(["database"])],
+    lambda: [error_logs.c.fingerprint == f"{3:032x}"],
+]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("filters", ERROR_FILTERS)
+def test_error_summary(
+    stored: Engine, window: TimeWindow, filters: Callable[[], list[ColumnElement[bool]]]
+) -> None:
+    assert rollup_reads.plan(ERRORS, filters(), window) is not None
+    for limit in (100, 3):
+        found = compare(
+            stored,
+            lambda conn, rollups, limit=limit: summaries.error_summary(
+                conn, filters(), window, limit, use_rollups=rollups
+            ),
+        )
+        assert found["groups"]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_device_state_summary(stored: Engine, window: TimeWindow) -> None:
+    for filters in ([], [device_state_history.c.new_state == "offline"]):
+        assert rollup_reads.plan(DEVICE_STATES, filters, window) is not None
+        for limit in (100, 4):
+            found = compare(
+                stored,
+                lambda conn, rollups, filters=filters, limit=limit: summaries.device_state_summary(
+                    conn, filters, window, limit, 5, use_rollups=rollups
+                ),
+            )
+            assert found["transitions"] and found["devices"]
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_user_activity_summary(stored: Engine, window: TimeWindow) -> None:
+    for filters in ([], [user_activities.c.service_name.in_(["web"])]):
+        assert rollup_reads.plan(SEARCHES, filters, window) is not None
+        for top in (10, 1):
+            found = compare(
+                stored,
+                lambda conn, rollups, filters=filters, top=top: summaries.user_activity_summary(
+                    conn, filters, window, 100, top, use_rollups=rollups
+                ),
+            )
+            assert found["top_searches"]
