@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench-quick serve clean
+.PHONY: demo test lint bench-quick bench-query serve clean
 
 # The package with every extra (server, embedded, grpc, parquet: `all`) and the dev tools: what
 # demo, serve and test need. A service installs the bare package (see the README).
@@ -32,6 +32,11 @@ test: $(BIN)/.installed lint
 bench-quick: $(BIN)/.installed
 	bash scripts/ensure-system.sh
 	$(BIN)/python bench/run.py --quick --output "$${TMPDIR:-/tmp}/bench-quick.json"
+
+# Summaries from the rollups against raw rows: 1M rows per table over 30 days (a few minutes).
+bench-query: $(BIN)/.installed
+	bash scripts/ensure-system.sh
+	$(BIN)/python -m bench.rollup_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

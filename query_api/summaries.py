@@ -27,8 +27,19 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, array
+from sqlalchemy.sql import Subquery
 
+from exporter.histogram import quantiles_sql
+from exporter.rollups.definitions import (
+    DEVICE_STATES,
+    ERRORS,
+    JOB_ERRORS,
+    JOBS,
+    REQUESTS,
+    SEARCHES,
+)
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
+from query_api import rollup_reads
 from query_api.filters import TimeWindow
 
 
@@ -92,9 +103,39 @@ def _grouped(
     return [row._asdict() for row in conn.execute(statement)]
 
 
+def _blank_is_null(column: ColumnElement[Any], name: str) -> Label[Any]:
+    """A rollup key back to the raw value: the rollups keep a missing value as ""."""
+    return func.nullif(column, "").label(name)
+
+
+def _sum(column: ColumnElement[Any], name: str) -> Label[Any]:
+    return cast(func.coalesce(func.sum(column), 0), BigInteger).label(name)
+
+
+def _quantiles(
+    conn: Connection, latency: Subquery, fractions: dict[str, float], keys: Sequence[str]
+) -> tuple[dict[str, Any], dict[tuple[Any, ...], dict[str, Any]]]:
+    """Percentiles merged from long-format latency bins: over all rows, and per group of ``keys``
+    (``latency`` has the keys with "" already back to NULL)."""
+    total = conn.execute(quantiles_sql(latency, fractions)).one()._asdict()
+    per_group = {
+        tuple(row[key] for key in keys): row
+        for row in (r._asdict() for r in conn.execute(quantiles_sql(latency, fractions, keys)))
+    }
+    return total, per_group
+
+
 def request_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
+    found = rollup_reads.plan(REQUESTS, filters, window) if use_rollups else None
+    if found is not None:
+        return _request_summary_from_rollups(conn, found, limit)
     t = api_request_logs.c
     aggregates = [
         func.count().label("count"),
@@ -116,9 +157,65 @@ def request_summary(
     return {"total": None if total is None else stats(total), "routes": [stats(row) for row in groups]}
 
 
+def _request_summary_from_rollups(conn: Connection, plan: rollup_reads.Plan, limit: int) -> dict[str, Any]:
+    u = rollup_reads.groups_source(plan)
+    keys = [
+        _blank_is_null(u.c.service_name, "service_name"),
+        _blank_is_null(u.c.route, "route"),
+        u.c.method.label("method"),
+    ]
+    aggregates = [
+        _sum(u.c["count"], "count"),
+        _sum(u.c.count_5xx, "server_errors"),
+        _sum(u.c.count_4xx, "client_errors"),
+        func.sum(u.c.duration_ms_sum).label("duration_sum"),
+    ]
+    total, groups = _grouped_with_total(conn, keys, aggregates, [], limit)
+    bins = rollup_reads.latency_source(plan)
+    latency = select(
+        _blank_is_null(bins.c.service_name, "service_name"),
+        _blank_is_null(bins.c.route, "route"),
+        bins.c.method,
+        bins.c.bin,
+        bins.c["count"],
+    ).subquery("latency")
+    fractions = _REQUEST_PERCENTILES | {"max_ms": 1.0}
+    all_rows, per_group = _quantiles(conn, latency, fractions, ["service_name", "route", "method"])
+
+    def stats(row: dict[str, Any], quantiles: dict[str, Any]) -> dict[str, Any]:
+        duration_sum = row.pop("duration_sum")
+        return (
+            row
+            | {name: quantiles.get(name) for name in fractions}
+            | {
+                "avg_ms": duration_sum / row["count"] if row["count"] else None,
+                "error_rate": _rate(row["server_errors"], row["count"]),
+                "client_error_rate": _rate(row["client_errors"], row["count"]),
+            }
+        )
+
+    routes = [
+        stats(row, per_group.get((row["service_name"], row["route"], row["method"]), {})) for row in groups
+    ]
+    return {"total": None if total is None else stats(total, all_rows), "routes": routes}
+
+
 def job_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    top: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
+    if use_rollups:
+        jobs, job_errors = (
+            rollup_reads.plan(JOBS, filters, window),
+            rollup_reads.plan(JOB_ERRORS, filters, window),
+        )
+        if jobs is not None and job_errors is not None:
+            return _job_summary_from_rollups(conn, jobs, job_errors, limit, top)
     t = job_outcomes.c
     aggregates = [
         func.count().label("count"),
@@ -144,6 +241,87 @@ def job_summary(
             stats(row) | {"top_error_codes": codes[row["service_name"], row["job_type"]]} for row in groups
         ],
     }
+
+
+def _job_summary_from_rollups(
+    conn: Connection, jobs: rollup_reads.Plan, job_errors: rollup_reads.Plan, limit: int, top: int
+) -> dict[str, Any]:
+    u = rollup_reads.groups_source(jobs)
+    keys = [_blank_is_null(u.c.service_name, "service_name"), u.c.job_type.label("job_type")]
+
+    def of_status(status: str, name: str) -> Label[Any]:
+        return cast(func.coalesce(func.sum(u.c["count"]).filter(u.c.status == status), 0), BigInteger).label(
+            name
+        )
+
+    aggregates = [
+        _sum(u.c["count"], "count"),
+        of_status("success", "succeeded"),
+        of_status("failed", "failed"),
+        of_status("timeout", "timed_out"),
+        of_status("cancelled", "cancelled"),
+        _sum(u.c.retries, "retries"),
+    ]
+    total, groups = _grouped_with_total(conn, keys, aggregates, [], limit)
+    bins = rollup_reads.latency_source(jobs)
+    latency = select(
+        _blank_is_null(bins.c.service_name, "service_name"), bins.c.job_type, bins.c.bin, bins.c["count"]
+    ).subquery("latency")
+    all_rows, per_group = _quantiles(conn, latency, _JOB_PERCENTILES, ["service_name", "job_type"])
+    codes = _top_error_codes_from_rollups(
+        conn, job_errors, [(row["service_name"], row["job_type"]) for row in groups], top
+    )
+
+    def stats(row: dict[str, Any], quantiles: dict[str, Any]) -> dict[str, Any]:
+        retries = row.pop("retries")
+        return (
+            row
+            | {name: quantiles.get(name) for name in _JOB_PERCENTILES}
+            | {
+                "avg_retry_count": retries / row["count"] if row["count"] else 0.0,
+                "success_rate": _rate(row["succeeded"], row["count"]),
+            }
+        )
+
+    return {
+        "total": None if total is None else stats(total, all_rows),
+        "job_types": [
+            stats(row, per_group.get((row["service_name"], row["job_type"]), {}))
+            | {"top_error_codes": codes[row["service_name"], row["job_type"]]}
+            for row in groups
+        ],
+    }
+
+
+def _top_error_codes_from_rollups(
+    conn: Connection, plan: rollup_reads.Plan, groups: list[tuple[str | None, str]], top: int
+) -> dict[tuple[str | None, str], list[dict[str, Any]]]:
+    """``_top_error_codes`` from rollup_job_errors (and the raw edge rows)."""
+    codes: dict[tuple[str | None, str], list[dict[str, Any]]] = {group: [] for group in groups}
+    if not codes:
+        return codes
+    u = rollup_reads.groups_source(plan)
+    service = _blank_is_null(u.c.service_name, "service_name")
+    count = _sum(u.c["count"], "count")
+    rank = func.row_number().over(
+        partition_by=[service, u.c.job_type], order_by=(count.desc(), u.c.error_code)
+    )
+    ranked = (
+        select(service, u.c.job_type, u.c.error_code, count, rank.label("rank"))
+        .where(u.c.job_type.in_(sorted({job_type for _, job_type in codes})))
+        .group_by(service, u.c.job_type, u.c.error_code)
+        .subquery()
+    )
+    statement = (
+        select(ranked.c.service_name, ranked.c.job_type, ranked.c.error_code, ranked.c["count"])
+        .where(ranked.c.rank <= top)
+        .order_by(ranked.c.service_name, ranked.c.job_type, ranked.c.rank)
+    )
+    for row in conn.execute(statement):
+        group = codes.get((row.service_name, row.job_type))
+        if group is not None:
+            group.append({"error_code": row.error_code, "count": row._mapping["count"]})
+    return codes
 
 
 def _top_error_codes(
@@ -178,8 +356,18 @@ def _top_error_codes(
 
 
 def error_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
+    found = rollup_reads.plan(ERRORS, filters, window) if use_rollups else None
+    if found is not None:
+        summary = _error_summary_from_rollups(conn, found, filters, window, limit)
+        if summary is not None:
+            return summary
     t = error_logs.c
     # Rows written before fingerprints existed group by what they say about themselves.
     fingerprint = func.coalesce(
@@ -219,15 +407,108 @@ def error_summary(
     return {"groups": rows}
 
 
+def _error_summary_from_rollups(
+    conn: Connection,
+    plan: rollup_reads.Plan,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+) -> dict[str, Any] | None:
+    """Groups, counts and first/last seen from rollup_errors; None when a row without a fingerprint
+    (written before fingerprints existed: the raw path groups it by its text) is in the window.
+    Resolution changes after a row is written, so ``unresolved``, ``resolved`` and the latest
+    occurrence come from the raw rows of the groups returned."""
+    u = rollup_reads.groups_source(plan)
+    if conn.execute(select(select(u.c.fingerprint).where(u.c.fingerprint == "").exists())).scalar():
+        return None
+    service = _blank_is_null(u.c.service_name, "service_name")
+    count = _sum(u.c["count"], "count")
+    last_seen = func.max(u.c.last_seen)
+    statement = (
+        select(
+            service,
+            u.c.fingerprint,
+            count,
+            func.min(u.c.first_seen).label("first_seen"),
+            last_seen.label("last_seen"),
+        )
+        .group_by(service, u.c.fingerprint)
+        .order_by(count.desc(), last_seen.desc(), service, u.c.fingerprint)
+        .limit(limit)
+    )
+    rows = [row._asdict() for row in conn.execute(statement)]
+    if not rows:
+        return {"groups": []}
+    t = error_logs.c
+    latest = func.max(array([func.extract("epoch", t.timestamp), cast(t.id, Numeric)]), type_=ARRAY(Numeric))
+    resolution = (
+        select(
+            t.service_name,
+            t.fingerprint,
+            func.count().filter(t.resolved.is_(False)).label("unresolved"),
+            func.bool_and(t.resolved).label("resolved"),
+            cast(latest[2], BigInteger).label("latest_id"),
+        )
+        .where(
+            *filters,
+            *window.conditions(t.timestamp),
+            t.fingerprint.in_(sorted({row["fingerprint"] for row in rows})),
+        )
+        .group_by(t.service_name, t.fingerprint)
+    )
+    by_group = {(r.service_name, r.fingerprint): r._asdict() for r in conn.execute(resolution)}
+    if any((row["service_name"], row["fingerprint"]) not in by_group for row in rows):
+        return None  # a group's raw rows are gone (purged; the rollups outlive them)
+    samples = select(t.id, t.category, t.severity, t.error_code, t.error_message).where(
+        t.id.in_([group["latest_id"] for group in by_group.values()])
+    )
+    by_id = {sample.id: sample._asdict() for sample in conn.execute(samples)}
+    for row in rows:
+        group = by_group[row["service_name"], row["fingerprint"]]
+        del group["service_name"], group["fingerprint"]
+        sample = dict(by_id[group["latest_id"]])
+        del sample["id"]
+        counted, first, last = row.pop("count"), row.pop("first_seen"), row.pop("last_seen")
+        # In the raw path's column order: the shape stays the same, key for key.
+        row.update(
+            count=counted,
+            unresolved=group["unresolved"],
+            resolved=group["resolved"],
+            first_seen=first,
+            last_seen=last,
+            latest_id=group["latest_id"],
+        )
+        row.update(sample)
+    return {"groups": rows}
+
+
 def device_state_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    top: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
     t = device_state_history.c
     where = [*filters, *window.conditions(t.timestamp)]
     count = [func.count().label("count")]
     changes = [func.count().label("changes"), func.max(t.timestamp).label("last_changed_at")]
+    found = rollup_reads.plan(DEVICE_STATES, filters, window) if use_rollups else None
+    if found is None:
+        transitions = _grouped(conn, [t.service_name, t.previous_state, t.new_state], count, where, limit)
+    else:
+        u = rollup_reads.groups_source(found)
+        keys = [
+            _blank_is_null(u.c.service_name, "service_name"),
+            _blank_is_null(u.c.previous_state, "previous_state"),
+            u.c.new_state.label("new_state"),
+        ]
+        transitions = _grouped(conn, keys, [_sum(u.c["count"], "count")], [], limit)
     return {
-        "transitions": _grouped(conn, [t.service_name, t.previous_state, t.new_state], count, where, limit),
+        "transitions": transitions,
+        # Raw rows: device_id is no rollup key.
         # As text: a table shared with HOMEPOT keeps its integer device key there.
         "devices": _grouped(
             conn, [t.service_name, cast(t.device_id, Text).label("device_id")], changes, where, top
@@ -236,7 +517,13 @@ def device_state_summary(
 
 
 def user_activity_summary(
-    conn: Connection, filters: list[ColumnElement[bool]], window: TimeWindow, limit: int, top: int
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    top: int,
+    *,
+    use_rollups: bool = True,
 ) -> dict[str, Any]:
     t = user_activities.c
     where = [*filters, *window.conditions(t.timestamp)]
@@ -253,12 +540,25 @@ def user_activity_summary(
     ]
     # "Temperature " and "temperature" are one search.
     query = func.lower(func.btrim(t.search_query)).label("search_query")
+    searches = rollup_reads.plan(SEARCHES, filters, window) if use_rollups else None
+    if searches is None:
+        top_searches = _grouped(
+            conn, [t.service_name, query], [count], [*where, func.btrim(t.search_query) != ""], top
+        )
+    else:
+        u = rollup_reads.groups_source(searches)
+        keys = [
+            _blank_is_null(u.c.service_name, "service_name"),
+            func.lower(func.btrim(u.c.search_query)).label("search_query"),
+        ]
+        top_searches = _grouped(
+            conn, keys, [_sum(u.c["count"], "count")], [func.btrim(u.c.search_query) != ""], top
+        )
+    # Raw rows: distinct users and the average duration are not in rollup_activities.
     return {
         "activity_types": _grouped(conn, [t.service_name, t.activity_type], types, where, limit),
         "top_pages": _grouped(
             conn, [t.service_name, t.page_url], pages, [*where, t.page_url.is_not(None)], top
         ),
-        "top_searches": _grouped(
-            conn, [t.service_name, query], [count], [*where, func.btrim(t.search_query) != ""], top
-        ),
+        "top_searches": top_searches,
     }

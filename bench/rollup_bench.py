@@ -1,0 +1,227 @@
+"""Summaries from the rollups against the exact raw-row queries, in one run on the same data.
+
+Rows are generated inside PostgreSQL (``bench.query_bench.generate``: ``INSERT ... SELECT
+generate_series``) straight into the raw tables, N per table over 30 days, and the rollups are
+then built from them by ``exporter.rollups.rebuild.rebuild`` (the same definitions the writer
+uses; the write-time path, rollups kept as rows are written, is measured by ``bench/run.py``'s
+ingest). Each summary is run through ``query_api.summaries`` twice, from the rollups and from raw
+rows only (``use_rollups=False``, the exact path), 10 times each, alternated; p50/p95 printed,
+with the worst relative error of a percentile against the exact one, and the size of the rollup
+tables against the raw ones. A throwaway database is created and dropped.
+
+    .venv/bin/python -m bench.rollup_bench                      # 1M rows per table, a few minutes
+    .venv/bin/python -m bench.rollup_bench --rows 10000000      # the full figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, text
+from sqlalchemy.pool import NullPool
+
+from bench.query_bench import CHUNK, GENERATORS, LAST_DAY, _monthly_partitions, bench_database
+from exporter.rollups.rebuild import rebuild
+from exporter.rollups.schema import ROLLUP_TABLES
+from exporter.schema import TABLES, WRITE_COLUMNS
+from homepot_foundation.database import create_engine
+from query_api import summaries
+from query_api.filters import TimeWindow
+from query_api.reading import SUMMARY_WORK_MEM
+
+logger = logging.getLogger("bench.rollup_bench")
+
+PERCENTILES = {"p50_ms", "p95_ms", "p99_ms", "max_ms", "p50_duration_ms", "p95_duration_ms"}
+
+Run = Callable[[Connection, bool], Any]
+
+
+def generate(url: str, rows: int, days: int) -> None:
+    """``rows`` rows per table over ``days`` days ending LAST_DAY, by ``bench.query_bench``'s
+    expressions (columns it does not know, such as service_version, left NULL), indexes after."""
+    start = datetime.combine(LAST_DAY - timedelta(days=days - 1), datetime.min.time(), tzinfo=UTC)
+    step_ms = days * 86_400_000 / rows
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("SET maintenance_work_mem = '512MB'"))
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        for name, expressions in GENERATORS.items():
+            table = TABLES[name]
+            known = {column: expressions[column] for column in WRITE_COLUMNS[name] if column in expressions}
+            _monthly_partitions(url, name, start, days)
+            for index in table.indexes:
+                conn.execute(text(f'DROP INDEX IF EXISTS "{index.name}"'))
+            columns = ", ".join(f'"{column}"' for column in ["timestamp", *known])
+            select_list = ", ".join(
+                [
+                    f"'{start.isoformat()}'::timestamptz + (i - 1 + random()) * {step_ms} * interval '1 ms'",
+                    *known.values(),
+                ]
+            )
+            for low in range(1, rows + 1, CHUNK):
+                high = min(rows, low + CHUNK - 1)
+                # No bound parameters: the expressions use %, and every value here is ours.
+                raw.execute(
+                    f"INSERT INTO {name} ({columns}) SELECT {select_list} "
+                    f"FROM generate_series({low}::bigint, {high}::bigint) AS i, "
+                    "LATERAL (SELECT random() + 0 * i AS r) AS x".encode()
+                )
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
+            conn.execute(text(f"VACUUM ANALYZE {name}"))
+            logger.info("%s: %d rows", name, rows)
+    engine.dispose()
+
+
+def _summaries(window: TimeWindow) -> dict[str, Run]:
+    return {
+        "requests": lambda c, r: summaries.request_summary(c, [], window, 100, use_rollups=r),
+        "jobs": lambda c, r: summaries.job_summary(c, [], window, 100, 10, use_rollups=r),
+        "errors": lambda c, r: summaries.error_summary(c, [], window, 100, use_rollups=r),
+        "device states": lambda c, r: summaries.device_state_summary(c, [], window, 100, 10, use_rollups=r),
+        "user activities": lambda c, r: summaries.user_activity_summary(
+            c, [], window, 100, 10, use_rollups=r
+        ),
+    }
+
+
+def _hourly_series(window: TimeWindow) -> Run:
+    def run(conn: Connection, rollups: bool) -> Any:
+        if rollups:
+            statement = (
+                "SELECT bucket, sum(count) FROM rollup_requests_1h WHERE bucket >= :start AND bucket < :end "
+                "GROUP BY bucket ORDER BY bucket"
+            )
+        else:
+            statement = (
+                "SELECT date_bin('1 hour', timestamp, '1970-01-01+00'), count(*) FROM api_request_logs "
+                "WHERE timestamp >= :start AND timestamp < :end GROUP BY 1 ORDER BY 1"
+            )
+        return [
+            tuple(row) for row in conn.execute(text(statement), {"start": window.start, "end": window.end})
+        ]
+
+    return run
+
+
+def _worst_error(from_rollups: Any, exact: Any) -> float:
+    """The largest relative difference of a percentile field between the two answers."""
+    if isinstance(exact, dict):
+        worst = 0.0
+        for key, value in exact.items():
+            if key in PERCENTILES and value:
+                worst = max(worst, abs(from_rollups[key] - value) / abs(value))
+            elif isinstance(value, dict | list):
+                worst = max(worst, _worst_error(from_rollups[key], value))
+        return worst
+    if isinstance(exact, list):
+        return max((_worst_error(a, b) for a, b in zip(from_rollups, exact, strict=True)), default=0.0)
+    return 0.0
+
+
+def _time(conn: Connection, run: Run, rollups: bool) -> tuple[float, Any]:
+    began = time.perf_counter()
+    with conn.begin():
+        conn.execute(text("SELECT set_config('work_mem', :m, true)"), {"m": SUMMARY_WORK_MEM})
+        answer = run(conn, rollups)
+    return (time.perf_counter() - began) * 1000, answer
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _sizes(conn: Connection) -> tuple[int, int]:
+    raw = sum(
+        int(
+            conn.execute(
+                text("SELECT coalesce(sum(pg_total_relation_size(relid)), 0) FROM pg_partition_tree(:t)"),
+                {"t": name},
+            ).scalar_one()
+        )
+        for name in TABLES
+    )
+    rolled = sum(
+        int(conn.execute(text("SELECT pg_total_relation_size(:t)"), {"t": table.name}).scalar_one())
+        for parts in ROLLUP_TABLES.values()
+        for table in parts.values()
+    )
+    return raw, rolled
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows per table (default 1M)")
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--database", help="use (and keep) this database instead of a throwaway one")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    first = datetime.combine(LAST_DAY - timedelta(days=args.days - 1), datetime.min.time(), tzinfo=UTC)
+    end = datetime.combine(LAST_DAY + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    month = TimeWindow(first, end)
+    middle = first + timedelta(days=args.days // 2)
+    day = TimeWindow(
+        middle + timedelta(minutes=3, seconds=17), middle + timedelta(days=1, minutes=1, seconds=2)
+    )
+    with bench_database(args.database, keep=args.database is not None) as url:
+        began = time.perf_counter()
+        generate(url, args.rows, args.days)
+        loaded = time.perf_counter() - began
+        engine = create_engine(url, poolclass=NullPool)
+        began = time.perf_counter()
+        with engine.connect() as conn:
+            hours = rebuild(conn, first, end)
+            conn.commit()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for parts in ROLLUP_TABLES.values():
+                for table in parts.values():
+                    conn.execute(text(f"VACUUM ANALYZE {table.name}"))
+        built = time.perf_counter() - began
+        cases: list[tuple[str, Run]] = [
+            *((f"30-day summary: {name}", run) for name, run in _summaries(month).items()),
+            ("30-day hourly request counts", _hourly_series(month)),
+            *((f"one-day summary (ragged): {name}", run) for name, run in _summaries(day).items()),
+        ]
+        print(
+            f"\n{args.rows:,} rows per table over {args.days} days; load {loaded:.0f} s, "
+            f"rollups rebuilt ({hours} hours) in {built:.0f} s"
+        )
+        print(
+            f"{'query':<46} {'rollups p50/p95 ms':>20} {'raw p50/p95 ms':>18} "
+            f"{'speed-up':>9} {'worst pct err':>14}"
+        )
+        with engine.connect() as conn:
+            for label, run in cases:
+                timings: dict[bool, list[float]] = {True: [], False: []}
+                answers: dict[bool, Any] = {}
+                for _ in range(args.runs):
+                    for rollups in (True, False):
+                        elapsed, answers[rollups] = _time(conn, run, rollups)
+                        timings[rollups].append(elapsed)
+                error = _worst_error(answers[True], answers[False])
+                fast, slow = timings[True], timings[False]
+                print(
+                    f"{label:<46} {_p(fast, 0.5):>9.1f} / {_p(fast, 0.95):<8.1f} "
+                    f"{_p(slow, 0.5):>8.1f} / {_p(slow, 0.95):<8.1f} "
+                    f"{statistics.median(slow) / statistics.median(fast):>8.1f}x {error * 100:>12.3f} %"
+                )
+            raw, rolled = _sizes(conn)
+        print(
+            f"size: raw tables {raw / 2**20:,.0f} MB, "
+            f"rollup tables {rolled / 2**20:,.0f} MB ({rolled / raw:.1%})"
+        )
+        engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,252 @@
+"""Reading a window from the rollups: whole hours from ``rollup_*_1h``, whole 5-minute buckets
+beside them from ``rollup_*_5m``, and only the ragged edges (under 5 minutes each) from raw rows.
+
+A summary asks ``plan`` whether the rollups can answer its window and filters: a filter on a
+column that is no rollup key (user, endpoint, release, a status range not aligned to classes...)
+cannot be, and the summary then reads raw rows as it always did. Otherwise the ``*_source``
+functions give one ``UNION ALL`` per rollup part, shaped like the rollup table (keys, then
+measures / bin and count / member), its rows from the rollup buckets and from the raw edge rows
+(each raw row one line, its keys and measures computed by the same ``definitions`` the writer
+uses, its latency bucketed by ``histogram.bucket_sql`` with a count of 1). The summary then adds
+counts and sums, takes least/greatest of first/last seen, merges latency bins into
+``histogram.quantiles_sql`` and counts distinct members, so the answer is the raw rows' answer:
+counts exact, percentiles within ``histogram.ALPHA``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, Text, cast, literal, select, union_all
+from sqlalchemy.sql import Subquery, operators
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
+from sqlalchemy.sql.schema import Column
+
+from exporter.histogram import bucket_sql
+from exporter.rollups.definitions import COARSE, FINE, Grain, Rollup
+from exporter.rollups.schema import tables_of
+from query_api.filters import TimeWindow
+
+KeyFilter = Callable[[Table], ColumnElement[bool]]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """``[low, high)`` of the window (None: open), read from ``grain``'s rollup or raw rows (None)."""
+
+    grain: Grain | None
+    low: datetime | None
+    high: datetime | None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _floor(moment: datetime, grain: Grain) -> datetime:
+    return grain.bucket(moment)
+
+
+def _ceil(moment: datetime, grain: Grain) -> datetime:
+    floor = grain.bucket(moment)
+    return floor if floor == moment else floor + grain.width
+
+
+def split(window: TimeWindow) -> list[Piece]:
+    """The window cut into hourly, 5-minute and raw pieces, in time order, none empty."""
+    start, end = window.start, window.end
+    pieces: list[Piece] = []
+
+    def add(grain: Grain | None, low: datetime | None, high: datetime | None) -> None:
+        if low is None or high is None or low < high:
+            pieces.append(Piece(grain, low, high))
+
+    hour_low = None if start is None else _ceil(start, COARSE)
+    hour_high = None if end is None else _floor(end, COARSE)
+    if hour_low is None or hour_high is None or hour_low < hour_high:
+        if start is not None:
+            assert hour_low is not None
+            fine_low = _ceil(start, FINE)
+            add(None, start, fine_low)
+            add(FINE, fine_low, hour_low)
+        add(COARSE, hour_low, hour_high)
+        if end is not None:
+            assert hour_high is not None
+            fine_high = _floor(end, FINE)
+            add(FINE, hour_high, fine_high)
+            add(None, fine_high, end)
+        return pieces
+    assert start is not None and end is not None
+    fine_low, fine_high = _ceil(start, FINE), _floor(end, FINE)
+    if fine_low < fine_high:
+        add(None, start, fine_low)
+        add(FINE, fine_low, fine_high)
+        add(None, fine_high, end)
+    else:
+        add(None, start, end)
+    return pieces
+
+
+# --- Filters: the raw conditions a rollup can answer, as conditions on its key columns --------------
+
+
+def _status_classes(operator: Any, value: Any) -> list[str] | None:
+    """``status_code >= 400`` / ``<= 499`` as status classes; None when not aligned to a class."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    if operator is operators.ge and value % 100 == 0 and value > 0:
+        return [f"{n}xx" for n in range(value // 100, 10)]
+    if operator is operators.le and value % 100 == 99:
+        return [f"{n}xx" for n in range(0, value // 100 + 1)]
+    return None
+
+
+def _key_in(name: str, values: Sequence[str]) -> KeyFilter:
+    def condition(table: Table) -> ColumnElement[bool]:
+        return table.c[name].in_(values)
+
+    return condition
+
+
+def translate(rollup: Rollup, filters: Sequence[ColumnElement[bool]]) -> list[KeyFilter] | None:
+    """``filters`` (conditions on the rollup's source table) as conditions on its rollup tables;
+    None when one of them is not on a key (then only raw rows can answer)."""
+    keys = {key.name for key in rollup.keys}
+    found: list[KeyFilter] = []
+    for condition in filters:
+        if not isinstance(condition, BinaryExpression):
+            return None
+        left, right = condition.left, condition.right
+        if (
+            not isinstance(left, Column)
+            or left.table is not rollup.source
+            or not isinstance(right, BindParameter)
+        ):
+            return None
+        name, operator, value = left.name, condition.operator, right.value
+        if name == "status_code" and "status_class" in keys:
+            classes = _status_classes(operator, value)
+            if classes is None:
+                return None
+            found.append(_key_in("status_class", classes))
+            continue
+        if name not in keys:
+            return None
+        values: list[Any] | None = None
+        if operator is operators.in_op and isinstance(value, list | tuple):
+            values = list(value)
+        elif operator is operators.eq:
+            values = [value]
+        # "" is what a rollup keeps for a missing value: a filter on "" would match those too.
+        if not values or any(not isinstance(v, str) or v == "" for v in values):
+            return None
+        found.append(_key_in(name, values))
+    return found
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How to read one rollup over a window: its pieces, its key filters, the raw filters."""
+
+    rollup: Rollup
+    pieces: list[Piece]
+    key_filters: list[KeyFilter]
+    raw_filters: list[ColumnElement[bool]]
+
+
+def plan(rollup: Rollup, filters: Sequence[ColumnElement[bool]], window: TimeWindow) -> Plan | None:
+    """None when the rollups cannot answer (a filter off the keys, or a window under 5 minutes)."""
+    key_filters = translate(rollup, filters)
+    if key_filters is None:
+        return None
+    pieces = split(window)
+    if not any(piece.grain is not None for piece in pieces):
+        return None
+    return Plan(rollup, pieces, key_filters, list(filters))
+
+
+def _bucket_range(table: Table, piece: Piece) -> list[ColumnElement[bool]]:
+    found: list[ColumnElement[bool]] = []
+    if piece.low is not None:
+        found.append(table.c.bucket >= piece.low)
+    if piece.high is not None:
+        found.append(table.c.bucket < piece.high)
+    return found
+
+
+def _raw_where(plan: Plan, piece: Piece) -> list[ColumnElement[bool]]:
+    source = plan.rollup.source
+    found = [*plan.raw_filters, *TimeWindow(piece.low, piece.high).conditions(source.c.timestamp)]
+    if plan.rollup.only_if_sql is not None:
+        found.append(plan.rollup.only_if_sql(source))
+    return found
+
+
+def _raw_keys(rollup: Rollup) -> list[ColumnElement[Any]]:
+    return [key.of_sql(rollup.source).label(key.name) for key in rollup.keys]
+
+
+def _union(selects: list[Any], name: str) -> Subquery:
+    if len(selects) == 1:
+        return selects[0].subquery(name)
+    return union_all(*selects).subquery(name)
+
+
+def groups_source(plan: Plan) -> Subquery:
+    """Rows ``(keys..., measures...)``: rollup groups of the whole buckets, raw edge rows one each."""
+    rollup = plan.rollup
+    selects: list[Any] = []
+    for piece in plan.pieces:
+        if piece.grain is None:
+            measures = [m.of_sql(rollup.source).label(m.name) for m in rollup.measures]
+            selects.append(select(*_raw_keys(rollup), *measures).where(*_raw_where(plan, piece)))
+            continue
+        table = tables_of(rollup, piece.grain)["groups"]
+        columns = [table.c[key.name] for key in rollup.keys] + [table.c[m.name] for m in rollup.measures]
+        where = [*_bucket_range(table, piece), *(f(table) for f in plan.key_filters)]
+        selects.append(select(*columns).where(*where))
+    return _union(selects, f"{rollup.name}_groups")
+
+
+def latency_source(plan: Plan) -> Subquery:
+    """Rows ``(keys..., bin, count)``: the latency bins of the buckets and of the raw edge rows."""
+    rollup = plan.rollup
+    assert rollup.latency is not None
+    selects: list[Any] = []
+    for piece in plan.pieces:
+        if piece.grain is None:
+            value = rollup.source.c[rollup.latency]
+            selects.append(
+                select(*_raw_keys(rollup), bucket_sql(value).label("bin"), literal(1).label("count")).where(
+                    *_raw_where(plan, piece), value.is_not(None)
+                )
+            )
+            continue
+        table = tables_of(rollup, piece.grain)["latency"]
+        columns = [table.c[key.name] for key in rollup.keys] + [table.c.bin, table.c["count"]]
+        where = [*_bucket_range(table, piece), *(f(table) for f in plan.key_filters)]
+        selects.append(select(*columns).where(*where))
+    return _union(selects, f"{rollup.name}_latency")
+
+
+def members_source(plan: Plan) -> Subquery:
+    """Rows ``(keys..., member)``: the buckets' members and the raw edge rows' values."""
+    rollup = plan.rollup
+    assert rollup.members is not None
+    selects: list[Any] = []
+    for piece in plan.pieces:
+        if piece.grain is None:
+            value = rollup.source.c[rollup.members]
+            selects.append(
+                select(*_raw_keys(rollup), cast(value, Text).label("member")).where(
+                    *_raw_where(plan, piece), value.is_not(None)
+                )
+            )
+            continue
+        table = tables_of(rollup, piece.grain)["members"]
+        columns = [table.c[key.name] for key in rollup.keys] + [table.c.member]
+        where = [*_bucket_range(table, piece), *(f(table) for f in plan.key_filters)]
+        selects.append(select(*columns).where(*where))
+    return _union(selects, f"{rollup.name}_members")
