@@ -74,9 +74,6 @@ def empty_tables(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         for table in (*TABLES, *ROLLUP_TABLE_NAMES):
             conn.execute(f"DELETE FROM {table}")
-        for parts in ROLLUP_TABLES.values():
-            for rollup_table in parts.values():
-                conn.execute(f"DELETE FROM {rollup_table.name}")
 
 
 @pytest.fixture()
