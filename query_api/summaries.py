@@ -293,6 +293,26 @@ def _job_summary_from_rollups(
     }
 
 
+def _fill_top_codes(
+    conn: Connection,
+    ranked: Any,
+    codes: dict[tuple[str | None, str], list[dict[str, Any]]],
+    top: int,
+) -> dict[tuple[str | None, str], list[dict[str, Any]]]:
+    """Fill ``codes`` with the ``top`` ranks of ``ranked`` (service_name, job_type, error_code,
+    count, rank): the part the raw and the rollup readings share."""
+    statement = (
+        select(ranked.c.service_name, ranked.c.job_type, ranked.c.error_code, ranked.c["count"])
+        .where(ranked.c.rank <= top)
+        .order_by(ranked.c.service_name, ranked.c.job_type, ranked.c.rank)
+    )
+    for row in conn.execute(statement):
+        group = codes.get((row.service_name, row.job_type))
+        if group is not None:
+            group.append({"error_code": row.error_code, "count": row._mapping["count"]})
+    return codes
+
+
 def _top_error_codes_from_rollups(
     conn: Connection, plan: rollup_reads.Plan, groups: list[tuple[str | None, str]], top: int
 ) -> dict[tuple[str | None, str], list[dict[str, Any]]]:
@@ -312,16 +332,7 @@ def _top_error_codes_from_rollups(
         .group_by(service, u.c.job_type, u.c.error_code)
         .subquery()
     )
-    statement = (
-        select(ranked.c.service_name, ranked.c.job_type, ranked.c.error_code, ranked.c["count"])
-        .where(ranked.c.rank <= top)
-        .order_by(ranked.c.service_name, ranked.c.job_type, ranked.c.rank)
-    )
-    for row in conn.execute(statement):
-        group = codes.get((row.service_name, row.job_type))
-        if group is not None:
-            group.append({"error_code": row.error_code, "count": row._mapping["count"]})
-    return codes
+    return _fill_top_codes(conn, ranked, codes, top)
 
 
 def _top_error_codes(
@@ -343,16 +354,7 @@ def _top_error_codes(
         .group_by(*keys, t.error_code)
         .subquery()
     )
-    statement = (
-        select(ranked.c.service_name, ranked.c.job_type, ranked.c.error_code, ranked.c.count)
-        .where(ranked.c.rank <= top)
-        .order_by(ranked.c.service_name, ranked.c.job_type, ranked.c.rank)
-    )
-    for row in conn.execute(statement):
-        group = codes.get((row.service_name, row.job_type))
-        if group is not None:
-            group.append({"error_code": row.error_code, "count": row._mapping["count"]})
-    return codes
+    return _fill_top_codes(conn, ranked, codes, top)
 
 
 def error_summary(
