@@ -1,7 +1,7 @@
 """Time series of the five tables: per bucket counts, rates and latency quantiles, in SQL.
 
 Read from the rollups (``exporter.rollups``) when they can answer: interval 5m from the 5-minute
-grain, 1h and 1d from the hourly grain (a day is the sum of its 24 hours). The rollups keep no
+grain, 1h from the hourly one, 1d from the daily one. The rollups keep no
 minutes and key only ``service_name`` among the filters, so interval 1m, or any other filter
 (``service_version``, ``user_id``, an endpoint path ...), reads the raw rows instead, with the
 same SQL shape: the same keys and measures (their definitions' SQL over the raw table), the
@@ -46,10 +46,13 @@ from exporter.histogram import bucket_sql, quantiles_sql
 from exporter.rollups.definitions import (
     ACTIVITIES,
     COARSE,
+    DAILY,
     DEVICE_STATES,
     ERRORS,
     FINE,
     JOBS,
+    LATENCY_BINS,
+    LATENCY_COUNTS,
     REQUESTS,
     Grain,
     Rollup,
@@ -64,7 +67,7 @@ INTERVALS: dict[str, timedelta] = {
     "1d": timedelta(days=1),
 }
 # The rollup grain each interval reads (None: raw rows).
-_GRAIN_OF: dict[str, Grain | None] = {"1m": None, "5m": FINE, "1h": COARSE, "1d": COARSE}
+_GRAIN_OF: dict[str, Grain | None] = {"1m": None, "5m": FINE, "1h": COARSE, "1d": DAILY}
 
 MAX_POINTS = 10_000  # buckets x series in one answer
 MAX_TOP = 50
@@ -279,13 +282,14 @@ def _latency_source(
             latency.is_not(None),
             *raw_filters,
         )
-    bins = tables_of(rollup, plan.grain)["latency"]
+    groups = tables_of(rollup, plan.grain)["groups"]
     return select(
-        _rolled_bucket(plan, bins.c.bucket).label("bucket"),
-        *(bins.c[key.name] for key in rollup.keys),
-        bins.c.bin,
-        bins.c["count"],
-    ).where(*_rollup_window(plan, bins.c, names))
+        _rolled_bucket(plan, groups.c.bucket).label("bucket"),
+        *(groups.c[key.name] for key in rollup.keys),
+        # Two unnests in one select list walk their arrays side by side: (bin, count) pairs.
+        func.unnest(groups.c[LATENCY_BINS]).label("bin"),
+        func.unnest(groups.c[LATENCY_COUNTS]).label("count"),
+    ).where(*_rollup_window(plan, groups.c, names))
 
 
 def _rolled_bucket(plan: Plan, bucket: ColumnElement[Any]) -> ColumnElement[Any]:

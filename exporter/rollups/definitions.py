@@ -6,11 +6,12 @@ bucket from raw rows (``rebuild``). A key or measure is therefore given twice, a
 function of a mapped row and as a SQL expression over the raw table, side by side here, and a
 test checks the write-time rollups against a rebuild.
 
-Each rollup is kept at two grains: 5 minutes (time series, the edges of a window) and 1 hour
-(long windows). Per bucket and group it keeps counts and sums (added on upsert), first/last
-seen (least/greatest), a latency histogram (``exporter.histogram``, one row per bin, counts
-added) and, for distinct counts (affected users, sessions), the members themselves (one row
-each, so any union of buckets counts them exactly).
+Each rollup is kept at three grains: 5 minutes (time series, the edges of a window), 1 hour and
+1 day (long windows: a 30-day window is 30 daily buckets and its hourly and 5-minute edges). Per
+bucket and group it keeps counts and sums (added on upsert), first/last seen (least/greatest), a
+latency histogram (``exporter.histogram``: the bins and their counts as two arrays in the group's
+own row, merged by adding counts) and, for distinct counts (affected users, sessions), the members
+themselves (one row each, so any union of buckets counts them exactly).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Grain:
 
 FINE = Grain("5m", timedelta(minutes=5))
 COARSE = Grain("1h", timedelta(hours=1))
-GRAINS = (FINE, COARSE)
+DAILY = Grain("1d", timedelta(days=1))
+GRAINS = (FINE, COARSE, DAILY)  # finest first: each grain's width divides the next one's
 
 
 @dataclass(frozen=True)
@@ -71,13 +73,18 @@ class Measure:
     of_sql: Callable[[Table], ColumnElement[Any]]
 
 
+# The groups-table columns holding a rollup's latency histogram: sorted bins, their counts.
+LATENCY_BINS = "latency_bins"
+LATENCY_COUNTS = "latency_counts"
+
+
 @dataclass(frozen=True)
 class Rollup:
     name: str
     source: Table
     keys: tuple[Key, ...]
     measures: tuple[Measure, ...]
-    latency: str | None = None  # the source column whose histogram is kept
+    latency: str | None = None  # the source column whose histogram is kept (``LATENCY_BINS`` ...)
     members: str | None = None  # the source column whose distinct values are kept
     only_if: Callable[[Row], bool] | None = None  # rows that count (e.g. those with an error code)
     only_if_sql: Callable[[Table], ColumnElement[bool]] | None = None

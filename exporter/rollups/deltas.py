@@ -15,10 +15,8 @@ from datetime import UTC, datetime, timedelta
 from operator import add, itemgetter
 from typing import Any
 
-from psycopg import sql
-
-from exporter.histogram import bucket_of
-from exporter.rollups.definitions import BY_SOURCE, GRAINS, Grain, Rollup
+from exporter.histogram import MERGE_ARRAYS_SQL, as_arrays, bucket_of, merge
+from exporter.rollups.definitions import BY_SOURCE, GRAINS, LATENCY_BINS, LATENCY_COUNTS, Grain, Rollup
 from exporter.rollups.schema import tables_of
 
 Row = Mapping[str, Any]
@@ -27,12 +25,12 @@ GroupKey = tuple[Any, ...]  # (bucket, key values...)
 
 @dataclass
 class RollupDelta:
-    """One rollup at one grain: per group, the measures to add; latency bins; members."""
+    """One rollup at one grain: per group, the measures to add, the latency histogram; members."""
 
     rollup: Rollup
     grain: Grain
     groups: dict[GroupKey, list[Any]] = field(default_factory=dict)
-    latency: dict[tuple[GroupKey, int], int] = field(default_factory=dict)
+    latency: dict[GroupKey, dict[int, int]] = field(default_factory=dict)
     members: set[tuple[GroupKey, str]] = field(default_factory=set)
 
 
@@ -57,7 +55,7 @@ def _deltas(rollup: Rollup, rows: Iterable[Row], sign: int) -> list[RollupDelta]
     fine, *coarser = GRAINS
     width = int(fine.width.total_seconds())
     groups: dict[tuple[Any, ...], list[Any]] = {}
-    latency: dict[tuple[tuple[Any, ...], int], int] = {}
+    latency: dict[tuple[Any, ...], dict[int, int]] = {}
     members: set[tuple[tuple[Any, ...], str]] = set()
     latency_column, members_column, only_if = rollup.latency, rollup.members, rollup.only_if
     for row in rows:
@@ -78,8 +76,11 @@ def _deltas(rollup: Rollup, rows: Iterable[Row], sign: int) -> list[RollupDelta]
         if latency_column is not None:
             latency_value = row.get(latency_column)
             if latency_value is not None:
-                slot = (group, bucket_of(float(latency_value)))
-                latency[slot] = latency.get(slot, 0) + sign
+                histogram = latency.get(group)
+                if histogram is None:
+                    histogram = latency[group] = {}
+                latency_bin = bucket_of(float(latency_value))
+                histogram[latency_bin] = histogram.get(latency_bin, 0) + sign
         if members_column is not None and sign > 0:
             member = row.get(members_column)
             if member is not None:
@@ -109,7 +110,7 @@ def _at_grain(
     rollup: Rollup,
     grain: Grain,
     groups: Mapping[tuple[Any, ...], list[Any]],
-    latency: Mapping[tuple[tuple[Any, ...], int], int],
+    latency: Mapping[tuple[Any, ...], dict[int, int]],
     members: set[tuple[tuple[Any, ...], str]],
     kinds: list[str],
 ) -> RollupDelta:
@@ -133,9 +134,10 @@ def _at_grain(
             delta.groups[key] = list(values)
         else:
             _add(current, values, kinds)
-    for (group, latency_bin), count in latency.items():
-        slot = (regroup(group), latency_bin)
-        delta.latency[slot] = delta.latency.get(slot, 0) + count
+    for group, histogram in latency.items():
+        key = regroup(group)
+        found = delta.latency.get(key)
+        delta.latency[key] = dict(histogram) if found is None else merge(found, histogram)
     delta.members = {(regroup(group), member) for group, member in members}
     return delta
 
@@ -152,60 +154,90 @@ def _add(current: list[Any], values: list[Any], kinds: list[str]) -> None:
 
 
 _COMBINE = {
-    "sum": "{table}.{column} + EXCLUDED.{column}",
-    "min": "LEAST({table}.{column}, EXCLUDED.{column})",
-    "max": "GREATEST({table}.{column}, EXCLUDED.{column})",
+    "sum": "t.{column} + EXCLUDED.{column}",
+    "min": "LEAST(t.{column}, EXCLUDED.{column})",
+    "max": "GREATEST(t.{column}, EXCLUDED.{column})",
 }
-
-
-def _upsert_groups(delta: RollupDelta) -> sql.Composed:
-    table = tables_of(delta.rollup, delta.grain)["groups"]
-    keys = ["bucket", *(key.name for key in delta.rollup.keys)]
-    measures = [measure.name for measure in delta.rollup.measures]
-    updates = sql.SQL(", ").join(
-        sql.SQL("{} = ").format(sql.Identifier(measure.name))
-        + sql.SQL(_COMBINE[measure.kind].format(table="t", column=_quoted(measure.name)))
-        for measure in delta.rollup.measures
-    )
-    return sql.SQL("INSERT INTO {} AS t ({}) VALUES ({}) ON CONFLICT ({}) DO UPDATE SET {}").format(
-        sql.Identifier(table.name),
-        sql.SQL(", ").join(sql.Identifier(name) for name in [*keys, *measures]),
-        sql.SQL(", ").join(sql.Placeholder() * (len(keys) + len(measures))),
-        sql.SQL(", ").join(sql.Identifier(name) for name in keys),
-        updates,
-    )
+_ARRAY_TYPES = {"bigint": "bigint[]", "float": "double precision[]", "timestamptz": "timestamptz[]"}
 
 
 def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _upsert_part(delta: RollupDelta, part: str, extra: str, on_conflict: str) -> sql.Composed:
-    table = tables_of(delta.rollup, delta.grain)[part]
-    keys = ["bucket", *(key.name for key in delta.rollup.keys)]
-    columns = [*keys, extra] + (["count"] if part == "latency" else [])
-    return sql.SQL("INSERT INTO {} AS t ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
-        sql.Identifier(table.name),
-        sql.SQL(", ").join(sql.Identifier(name) for name in columns),
-        sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-        sql.SQL(", ").join(sql.Identifier(name) for name in [*keys, extra]),
-        sql.SQL(on_conflict),
+def _from_arrays(columns: list[tuple[str, str]]) -> str:
+    """``SELECT ... FROM unnest(%s::type[], ...)``: a batch's rows as one array per column, so
+    one statement upserts them all (one executor run, not one per row). Each ``(name, type)``;
+    a histogram's arrays travel as text literals, one per row, cast back in the select list."""
+    arrays = ", ".join("%s::text[]" if type_.startswith("hist:") else f"%s::{type_}" for _, type_ in columns)
+    names = ", ".join(_quoted(name) for name, _ in columns)
+    selected = ", ".join(
+        f"u.{_quoted(name)}::{type_[5:]}" if type_.startswith("hist:") else f"u.{_quoted(name)}"
+        for name, type_ in columns
+    )
+    return f"SELECT {selected} FROM unnest({arrays}) AS u({names})"
+
+
+def _upsert_groups_sql(rollup: Rollup, grain: Grain) -> str:
+    table = tables_of(rollup, grain)["groups"]
+    keys = ["bucket", *(key.name for key in rollup.keys)]
+    columns = [("bucket", "timestamptz[]"), *((key.name, "text[]") for key in rollup.keys)]
+    columns += [(m.name, _ARRAY_TYPES[m.sql_type]) for m in rollup.measures]
+    updates = [
+        f"{_quoted(m.name)} = " + _COMBINE[m.kind].format(column=_quoted(m.name)) for m in rollup.measures
+    ]
+    if rollup.latency is not None:
+        columns += [(LATENCY_BINS, "hist:smallint[]"), (LATENCY_COUNTS, "hist:bigint[]")]
+        merged = MERGE_ARRAYS_SQL.format(
+            bins_a=f"t.{LATENCY_BINS}",
+            counts_a=f"t.{LATENCY_COUNTS}",
+            bins_b=f"EXCLUDED.{LATENCY_BINS}",
+            counts_b=f"EXCLUDED.{LATENCY_COUNTS}",
+        )
+        updates.append(f"({LATENCY_BINS}, {LATENCY_COUNTS}) = {merged}")
+    return (
+        f"INSERT INTO {_quoted(table.name)} AS t ({', '.join(_quoted(name) for name, _ in columns)}) "
+        f"{_from_arrays(columns)} "
+        f"ON CONFLICT ({', '.join(_quoted(name) for name in keys)}) DO UPDATE SET {', '.join(updates)}"
     )
 
 
+def _insert_members_sql(rollup: Rollup, grain: Grain) -> str:
+    table = tables_of(rollup, grain)["members"]
+    columns = [("bucket", "timestamptz[]"), *((key.name, "text[]") for key in rollup.keys)]
+    columns.append(("member", "text[]"))
+    return (
+        f"INSERT INTO {_quoted(table.name)} ({', '.join(_quoted(name) for name, _ in columns)}) "
+        f"{_from_arrays(columns)} ON CONFLICT DO NOTHING"
+    )
+
+
+def _literal(values: list[int]) -> str:
+    return "{" + ",".join(map(str, values)) + "}"
+
+
+def _columns_of(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 def upsert(cursor: Any, deltas: Sequence[RollupDelta]) -> None:
-    """Add ``deltas`` to the rollup tables (within the caller's transaction)."""
+    """Add ``deltas`` to the rollup tables (within the caller's transaction): one statement per
+    rollup table. Rows go in key order, so two writers adding to the same groups lock them in the
+    same order and never deadlock."""
     for delta in deltas:
-        cursor.executemany(
-            _upsert_groups(delta), [(*group, *values) for group, values in delta.groups.items()]
-        )
-        if delta.latency:
-            cursor.executemany(
-                _upsert_part(delta, "latency", "bin", "DO UPDATE SET count = t.count + EXCLUDED.count"),
-                [(*group, latency_bin, count) for (group, latency_bin), count in delta.latency.items()],
-            )
+        rollup = delta.rollup
+        # A float measure may hold ints (a sum that started at 0): an array is of one type.
+        as_float = [measure.sql_type == "float" for measure in rollup.measures]
+        rows: list[tuple[Any, ...]] = []
+        for group in sorted(delta.groups):
+            values = [float(v) if f else v for v, f in zip(delta.groups[group], as_float, strict=True)]
+            row: tuple[Any, ...] = (*group, *values)
+            if rollup.latency is not None:
+                bins, counts = as_arrays(delta.latency.get(group, {}))
+                row = (*row, _literal(bins), _literal(counts))
+            rows.append(row)
+        if rows:
+            cursor.execute(_upsert_groups_sql(rollup, delta.grain), _columns_of(rows))
         if delta.members:
-            cursor.executemany(
-                _upsert_part(delta, "members", "member", "DO NOTHING"),
-                [(*group, member) for group, member in delta.members],
-            )
+            members = [(*group, member) for group, member in sorted(delta.members)]
+            cursor.execute(_insert_members_sql(rollup, delta.grain), _columns_of(members))

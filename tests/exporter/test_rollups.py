@@ -141,7 +141,7 @@ def test_a_partly_replayed_batch_counts_only_its_new_rows(db_url: str, writer: R
             "SELECT sum(count) FROM rollup_requests_1h WHERE route = '/r'"
         ).fetchone() or (0,)
         (binned,) = conn.execute(
-            "SELECT sum(count) FROM rollup_requests_1h_latency WHERE route = '/r'"
+            "SELECT sum(n) FROM rollup_requests_1h, unnest(latency_counts) AS n WHERE route = '/r'"
         ).fetchone() or (0,)
     assert (count, binned) == (4, 4)
 
