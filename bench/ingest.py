@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import psycopg
 from opentelemetry.sdk._logs.export import LogRecordExportResult
@@ -58,6 +59,7 @@ class IngestResult:
     map_rows_per_s: list[float] = field(default_factory=list)
     map_plain_rows_per_s: list[float] = field(default_factory=list)
     write_rows_per_s: list[float] = field(default_factory=list)
+    write_no_rollups_rows_per_s: list[float] = field(default_factory=list)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -139,7 +141,12 @@ def _run_ceiling(url: str, dumps: dict[str, bytes]) -> float:
         return time.perf_counter() - started
 
 
-def _run_writer_only(url: str, rows: dict[str, list[Row]], batch_size: int) -> float:
+def _run_writer_only(url: str, rows: dict[str, list[Row]], batch_size: int, *, rollups: bool = True) -> float:
+    """``RowWriter`` alone; ``rollups=False`` without their upkeep (no deltas computed or
+    upserted: the writer as it was before the rollups), to price it."""
+    if not rollups:
+        with mock.patch("exporter.writer.upsert"), mock.patch("exporter.writer.deltas_of"):
+            return _run_writer_only(url, rows, batch_size)
     writer = RowWriter(url)
     batches = [
         {table: table_rows[start : start + batch_size]}
@@ -182,6 +189,10 @@ def run_ingest(url: str, stream: Stream, rounds: int, batch_size: int | None = N
             result.ceiling_rows_per_s.append(total / _run_ceiling(url, dumps))
             truncate_tables(url)
             result.write_rows_per_s.append(total / _run_writer_only(url, mapped, batch_size))
+            truncate_tables(url)
+            result.write_no_rollups_rows_per_s.append(
+                total / _run_writer_only(url, mapped, batch_size, rollups=False)
+            )
             for policy, samples in (
                 (privacy, result.map_rows_per_s),
                 (PASS_THROUGH, result.map_plain_rows_per_s),
