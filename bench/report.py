@@ -89,6 +89,7 @@ def ingest_figures(result: IngestResult) -> dict[str, Any]:
         "ingest_write_no_rollups_rows_per_s": round(_median(result.write_no_rollups_rows_per_s)),
         # Per round, the writer keeping rollups against the writer without: their upkeep's price.
         "rollup_upkeep_share": round(_median(upkeep), 3) if upkeep else None,
+        "rollup_refresh_rows_per_s": round(_median(result.refresh_rows_per_s)),
         "ingest_records": result.records,
         "ingest_rows": result.rows,
         "ingest_rows_by_table": result.rows_by_table,
@@ -212,6 +213,7 @@ def table(figures: dict[str, Any]) -> str:
             ("mapping alone, no privacy", "ingest_map_no_privacy_rows_per_s", ""),
             ("writer alone (mapped rows)", "ingest_write_rows_per_s", upkeep),
             ("writer alone, no rollups", "ingest_write_no_rollups_rows_per_s", ""),
+            ("rollup refresh (background)", "rollup_refresh_rows_per_s", ""),
         )
         lines.append(
             f"Ingest: {figures['ingest_rows']:,} rows over 5 tables "

@@ -26,6 +26,7 @@ from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
 from exporter.rollups.definitions import DAILY, GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS
 from exporter.rollups.rebuild import rebuild_all, rebuild_days_from_hours
 from exporter.rollups.schema import rollup_metadata
+from exporter.rollups.stale import TRIGGERS_DDL
 from exporter.schema import TABLES, metadata
 from exporter.trace_links import PENDING_JOINS_DDL
 
@@ -164,10 +165,12 @@ def _create_rollups(conn: Connection) -> list[str]:
     return []
 
 
-def _histograms_in_groups_and_days(conn: Connection) -> list[str]:
+def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
     """Rollups of migration 6 as first released: a latency table beside each groups table (a row
-    per bin) and no daily grain. The bins move into their group's row as two arrays, and the days
-    are summed from the hours (not rebuilt from raw rows: history older than them stays)."""
+    per bin), no daily grain, and the writer adding to them as it wrote. The bins move into their
+    group's row as two arrays, and the days are summed from the hours (not rebuilt from raw rows:
+    history older than them stays). Then triggers on the raw tables mark the buckets each
+    statement changes, for ``exporter.rollups.refresh`` to rebuild."""
     changed: list[str] = []
     for rollup in ROLLUPS:
         if rollup.latency is None:
@@ -203,6 +206,9 @@ def _histograms_in_groups_and_days(conn: Connection) -> list[str]:
         days = rebuild_days_from_hours(conn)
         if days:
             logger.info("daily rollups summed from the hourly ones: %d days", days)
+    # From here on the rollups are rebuilt from the raw rows for the buckets these triggers mark.
+    for statement in TRIGGERS_DDL:
+        conn.execute(text(statement))
     return changed
 
 
@@ -217,8 +223,8 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "rollup tables (5-minute and hourly buckets), built from the stored rows", _create_rollups),
     Migration(
         7,
-        "rollup histograms in their group rows; daily rollups, from the hourly ones",
-        _histograms_in_groups_and_days,
+        "rollups kept by triggers and refresh; histograms in their group rows; daily rollups",
+        _rollups_refreshed_by_triggers,
     ),
 ]
 

@@ -56,11 +56,19 @@ def _ceil(moment: datetime, grain: Grain) -> datetime:
     return floor if floor == moment else floor + grain.width
 
 
-def split(window: TimeWindow) -> list[Piece]:
+def split(
+    window: TimeWindow, stale_from: datetime | None = None, grains: tuple[Grain, ...] = GRAINS
+) -> list[Piece]:
     """The window cut into daily, hourly, 5-minute and raw pieces, in time order, none empty: the
     coarsest whole buckets in the middle, then finer ones towards each edge, raw rows for what is
-    left (under 5 minutes at each end)."""
-    return _cut(window.start, window.end, GRAINS)
+    left (under 5 minutes at each end) and for everything from ``stale_from`` on (where the
+    rollups are behind the raw rows: ``exporter.rollups.stale``)."""
+    start, end = window.start, window.end
+    if stale_from is None or (end is not None and stale_from >= end):
+        return _cut(start, end, grains)
+    if start is not None and stale_from <= start:
+        return [Piece(None, start, end)]
+    return [*_cut(start, stale_from, grains), Piece(None, stale_from, end)]
 
 
 def _cut(low: datetime | None, high: datetime | None, grains: tuple[Grain, ...]) -> list[Piece]:
@@ -147,12 +155,18 @@ class Plan:
     raw_filters: list[ColumnElement[bool]]
 
 
-def plan(rollup: Rollup, filters: Sequence[ColumnElement[bool]], window: TimeWindow) -> Plan | None:
-    """None when the rollups cannot answer (a filter off the keys, or a window under 5 minutes)."""
+def plan(
+    rollup: Rollup,
+    filters: Sequence[ColumnElement[bool]],
+    window: TimeWindow,
+    stale_from: datetime | None = None,
+) -> Plan | None:
+    """None when the rollups cannot answer (a filter off the keys, or a window under 5 minutes);
+    ``stale_from``: where they are behind the raw rows (``exporter.rollups.stale.fresh_until``)."""
     key_filters = translate(rollup, filters)
     if key_filters is None:
         return None
-    pieces = split(window)
+    pieces = split(window, stale_from)
     if not any(piece.grain is not None for piece in pieces):
         return None
     return Plan(rollup, pieces, key_filters, list(filters))

@@ -12,7 +12,7 @@ its hours before the oldest raw row still count.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -118,70 +118,85 @@ def _insert(conn: Connection, table: Table, query: Select[Any]) -> None:
     conn.execute(insert(table).from_select([c.name for c in query.selected_columns], query))
 
 
+def rebuild_from_raw(
+    conn: Connection, rollups: Iterable[Rollup], grain: Grain, since: datetime, until: datetime
+) -> None:
+    """Rebuild ``rollups``' buckets of ``grain`` in ``[since, until)`` (whole buckets) from raw rows."""
+    for rollup in rollups:
+        keys = [key.name for key in rollup.keys]
+        tables = tables_of(rollup, grain)
+        for table in tables.values():
+            conn.execute(delete(table).where(table.c.bucket >= since, table.c.bucket < until))
+        _insert(conn, tables["groups"], _group_select(rollup, grain, since, until))
+        if rollup.latency is not None:
+            long_rows = _latency_select(rollup, grain, since, until).subquery("long_rows")
+            _set_histograms(conn, tables["groups"], keys, long_rows)
+        if "members" in tables:
+            _insert(conn, tables["members"], _members_select(rollup, grain, since, until))
+
+
 def rebuild_hour(conn: Connection, since: datetime) -> None:
     """Rebuild every rollup's 5-minute and hourly buckets in ``[since, since + 1 h)`` (``since`` on
     the hour) from raw rows; the day holding them is ``rebuild_day``'s."""
-    until = since + COARSE.width
-    for rollup in ROLLUPS:
-        keys = [key.name for key in rollup.keys]
-        for grain in HOURLY_AND_FINER:
-            tables = tables_of(rollup, grain)
-            for table in tables.values():
-                conn.execute(delete(table).where(table.c.bucket >= since, table.c.bucket < until))
-            _insert(conn, tables["groups"], _group_select(rollup, grain, since, until))
-            if rollup.latency is not None:
-                long_rows = _latency_select(rollup, grain, since, until).subquery("long_rows")
-                _set_histograms(conn, tables["groups"], keys, long_rows)
-            if "members" in tables:
-                _insert(conn, tables["members"], _members_select(rollup, grain, since, until))
+    for grain in HOURLY_AND_FINER:
+        rebuild_from_raw(conn, ROLLUPS, grain, since, since + COARSE.width)
 
 
-def rebuild_day(conn: Connection, day: datetime) -> None:
-    """Rebuild every rollup's daily bucket ``day`` from its hourly buckets: sums added, first and
-    last seen the least and greatest, histograms merged, members united."""
-    until = day + DAILY.width
-    for rollup in ROLLUPS:
+def roll_up(
+    conn: Connection, rollups: Iterable[Rollup], finer: Grain, coarser: Grain, bucket: datetime
+) -> None:
+    """Rebuild ``rollups``' ``coarser`` bucket ``bucket`` from its ``finer`` buckets: sums added,
+    first and last seen the least and greatest, histograms merged, members united."""
+    until = bucket + coarser.width
+    for rollup in rollups:
         keys = [key.name for key in rollup.keys]
-        hourly, daily = tables_of(rollup, COARSE), tables_of(rollup, DAILY)
-        for table in daily.values():
-            conn.execute(delete(table).where(table.c.bucket == day))
-        hours = hourly["groups"]
-        in_day = (hours.c.bucket >= day, hours.c.bucket < until)
-        bucket = literal(day, hours.c.bucket.type).label("bucket")
-        measures = [_AGGREGATES[m.kind](hours.c[m.name]).label(m.name) for m in rollup.measures]
-        groups = select(bucket, *(hours.c[name] for name in keys), *measures).where(*in_day)
-        _insert(conn, daily["groups"], groups.group_by(*(hours.c[name] for name in keys)))
+        source, target = tables_of(rollup, finer), tables_of(rollup, coarser)
+        for table in target.values():
+            conn.execute(delete(table).where(table.c.bucket == bucket))
+        parts = source["groups"]
+        inside = (parts.c.bucket >= bucket, parts.c.bucket < until)
+        start = literal(bucket, parts.c.bucket.type).label("bucket")
+        measures = [_AGGREGATES[m.kind](parts.c[m.name]).label(m.name) for m in rollup.measures]
+        groups = select(start, *(parts.c[name] for name in keys), *measures).where(*inside)
+        _insert(conn, target["groups"], groups.group_by(*(parts.c[name] for name in keys)))
         if rollup.latency is not None:
-            unnested = select(
-                hours.c.bucket,
-                *(hours.c[name] for name in keys),
-                func.unnest(hours.c[LATENCY_BINS]).label("bin"),
-                func.unnest(hours.c[LATENCY_COUNTS]).label("n"),
-            ).subquery("unnested")
+            unnested = (
+                select(
+                    *(parts.c[name] for name in keys),
+                    func.unnest(parts.c[LATENCY_BINS]).label("bin"),
+                    func.unnest(parts.c[LATENCY_COUNTS]).label("n"),
+                )
+                .where(*inside)
+                .subquery("unnested")
+            )
             long_rows = (
                 select(
-                    literal(day, hours.c.bucket.type).label("bucket"),
+                    literal(bucket, parts.c.bucket.type).label("bucket"),
                     *(unnested.c[name] for name in keys),
                     unnested.c.bin,
                     func.sum(unnested.c.n).label("count"),
                 )
-                .where(unnested.c.bucket >= day, unnested.c.bucket < until)
                 .group_by(*(unnested.c[name] for name in keys), unnested.c.bin)
                 .subquery("long_rows")
             )
-            _set_histograms(conn, daily["groups"], keys, long_rows)
-        if "members" in daily:
-            members = hourly["members"]
+            _set_histograms(conn, target["groups"], keys, long_rows)
+        if "members" in target:
+            members = source["members"]
             query = (
                 select(
-                    literal(day, members.c.bucket.type).label("bucket"),
+                    literal(bucket, members.c.bucket.type).label("bucket"),
                     *(members.c[name] for name in keys),
                     members.c.member,
                 )
-                .where(members.c.bucket >= day, members.c.bucket < until)
+                .where(members.c.bucket >= bucket, members.c.bucket < until)
                 .distinct()
             )
-            _insert(conn, daily["members"], query)
+            _insert(conn, target["members"], query)
+
+
+def rebuild_day(conn: Connection, day: datetime) -> None:
+    """Rebuild every rollup's daily bucket ``day`` from its hourly buckets."""
+    roll_up(conn, ROLLUPS, COARSE, DAILY, day)
 
 
 def oldest_raw_row(conn: Connection) -> datetime | None:

@@ -70,5 +70,17 @@ ROLLUP_TABLES: dict[tuple[str, str], dict[str, Table]] = {
 }
 
 
+# The 5-minute buckets of each raw table whose rollups are behind its rows: rows were inserted,
+# changed or deleted there since the last refresh. Marked by triggers on the raw tables
+# (``exporter.rollups.stale``), whoever writes (our writer, HOMEPOT's own inserts, a DELETE by
+# hand), and emptied by ``exporter.rollups.refresh``, which rebuilds those buckets.
+stale_buckets = Table(
+    "rollup_stale_buckets",
+    rollup_metadata,
+    Column("source", Text, primary_key=True),
+    Column("bucket", DateTime(timezone=True), primary_key=True),
+)
+
+
 def tables_of(rollup: Rollup, grain: Grain) -> dict[str, Table]:
     return ROLLUP_TABLES[(rollup.name, grain.name)]

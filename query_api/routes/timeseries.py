@@ -7,11 +7,13 @@ raw rows, by the same SQL (``query_api.timeseries``). The answer says which in `
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from sqlalchemy import ColumnElement, Connection, Engine
 
+from exporter.rollups.stale import fresh_until
 from homepot_foundation.settings import Settings
 from query_api import timeseries as ts
 from query_api.deps import EngineDep, SettingsDep
@@ -71,7 +73,10 @@ def read_series(
     raw_filters: list[ColumnElement[bool]],
     names: tuple[str, ...] | list[str],
 ) -> list[dict[str, Any]]:
-    """The series of one answer: the top groups first (when grouped), then their points."""
+    """The series of one answer: the top groups first (when grouped), then their points. Raw
+    rows stand in for the rollups where these are behind them (not refreshed yet)."""
+    if plan.grain is not None:
+        plan = replace(plan, stale_from=fresh_until(conn, spec.rollup.source))
     groups: list[str | None] = [None]
     other = False
     if group_by is not None:
