@@ -11,11 +11,12 @@ and the marks gone together. A rebuilt bucket is exact whatever reached the raw 
 stores nothing twice, so it counts nothing twice; a late row is in its own old bucket).
 
 Several processes may refresh (two sinks, ``--workers``): a transaction-level advisory lock lets
-one at a time in; the others skip that round. A writer marking a bucket while it is rebuilt
-either committed before the rebuild read its rows (they are in) or leaves its mark behind for
-the next round (the delete only removes marks it could see). Buckets older than the oldest raw
-row of their table are not rebuilt (their rows were purged: the rollups are all that is left);
-their marks are just cleared.
+one at a time in; the others skip that round. A writer's mark is a new row each time, and the
+refresh deletes only the marks it read (by id): rows committed before it read a mark are in the
+rebuild (it reads the raw rows after), a mark committed after is left for the next round, and
+until then readers take raw rows for its bucket. Buckets older than the oldest raw row of their
+table are not rebuilt (their rows were purged: the rollups are all that is left); their marks
+are just cleared.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, select, text, tuple_
+from sqlalchemy import Connection, delete, func, select, text
 
 from exporter.rollups.definitions import BY_SOURCE, COARSE, DAILY, FINE
 from exporter.rollups.rebuild import rebuild_from_raw, roll_up
@@ -36,9 +37,9 @@ from exporter.schema import TABLES
 logger = logging.getLogger(__name__)
 
 REFRESH_LOCK_KEY = 0x484F4D45524F4C  # "HOMEROL"
-CHUNK = 500  # stale buckets per transaction: a long backlog (a day of late rows) commits as it goes
+CHUNK = 2000  # marks per transaction: a long backlog (a day of late rows) commits as it goes
 
-Progress = Callable[[int, int], None]  # (buckets done, buckets stale at the start)
+Progress = Callable[[int, int], None]  # (marks done, marks at the start)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class RefreshResult:
 def refresh(conn: Connection, progress: Progress | None = None) -> RefreshResult:
     """Rebuild every stale bucket (committing per chunk of ``CHUNK``)."""
     result = RefreshResult()
+    marks = 0
     total = int(conn.execute(select(func.count()).select_from(stale_buckets)).scalar_one())
     conn.commit()
     while True:
@@ -60,25 +62,19 @@ def refresh(conn: Connection, progress: Progress | None = None) -> RefreshResult
                 result.busy = True
                 return result
             chunk = conn.execute(
-                select(stale_buckets.c.source, stale_buckets.c.bucket)
+                select(stale_buckets.c.id, stale_buckets.c.source, stale_buckets.c.bucket)
                 .order_by(stale_buckets.c.bucket)
                 .limit(CHUNK)
-                .with_for_update(skip_locked=True)
             ).all()
             if not chunk:
                 return result
-            done, skipped = _rebuild(conn, [(row.source, row.bucket) for row in chunk])
-            conn.execute(
-                delete(stale_buckets).where(
-                    tuple_(stale_buckets.c.source, stale_buckets.c.bucket).in_(
-                        [(row.source, row.bucket) for row in chunk]
-                    )
-                )
-            )
+            done, skipped = _rebuild(conn, sorted({(row.source, row.bucket) for row in chunk}))
+            conn.execute(delete(stale_buckets).where(stale_buckets.c.id.in_([row.id for row in chunk])))
         result.buckets += done
         result.skipped += skipped
+        marks += len(chunk)
         if progress is not None:
-            progress(result.buckets + result.skipped, max(total, result.buckets + result.skipped))
+            progress(marks, max(total, marks))
 
 
 def _rebuild(conn: Connection, marks: list[tuple[str, datetime]]) -> tuple[int, int]:

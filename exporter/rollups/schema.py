@@ -13,7 +13,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Float, MetaData, SmallInteger, Table, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Identity,
+    Index,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
 
@@ -74,11 +86,15 @@ ROLLUP_TABLES: dict[tuple[str, str], dict[str, Table]] = {
 # changed or deleted there since the last refresh. Marked by triggers on the raw tables
 # (``exporter.rollups.stale``), whoever writes (our writer, HOMEPOT's own inserts, a DELETE by
 # hand), and emptied by ``exporter.rollups.refresh``, which rebuilds those buckets.
+# A mark is never merged into an older one for the same bucket: ``refresh`` deletes exactly the
+# marks it read, so one written while it rebuilds stays for the next round.
 stale_buckets = Table(
     "rollup_stale_buckets",
     rollup_metadata,
-    Column("source", Text, primary_key=True),
-    Column("bucket", DateTime(timezone=True), primary_key=True),
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("bucket", DateTime(timezone=True), nullable=False),
+    Index("ix_rollup_stale_buckets_source_bucket", "source", "bucket"),
 )
 
 

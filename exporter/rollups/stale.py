@@ -34,8 +34,7 @@ LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO {stale_buckets.name} (source, bucket)
     SELECT DISTINCT TG_TABLE_NAME, date_bin('{_FINE_WIDTH}', timestamp, '1970-01-01 00:00:00+00')
-    FROM {transition}_rows
-    ON CONFLICT DO NOTHING;
+    FROM {transition}_rows;
     RETURN NULL;
 END $$"""
 

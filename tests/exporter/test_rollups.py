@@ -401,3 +401,56 @@ def test_the_refresh_command_and_the_service_bring_the_rollups_up_to_date(
     assert stale_marks(db_url) == []
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT sum(count) FROM rollup_requests_1d").fetchone() == (2,)
+
+
+def test_refreshing_while_writers_write_loses_nothing(db_url: str) -> None:
+    """Two writers fill the same buckets while refreshes run: after a last refresh the rollups
+    are what a rebuild from the raw rows says (a mark written mid-refresh is kept for the next)."""
+    import threading
+
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        writer = RowWriter(db_url, stats=ExportStats())
+        try:
+            for n in range(12):
+                batch = rows_by_table(*(request_span(f"/r{n % 3}", 200 + seed) for _ in range(20)))
+                for index, row in enumerate(batch["api_request_logs"]):
+                    row["timestamp"] = at + timedelta(seconds=n * 7 + index)
+                writer.write(batch)
+        except BaseException as error:  # reported by the test thread
+            failures.append(error)
+        finally:
+            writer.close()
+
+    def keep_refreshing() -> None:
+        while not stop.is_set():
+            try:
+                refreshed(db_url)
+            except BaseException as error:
+                failures.append(error)
+                return
+
+    writers = [threading.Thread(target=write, args=(seed,)) for seed in (0, 1)]
+    refresher = threading.Thread(target=keep_refreshing)
+    refresher.start()
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    refresher.join()
+    assert failures == []
+    refreshed(db_url)
+    kept = snapshot(db_url)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT sum(count) FROM rollup_requests_1d").fetchone() == (2 * 12 * 20,)
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            rebuild(conn, at - timedelta(hours=1), at + timedelta(hours=2))
+    finally:
+        engine.dispose()
+    assert snapshot(db_url) == kept
