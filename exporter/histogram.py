@@ -37,14 +37,15 @@ is within ``ALPHA`` of ``percentile_cont``'s value, even when the neighbours are
 nearest rank alone, DDSketch's answer, is not: p50 of ``[1, 100]`` would be about 1, not 50.5).
 ``quantiles_sql`` computes the same in SQL from a long table of ``(group..., bin, count)`` rows.
 
-Stored, a histogram is two arrays, its bins sorted and their counts (``as_arrays``): one row per
-rollup group holds its whole histogram. ``MERGE_ARRAYS_SQL`` adds two of them in PostgreSQL (the
-rollup upsert), ``arrays_sql`` aggregates long-format rows into them, and ``unnest`` turns them
-back into long format for ``quantiles_sql``.
+Stored, a histogram is two arrays, its bins sorted and their counts: one row per rollup group
+holds its whole histogram. ``arrays_sql`` aggregates long-format rows into them, and ``unnest``
+turns them back into long format. ``quantiles`` answers several quantiles of one histogram in one
+pass (a summary merges its bins in SQL and ranks them here: no sort of every bin in SQL).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -71,17 +72,16 @@ __all__ = [
     "GAMMA",
     "LN_GAMMA",
     "MAX_BUCKET",
-    "MERGE_ARRAYS_SQL",
     "SNAP",
     "ZERO_BUCKET",
     "arrays_sql",
-    "as_arrays",
     "bucket_of",
     "bucket_sql",
     "histogram_of",
     "histogram_sql",
     "merge",
     "quantile",
+    "quantiles",
     "quantiles_sql",
     "value_of",
     "value_sql",
@@ -133,24 +133,6 @@ def merge(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
     return merged
 
 
-def as_arrays(counts: Mapping[int, int]) -> tuple[list[int], list[int]]:
-    """The stored form: the bins in order and their counts (bins whose count is 0 left out)."""
-    bins = sorted(bucket for bucket, count in counts.items() if count)
-    return bins, [counts[bucket] for bucket in bins]
-
-
-# The merge of two stored histograms, in PostgreSQL: ``{bins_a}`` / ``{counts_a}`` and ``{bins_b}``
-# / ``{counts_b}`` are SQL expressions of the four arrays; the result is a row of the merged pair
-# (for ``UPDATE ... SET (bins, counts) = (...)``). Counts that cancel to 0 (a row subtracted) go.
-MERGE_ARRAYS_SQL = (
-    "(SELECT coalesce(array_agg(m.bin ORDER BY m.bin), '{{}}'),"
-    " coalesce(array_agg(m.n ORDER BY m.bin), '{{}}')"
-    " FROM (SELECT u.bin, sum(u.n)::bigint AS n"
-    " FROM unnest({bins_a} || {bins_b}, {counts_a} || {counts_b}) AS u(bin, n)"
-    " GROUP BY u.bin HAVING sum(u.n) <> 0) AS m)"
-)
-
-
 def arrays_sql(
     source: FromClause, group_by: Sequence[str], *, bin_column: str = "bin", count_column: str = "count"
 ) -> Select[Any]:
@@ -184,6 +166,35 @@ def quantile(counts: Mapping[int, int], q: float) -> float | None:
         return low
     high = value_of(_bucket_at(bins, high_rank))
     return low + (high - low) * (rank - low_rank)  # percentile_cont's interpolation (float8_lerp)
+
+
+def quantiles(counts: Mapping[int, int], fractions: Mapping[str, float]) -> dict[str, float | None]:
+    """``quantile`` of one histogram for each of ``fractions`` (label -> q), the bins sorted once."""
+    for q in fractions.values():
+        if not 0 <= q <= 1:
+            raise ValueError(f"a quantile is between 0 and 1, not {q}")
+    bins = sorted((bucket, count) for bucket, count in counts.items() if count)
+    total = sum(count for _, count in bins)
+    if not total:
+        return dict.fromkeys(fractions)
+    # Running counts, then for each rank the first bin whose running count passes it.
+    running: list[int] = []
+    seen = 0
+    for _, count in bins:
+        seen += count
+        running.append(seen)
+
+    def bucket_at(index: int) -> int:
+        return bins[bisect.bisect_right(running, index)][0]
+
+    found: dict[str, float | None] = {}
+    for label, q in fractions.items():
+        rank = q * (total - 1)
+        low_rank, high_rank = math.floor(rank), math.ceil(rank)
+        low = value_of(bucket_at(low_rank))
+        high = low if high_rank == low_rank else value_of(bucket_at(high_rank))
+        found[label] = low + (high - low) * (rank - low_rank)
+    return found
 
 
 def _bucket_at(bins: Sequence[tuple[int, int]], index: int) -> int:

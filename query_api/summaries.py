@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql import Subquery
 
-from exporter.histogram import quantiles_sql
+from exporter.histogram import quantiles
 from exporter.rollups.definitions import (
     DEVICE_STATES,
     ERRORS,
@@ -118,13 +118,23 @@ def _quantiles(
     conn: Connection, latency: Subquery, fractions: dict[str, float], keys: Sequence[str]
 ) -> tuple[dict[str, Any], dict[tuple[Any, ...], dict[str, Any]]]:
     """Percentiles merged from long-format latency bins: over all rows, and per group of ``keys``
-    (``latency`` has the keys with "" already back to NULL)."""
-    total = conn.execute(quantiles_sql(latency, fractions)).one()._asdict()
-    per_group = {
-        tuple(row[key] for key in keys): row
-        for row in (r._asdict() for r in conn.execute(quantiles_sql(latency, fractions, keys)))
-    }
-    return total, per_group
+    (``latency`` has the keys with "" already back to NULL). One pass in SQL adds the counts per
+    group and bin; the ranks are found here, and the total is the groups' bins added up."""
+    groups = [latency.c[key] for key in keys]
+    merged = select(*groups, latency.c.bin, func.sum(latency.c["count"]).label("n")).group_by(
+        *groups, latency.c.bin
+    )
+    histograms: dict[tuple[Any, ...], dict[int, int]] = {}
+    everything: dict[int, int] = {}
+    for *group, bin_, n in conn.execute(merged):
+        count = int(n)
+        histograms.setdefault(tuple(group), {})[bin_] = count
+        everything[bin_] = everything.get(bin_, 0) + count
+
+    def answer(counts: dict[int, int]) -> dict[str, Any]:
+        return {"count": sum(counts.values()), **quantiles(counts, fractions)}
+
+    return answer(everything), {group: answer(counts) for group, counts in histograms.items()}
 
 
 def _plan(
