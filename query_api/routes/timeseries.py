@@ -85,17 +85,14 @@ def read_series(
         groups, other = list(found[:top]), len(found) > top
     if not groups:
         return []
-    statement = ts.series_sql(
-        spec,
-        plan,
-        group_by,
-        [group for group in groups if group is not None],
-        other=other,
-        raw_filters=raw_filters,
-        names=names,
-    )
+    named = [group for group in groups if group is not None]
+    statement = ts.series_sql(spec, plan, group_by, named, other=other, raw_filters=raw_filters, names=names)
     rows = [dict(row._mapping) for row in conn.execute(statement)]
-    return ts.assemble(spec, plan, rows, groups, other=other)
+    histograms: list[dict[str, Any]] = []
+    if spec.quantiles:
+        query = ts.histograms_sql(spec, plan, group_by, named, raw_filters=raw_filters, names=names)
+        histograms = [dict(row._mapping) for row in conn.execute(query)]
+    return ts.assemble(spec, plan, rows, groups, other=other, histograms=histograms)
 
 
 def _answer(
