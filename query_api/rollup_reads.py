@@ -79,7 +79,10 @@ def _cut(low: datetime | None, high: datetime | None, grains: tuple[Grain, ...])
     if not grains:
         return [Piece(None, low, high)]
     grain, finer = grains[-1], grains[:-1]
-    inner_low = None if low is None else _ceil(low, grain)
+    try:
+        inner_low = None if low is None else _ceil(low, grain)
+    except OverflowError:  # a start in the calendar's last bucket: no whole bucket after it
+        return _cut(low, high, finer)
     inner_high = None if high is None else _floor(high, grain)
     if inner_low is not None and inner_high is not None and inner_low >= inner_high:
         return _cut(low, high, finer)

@@ -312,3 +312,8 @@ def test_user_activity_summary(stored: Engine, window: TimeWindow) -> None:
                 ),
             )
             assert found["top_searches"]
+
+
+def test_split_at_the_end_of_the_calendar_reads_raw_rows() -> None:
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert rollup_reads.split(TimeWindow(last, None)) == [rollup_reads.Piece(None, last, None)]
