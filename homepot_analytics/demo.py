@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 import socket
+import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +28,8 @@ from homepot_analytics.demo_service import create_demo_app
 from homepot_foundation.database import libpq_url, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
 from instrumentation import record_user_activity
+from query_api.app import create_app
+from query_api.auth import issue_token
 
 SERVICE_NAME = "homepot-demo"
 USERS = ("alice@homepot.example", "bob@homepot.example", "carol@homepot.example")
@@ -198,11 +203,17 @@ def print_summary(database_url: str, since: datetime) -> dict[str, int]:
 
 
 def run_demo(
-    requests: int = 200, settings: Settings | None = None, *, rounds: int = 1, pause_s: float = 5.0
+    requests: int = 200,
+    settings: Settings | None = None,
+    *,
+    rounds: int = 1,
+    pause_s: float = 5.0,
+    serve: bool = False,
 ) -> dict[str, int]:
     """Start the demo service, drive ``requests`` requests per round, flush, summarise.
 
     ``rounds=0`` keeps generating traffic until interrupted (the compose stack's demo service).
+    ``serve``: the caller serves the dashboard next, so the "what next" hint is left out.
     Returns the row count per table."""
     settings = settings or get_settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -242,11 +253,58 @@ def run_demo(
         thread.join(10)
         telemetry.shutdown()
     counts = print_summary(database_url, started)
-    typer.echo(
-        "\nNext: `homepot-analytics serve` and query it, e.g.\n"
-        "  export HOMEPOT_ANALYTICS_JWT_SECRET=change-me-to-a-long-random-secret\n"
-        "  TOKEN=$(homepot-analytics token --subject you --role admin)\n"
+    if not serve:
+        typer.echo(next_steps(command_path()))
+    return counts
+
+
+def command_path() -> str:
+    """How to run ``homepot-analytics`` from here, as typed: the script beside this Python (after
+    ``make demo`` that is ``.venv/bin/homepot-analytics``, which is not on the PATH)."""
+    script = Path(sys.executable).parent / "homepot-analytics"
+    if not script.exists():
+        return "homepot-analytics"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def next_steps(command: str) -> str:
+    return (
+        "\nSee it in the dashboard (runs the demo again, then serves it and prints a sign-in link):\n"
+        f"  {command} demo --serve\n"
+        "Or run the service and query it yourself:\n"
+        "  export HOMEPOT_ANALYTICS_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')\n"
+        f"  {command} serve &\n"
+        f"  TOKEN=$({command} token --subject you --role admin)\n"
         '  curl -H "Authorization: Bearer $TOKEN" '
         "'http://127.0.0.1:8000/api/v1/analytics/requests?limit=5'"
     )
-    return counts
+
+
+def dashboard_settings(settings: Settings, database_url: str) -> Settings:
+    """The analytics service's settings on the demo's database; without a configured JWT secret,
+    one made for this run (its tokens end with it)."""
+    secret = settings.jwt_secret or secrets.token_hex(32)
+    return settings.model_copy(update={"database_url": database_url, "jwt_secret": secret})
+
+
+def sign_in_url(settings: Settings, host: str, port: int, expires_in: int = 12 * 3600) -> str:
+    """The dashboard with an admin token in the fragment: the browser keeps it for the tab and it
+    never reaches a server log."""
+    token = issue_token(settings, subject="demo-admin", role="admin", expires_in=expires_in)
+    return f"http://{host}:{port}/dashboard/#token={token}"
+
+
+def serve_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the analytics service (dashboard, query API, sink) on ``settings`` until interrupted."""
+    serving = dashboard_settings(settings, resolve_database_url(settings))
+    typer.secho("\nDashboard on the demo data: open", bold=True)
+    typer.echo(f"  {sign_in_url(serving, host, port)}")
+    typer.echo("(an admin sign-in link, valid 12 h; Ctrl-C stops the service)")
+    if not settings.jwt_secret:
+        typer.echo(
+            "Its token is signed with a secret made for this run (HOMEPOT_ANALYTICS_JWT_SECRET sets one)."
+        )
+    uvicorn.run(create_app(serving), host=host, port=port, log_level="warning")
