@@ -7,6 +7,7 @@ takes: instrumentation → OpenTelemetry SDK → exporter → PostgreSQL.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import secrets
 import socket
@@ -16,7 +17,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import jwt
@@ -28,7 +29,6 @@ from homepot_analytics.demo_service import create_demo_app
 from homepot_foundation.database import libpq_url, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
 from instrumentation import record_user_activity
-from query_api.app import create_app
 from query_api.auth import issue_token
 
 SERVICE_NAME = "homepot-demo"
@@ -297,8 +297,12 @@ def sign_in_url(settings: Settings, host: str, port: int, expires_in: int = 12 *
     return f"http://{host}:{port}/dashboard/#token={token}"
 
 
-def serve_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the analytics service (dashboard, query API, sink) on ``settings`` until interrupted."""
+def serve_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> NoReturn:
+    """Print a sign-in link, then become ``homepot-analytics serve`` on the demo's database.
+
+    A new program (exec), not a server in this process: this one's OpenTelemetry providers are
+    the demo service's, and the analytics service's FastAPI would report its own requests into
+    them."""
     serving = dashboard_settings(settings, resolve_database_url(settings))
     typer.secho("\nDashboard on the demo data: open", bold=True)
     typer.echo(f"  {sign_in_url(serving, host, port)}")
@@ -307,4 +311,10 @@ def serve_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = 800
         typer.echo(
             "Its token is signed with a secret made for this run (HOMEPOT_ANALYTICS_JWT_SECRET sets one)."
         )
-    uvicorn.run(create_app(serving), host=host, port=port, log_level="warning")
+    sys.stdout.flush()
+    environment = os.environ | {
+        "HOMEPOT_ANALYTICS_DATABASE_URL": str(serving.database_url),
+        "HOMEPOT_ANALYTICS_JWT_SECRET": str(serving.jwt_secret),
+    }
+    command = [sys.executable, "-m", "homepot_analytics", "serve", "--host", host, "--port", str(port)]
+    os.execve(sys.executable, command, environment)
