@@ -264,10 +264,9 @@ def command_path() -> str:
     script = Path(sys.executable).parent / "homepot-analytics"
     if not script.exists():
         return "homepot-analytics"
-    try:
-        return str(script.relative_to(Path.cwd()))
-    except ValueError:
-        return str(script)
+    venv = script.parent.parent
+    # The checkout's own .venv, run from the checkout (make demo): the short form; else the whole path.
+    return str(script.relative_to(Path.cwd())) if venv.parent == Path.cwd() else str(script)
 
 
 def next_steps(command: str) -> str:
