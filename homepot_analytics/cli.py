@@ -57,6 +57,9 @@ def create_tables(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = Fa
 def demo(
     requests: Annotated[int, typer.Option(help="API requests the demo traffic makes per round.")] = 200,
     rounds: Annotated[int, typer.Option(help="Rounds of traffic; 0 = until interrupted.", min=0)] = 1,
+    history_hours: Annotated[
+        int, typer.Option(help="Hours of past traffic recorded first, for the dashboard's trends.", min=0)
+    ] = 24,
     serve: Annotated[
         bool,
         typer.Option("--serve", help="Then serve the dashboard on the demo data and print a sign-in link."),
@@ -69,7 +72,7 @@ def demo(
     _logging(verbose)
     from homepot_analytics.demo import run_demo, serve_dashboard
 
-    run_demo(requests=requests, rounds=rounds, serve=serve)
+    run_demo(requests=requests, rounds=rounds, serve=serve, history_hours=history_hours)
     if serve:
         serve_dashboard(get_settings(), host=host, port=port)
 

@@ -25,6 +25,7 @@ import psycopg
 import typer
 import uvicorn
 
+from homepot_analytics.demo_history import record_history, resolve_past
 from homepot_analytics.demo_service import create_demo_app
 from homepot_foundation.database import libpq_url, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
@@ -209,11 +210,14 @@ def run_demo(
     rounds: int = 1,
     pause_s: float = 5.0,
     serve: bool = False,
+    history_hours: int = 0,
 ) -> dict[str, int]:
     """Start the demo service, drive ``requests`` requests per round, flush, summarise.
 
     ``rounds=0`` keeps generating traffic until interrupted (the compose stack's demo service).
     ``serve``: the caller serves the dashboard next, so the "what next" hint is left out.
+    ``history_hours``: first record that many hours of past traffic (``demo_history``), then
+    resolve its daily-report error, which the live traffic brings back (a regression).
     Returns the row count per table."""
     settings = settings or get_settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -232,6 +236,14 @@ def run_demo(
     try:
         _wait_until_up(base_url)
         typer.echo(f"Demo service listening on {base_url}")
+        if history_hours:
+            past = record_history(telemetry, USERS, history_hours)
+            resolved = resolve_past(database_url, SERVICE_NAME, "KeyError")
+            typer.echo(
+                f"Recorded the {history_hours} h before now: "
+                + ", ".join(f"{n} {what}" for what, n in past.items())
+                + f"; {resolved} daily-report errors marked resolved (the live traffic brings them back)"
+            )
         round_number = 0
         while True:
             round_number += 1
