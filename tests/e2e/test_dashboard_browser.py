@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,6 +231,11 @@ def test_the_time_picker_changes_the_window_and_the_link_keeps_it(
     )
     assert any("interval=5m" in name for name in asked), asked  # 24 h reads the 5-minute rollups
     assert_charts_have_data(browser, "overview")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(1440, 1120)  # the README's picture: tiles and charts
+    time.sleep(0.5)  # Plotly redraws on resize
+    browser.save_screenshot(str(ARTIFACTS / "overview-24h.png"))
+    browser.set_window_size(1440, 1900)
 
     Select(browser.find_element(By.ID, "range")).select_by_value("custom")
     start, end = browser.find_element(By.ID, "start"), browser.find_element(By.ID, "end")

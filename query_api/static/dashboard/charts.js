@@ -57,7 +57,8 @@ export async function draw(element, traces, extraLayout = {}) {
 export function lines(answer, value, { name = seriesName, dash, suffix = "" } = {}) {
   return answer.series.map((series) => ({
     type: "scatter",
-    mode: "lines+markers",
+    // Markers only where there are few points: over hundreds they hide the line.
+    mode: series.points.length > 72 ? "lines" : "lines+markers",
     marker: { size: 4 },
     line: { width: 2, dash },
     connectgaps: false,
