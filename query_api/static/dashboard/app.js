@@ -43,9 +43,12 @@ async function signIn(token) {
   return true;
 }
 
+const SERVICES_KEY = "homepot-analytics.services";
+const SERVICES_FOR_MS = 5 * 60e3; // a new service appears in the picker within minutes
+
 async function loadServices() {
-  const cached = sessionStorage.getItem("homepot-analytics.services");
-  if (cached) return JSON.parse(cached);
+  const cached = JSON.parse(sessionStorage.getItem(SERVICES_KEY) || "null");
+  if (cached && Date.now() - cached.at < SERVICES_FOR_MS) return cached.names;
   const window = { start_date: new Date(Date.now() - 30 * 86400e3).toISOString(), interval: "1d", group_by: "service_name", top: 50 };
   const tables = ["requests", "jobs", "errors", "device-states", "user-activities"];
   const answers = await Promise.allSettled(tables.map((table) => get(`${table}/timeseries`, window)));
@@ -55,7 +58,7 @@ async function loadServices() {
     for (const series of answer.value.series) if (!series.other && series.group) names.add(series.group);
   }
   const sorted = [...names].sort();
-  sessionStorage.setItem("homepot-analytics.services", JSON.stringify(sorted));
+  sessionStorage.setItem(SERVICES_KEY, JSON.stringify({ at: Date.now(), names: sorted }));
   return sorted;
 }
 
@@ -156,7 +159,7 @@ function start() {
   });
   $("#sign-out").addEventListener("click", () => {
     session.end();
-    sessionStorage.removeItem("homepot-analytics.services");
+    sessionStorage.removeItem(SERVICES_KEY);
     showSignIn("Signed out.");
   });
   $("#range").addEventListener("change", () => {
