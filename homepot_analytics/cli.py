@@ -70,8 +70,11 @@ def demo(
 ) -> None:
     """Run an instrumented HOMEPOT-like service, drive traffic, and summarise the five tables."""
     _logging(verbose)
-    from homepot_analytics.demo import run_demo, serve_dashboard
+    from homepot_analytics.demo import port_is_free, run_demo, serve_dashboard
 
+    if serve and not port_is_free(host, port):
+        # Before the demo runs, not after: the printed link would point at someone else's server.
+        raise typer.BadParameter(f"{host}:{port} is in use: pass another --port", param_hint="--port")
     run_demo(requests=requests, rounds=rounds, serve=serve, history_hours=history_hours)
     if serve:
         serve_dashboard(get_settings(), host=host, port=port)

@@ -42,6 +42,15 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def _token(user: str) -> str:
     # The demo service trusts its gateway; the instrumentation only reads the subject.
     return jwt.encode({"sub": user, "role": "operator"}, "demo-only-secret-of-sufficient-length", "HS256")

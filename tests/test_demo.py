@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from homepot_analytics.cli import app
 from homepot_analytics.demo import command_path, next_steps, run_demo
 from homepot_foundation.settings import Settings
 from tests.conftest import fetch_rows
@@ -102,3 +105,14 @@ def test_demo_serve_prints_a_sign_in_link_that_opens_the_dashboard_on_the_demo_d
         assert "Traceback" not in process.log()
     finally:
         process.stop()
+
+
+def test_demo_serve_refuses_a_port_in_use_before_running_the_demo() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["demo", "--serve", "--port", str(port)])
+    assert result.exit_code == 2
+    assert f"127.0.0.1:{port} is in use" in result.output
+    assert "Driving demo traffic" not in result.output

@@ -80,6 +80,8 @@ export async function render(root, ctx) {
     { title: "First seen", value: (g) => when(g.first_seen_ever) },
     { title: "Last seen", value: (g) => when(g.last_seen) },
     { title: "Trend", value: (g) => {
+        // The 50 biggest groups have a series; a smaller one's trend is not worth a chart.
+        if (!pointsOf.has(g.fingerprint)) return el("span", { class: "muted" }, "–");
         const box = el("div", { class: "sparkline", dataset: { fingerprint: g.fingerprint } });
         spark.set(box, pointsOf.get(g.fingerprint));
         return box;
@@ -94,6 +96,6 @@ export async function render(root, ctx) {
   );
   await Promise.all([
     draw(over, stackedBars(categories), { barmode: "stack" }),
-    ...[...spark].filter(([, points]) => points).map(([box, points]) => sparkline(box, points)),
+    ...[...spark].map(([box, points]) => sparkline(box, points)),
   ]);
 }
