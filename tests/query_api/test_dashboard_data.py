@@ -39,7 +39,8 @@ def _window(hours: float = 2) -> dict[str, str]:
     # Whole hours in the middle: the summary reads the rollups there, raw rows at the edges.
     return {
         "start_date": (NOW - timedelta(hours=hours)).isoformat(),
-        "end_date": (NOW + timedelta(minutes=1)).isoformat(),
+        # From the clock, not NOW: the module may have been imported minutes before the test runs.
+        "end_date": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
     }
 
 
@@ -102,7 +103,10 @@ def test_a_regression_is_seen_when_the_resolution_lies_before_the_window(
     insert_rows(engine, error_logs, [_error(60 * 30)])  # 30 hours ago
     _resolve(client, FP, True)
     insert_rows(engine, error_logs, [_error(0) | {"timestamp": datetime.now(UTC)}])
-    last_hour = {"start_date": _at(60).isoformat(), "end_date": _at(-1).isoformat()}
+    last_hour = {
+        "start_date": _at(60).isoformat(),
+        "end_date": (datetime.now(UTC) + timedelta(minutes=1)).isoformat(),
+    }
     response = client.get(f"{PREFIX}/errors/summary", params=last_hour)
     (group,) = response.json()["groups"]
     assert group["status"] == "regressed"
