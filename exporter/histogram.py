@@ -36,6 +36,11 @@ the two neighbours. Each representative is within ``ALPHA`` of its neighbour, so
 is within ``ALPHA`` of ``percentile_cont``'s value, even when the neighbours are buckets apart (the
 nearest rank alone, DDSketch's answer, is not: p50 of ``[1, 100]`` would be about 1, not 50.5).
 ``quantiles_sql`` computes the same in SQL from a long table of ``(group..., bin, count)`` rows.
+
+Stored, a histogram is two arrays, its bins sorted and their counts (``as_arrays``): one row per
+rollup group holds its whole histogram. ``MERGE_ARRAYS_SQL`` adds two of them in PostgreSQL (the
+rollup upsert), ``arrays_sql`` aggregates long-format rows into them, and ``unnest`` turns them
+back into long format for ``quantiles_sql``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from sqlalchemy import (
     literal_column,
     select,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 __all__ = [
     "ALPHA",
@@ -65,8 +71,11 @@ __all__ = [
     "GAMMA",
     "LN_GAMMA",
     "MAX_BUCKET",
+    "MERGE_ARRAYS_SQL",
     "SNAP",
     "ZERO_BUCKET",
+    "arrays_sql",
+    "as_arrays",
     "bucket_of",
     "bucket_sql",
     "histogram_of",
@@ -122,6 +131,37 @@ def merge(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
     for bucket, count in b.items():
         merged[bucket] = merged.get(bucket, 0) + count
     return merged
+
+
+def as_arrays(counts: Mapping[int, int]) -> tuple[list[int], list[int]]:
+    """The stored form: the bins in order and their counts (bins whose count is 0 left out)."""
+    bins = sorted(bucket for bucket, count in counts.items() if count)
+    return bins, [counts[bucket] for bucket in bins]
+
+
+# The merge of two stored histograms, in PostgreSQL: ``{bins_a}`` / ``{counts_a}`` and ``{bins_b}``
+# / ``{counts_b}`` are SQL expressions of the four arrays; the result is a row of the merged pair
+# (for ``UPDATE ... SET (bins, counts) = (...)``). Counts that cancel to 0 (a row subtracted) go.
+MERGE_ARRAYS_SQL = (
+    "(SELECT coalesce(array_agg(m.bin ORDER BY m.bin), '{{}}'),"
+    " coalesce(array_agg(m.n ORDER BY m.bin), '{{}}')"
+    " FROM (SELECT u.bin, sum(u.n)::bigint AS n"
+    " FROM unnest({bins_a} || {bins_b}, {counts_a} || {counts_b}) AS u(bin, n)"
+    " GROUP BY u.bin HAVING sum(u.n) <> 0) AS m)"
+)
+
+
+def arrays_sql(
+    source: FromClause, group_by: Sequence[str], *, bin_column: str = "bin", count_column: str = "count"
+) -> Select[Any]:
+    """Long-format rows ``(group..., bin, count)`` (one per group and bin) as one row per group:
+    ``(group..., bins, counts)``, the stored form."""
+    bin_, count = source.c[bin_column], source.c[count_column]
+    return select(
+        *(source.c[name] for name in group_by),
+        func.array_agg(aggregate_order_by(cast(bin_, SmallInteger), bin_)).label("bins"),
+        func.array_agg(aggregate_order_by(cast(count, BigInteger), bin_)).label("counts"),
+    ).group_by(*(source.c[name] for name in group_by))
 
 
 def quantile(counts: Mapping[int, int], q: float) -> float | None:

@@ -220,5 +220,43 @@ def rebuild_rollups(
     typer.echo(f"Rebuilt {hours} hours of rollups from the raw rows.")
 
 
+@rollups_app.command("refresh")
+def refresh_rollups(
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Rebuild now the rollup buckets that new rows made stale (`serve` does it every
+    HOMEPOT_ANALYTICS_ROLLUP_REFRESH_SECONDS; run this where no `serve` runs)."""
+    _logging(verbose)
+    from exporter.rollups.refresh import refresh
+    from homepot_analytics.dataset_export import rich_progress
+    from homepot_foundation.database import create_engine, resolve_database_url
+
+    engine = create_engine(resolve_database_url(get_settings()))
+    try:
+        with (
+            rich_progress("refreshing rollups (5-minute buckets)", enabled=progress) as bar,
+            engine.connect() as conn,
+        ):
+            reported = -1
+
+            def report(done: int, total: int) -> None:
+                nonlocal reported
+                if reported < 0:
+                    bar.start(total)
+                    reported = 0
+                bar.advance(done - reported)
+                reported = done
+
+            result = refresh(conn, report)
+    finally:
+        engine.dispose()
+    if result.busy:
+        typer.echo("Another process is refreshing the rollups; nothing done.")
+        return
+    skipped = f" ({result.skipped} older than the raw rows, left as they are)" if result.skipped else ""
+    typer.echo(f"Refreshed {result.buckets} stale 5-minute buckets of rollups{skipped}.")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

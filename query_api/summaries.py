@@ -37,7 +37,9 @@ from exporter.rollups.definitions import (
     JOBS,
     REQUESTS,
     SEARCHES,
+    Rollup,
 )
+from exporter.rollups.stale import fresh_until
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
 from query_api import error_status, rollup_reads
 from query_api.filters import TimeWindow
@@ -125,6 +127,14 @@ def _quantiles(
     return total, per_group
 
 
+def _plan(
+    conn: Connection, rollup: Rollup, filters: Sequence[ColumnElement[bool]], window: TimeWindow
+) -> rollup_reads.Plan | None:
+    """How to read ``rollup`` over ``window``: from the rollups where they are up to date with
+    the raw rows, from raw rows after (``exporter.rollups.stale``); None: raw rows only."""
+    return rollup_reads.plan(rollup, filters, window, fresh_until(conn, rollup.source))
+
+
 def request_summary(
     conn: Connection,
     filters: list[ColumnElement[bool]],
@@ -133,7 +143,7 @@ def request_summary(
     *,
     use_rollups: bool = True,
 ) -> dict[str, Any]:
-    found = rollup_reads.plan(REQUESTS, filters, window) if use_rollups else None
+    found = _plan(conn, REQUESTS, filters, window) if use_rollups else None
     if found is not None:
         return _request_summary_from_rollups(conn, found, limit)
     t = api_request_logs.c
@@ -211,8 +221,8 @@ def job_summary(
 ) -> dict[str, Any]:
     if use_rollups:
         jobs, job_errors = (
-            rollup_reads.plan(JOBS, filters, window),
-            rollup_reads.plan(JOB_ERRORS, filters, window),
+            _plan(conn, JOBS, filters, window),
+            _plan(conn, JOB_ERRORS, filters, window),
         )
         if jobs is not None and job_errors is not None:
             return _job_summary_from_rollups(conn, jobs, job_errors, limit, top)
@@ -388,7 +398,7 @@ def _error_groups(
     *,
     use_rollups: bool,
 ) -> list[dict[str, Any]]:
-    found = rollup_reads.plan(ERRORS, filters, window) if use_rollups else None
+    found = _plan(conn, ERRORS, filters, window) if use_rollups else None
     if found is not None:
         summary = _error_summary_from_rollups(conn, found, filters, window, limit)
         if summary is not None:
@@ -525,7 +535,7 @@ def device_state_summary(
     where = [*filters, *window.conditions(t.timestamp)]
     count = [func.count().label("count")]
     changes = [func.count().label("changes"), func.max(t.timestamp).label("last_changed_at")]
-    found = rollup_reads.plan(DEVICE_STATES, filters, window) if use_rollups else None
+    found = _plan(conn, DEVICE_STATES, filters, window) if use_rollups else None
     if found is None:
         transitions = _grouped(conn, [t.service_name, t.previous_state, t.new_state], count, where, limit)
     else:
@@ -570,7 +580,7 @@ def user_activity_summary(
     ]
     # "Temperature " and "temperature" are one search.
     query = func.lower(func.btrim(t.search_query)).label("search_query")
-    searches = rollup_reads.plan(SEARCHES, filters, window) if use_rollups else None
+    searches = _plan(conn, SEARCHES, filters, window) if use_rollups else None
     if searches is None:
         top_searches = _grouped(
             conn, [t.service_name, query], [count], [*where, func.btrim(t.search_query) != ""], top
