@@ -17,7 +17,7 @@ from exporter.migrations import migrate
 from exporter.pipeline import build_pipeline
 from homepot_foundation.database import create_engine, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
-from query_api import frontend_errors, intake, metrics, otlp, routes
+from query_api import dashboard, frontend_errors, intake, metrics, otlp, routes
 from query_api.cors import FrontendCors
 from query_api.retention_schedule import RetentionTask, RollupRefreshTask
 from query_api.validation import reject_nul_in_query
@@ -100,4 +100,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(intake.router)
     app.include_router(frontend_errors.router)
     app.include_router(metrics.router)
+    app.include_router(dashboard.router)
     return app

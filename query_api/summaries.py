@@ -41,7 +41,7 @@ from exporter.rollups.definitions import (
 )
 from exporter.rollups.stale import fresh_until
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
-from query_api import rollup_reads
+from query_api import error_status, rollup_reads
 from query_api.filters import TimeWindow
 
 
@@ -377,6 +377,16 @@ def _top_error_codes(
     return _fill_top_codes(conn, ranked, codes, top)
 
 
+def _window_resolution(t: Any) -> list[Label[Any]]:
+    """What a group's status needs from its occurrences in the window (``query_api.error_status``),
+    and its affected users."""
+    return [
+        func.count(t.user_id.distinct()).label("users"),
+        func.max(t.timestamp).filter(t.resolved.is_(False)).label("latest_open"),
+        func.max(t.resolved_at).filter(t.resolved.is_(True)).label("window_resolved_at"),
+    ]
+
+
 def error_summary(
     conn: Connection,
     filters: list[ColumnElement[bool]],
@@ -385,6 +395,19 @@ def error_summary(
     *,
     use_rollups: bool = True,
 ) -> dict[str, Any]:
+    """Groups per service and fingerprint, each with its status (new, ongoing, regressed, resolved)."""
+    groups = _error_groups(conn, filters, window, limit, use_rollups=use_rollups)
+    return {"groups": error_status.with_status(conn, groups, window)}
+
+
+def _error_groups(
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    *,
+    use_rollups: bool,
+) -> list[dict[str, Any]]:
     found = _plan(conn, ERRORS, filters, window) if use_rollups else None
     if found is not None:
         summary = _error_summary_from_rollups(conn, found, filters, window, limit)
@@ -409,6 +432,7 @@ def error_summary(
             func.min(t.timestamp).label("first_seen"),
             func.max(t.timestamp).label("last_seen"),
             cast(latest[2], BigInteger).label("latest_id"),
+            *_window_resolution(t),
         )
         .where(*filters, *window.conditions(t.timestamp))
         .group_by(t.service_name, fingerprint)
@@ -417,7 +441,7 @@ def error_summary(
     )
     rows = [row._asdict() for row in conn.execute(groups)]
     if not rows:
-        return {"groups": []}
+        return []
     samples = select(t.id, t.category, t.severity, t.error_code, t.error_message).where(
         t.id.in_([row["latest_id"] for row in rows])
     )
@@ -426,7 +450,7 @@ def error_summary(
         sample = by_id[row["latest_id"]]
         del sample["id"]
         row.update(sample)
-    return {"groups": rows}
+    return rows
 
 
 def _error_summary_from_rollups(
@@ -435,7 +459,7 @@ def _error_summary_from_rollups(
     filters: list[ColumnElement[bool]],
     window: TimeWindow,
     limit: int,
-) -> dict[str, Any] | None:
+) -> list[dict[str, Any]] | None:
     """Groups, counts and first/last seen from rollup_errors; None when a row without a fingerprint
     (written before fingerprints existed: the raw path groups it by its text) is in the window.
     Resolution changes after a row is written, so ``unresolved``, ``resolved`` and the latest
@@ -460,7 +484,7 @@ def _error_summary_from_rollups(
     )
     rows = [row._asdict() for row in conn.execute(statement)]
     if not rows:
-        return {"groups": []}
+        return []
     t = error_logs.c
     latest = func.max(array([func.extract("epoch", t.timestamp), cast(t.id, Numeric)]), type_=ARRAY(Numeric))
     resolution = (
@@ -470,6 +494,7 @@ def _error_summary_from_rollups(
             func.count().filter(t.resolved.is_(False)).label("unresolved"),
             func.bool_and(t.resolved).label("resolved"),
             cast(latest[2], BigInteger).label("latest_id"),
+            *_window_resolution(t),
         )
         .where(
             *filters,
@@ -499,9 +524,12 @@ def _error_summary_from_rollups(
             first_seen=first,
             last_seen=last,
             latest_id=group["latest_id"],
+            users=group["users"],
+            latest_open=group["latest_open"],
+            window_resolved_at=group["window_resolved_at"],
         )
         row.update(sample)
-    return {"groups": rows}
+    return rows
 
 
 def device_state_summary(
