@@ -156,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--database", help="use (and keep) this database instead of a throwaway one")
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --database: time the rows a previous run left there"
+    )
     args = parser.parse_args(argv)
+    if args.reuse and not args.database:
+        parser.error("--reuse needs --database")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     first = datetime.combine(LAST_DAY - timedelta(days=args.days - 1), datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(LAST_DAY + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
@@ -167,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     with bench_database(args.database, keep=args.database is not None) as url:
         began = time.perf_counter()
-        generate(url, args.rows, args.days)
+        if args.reuse:
+            logger.info("reusing the rows already in %s", args.database)
+        else:
+            generate(url, args.rows, args.days)
         loaded = time.perf_counter() - began
         engine = create_engine(url, poolclass=NullPool)
         began = time.perf_counter()
