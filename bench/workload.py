@@ -10,6 +10,7 @@ of the rest. The objects are exactly what the batch processors hand to our expor
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
@@ -110,7 +111,9 @@ def generate(records: int, seed: int = 8) -> Stream:
     _state.configure(tracer, logger_provider.get_logger(INSTRUMENTATION_NAME))
     rng = random.Random(seed)
     kinds = [kind for kind, weight in MIX for _ in range(weight)]
-    start_ns = 1_767_225_600_000_000_000  # 2026-01-01T00:00:00Z
+    # Requests end about now, where the SDK puts the jobs' and log records' own timestamps:
+    # one timeline, as a live service makes it (a batch's rows within seconds of each other).
+    start_ns = time.time_ns() - records * 1_050_000
     try:
         for index in range(records):
             kind = kinds[index % len(kinds)]

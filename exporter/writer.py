@@ -126,6 +126,19 @@ class RowWriter:
                 self._discard_connection()
                 raise
 
+    def connect(self) -> None:
+        """Connect (first-connect setup and the device-key lookup included) now instead of at the
+        first batch, e.g. before timing a stream of batches. Raises UNAVAILABLE errors."""
+        with self._lock:
+            connection = self._connect()
+            try:
+                if self._device_keys is None:
+                    self._device_keys = integer_device_columns(connection, _DEVICE_TABLES)
+                connection.commit()  # ends the lookup's transaction
+            except UNAVAILABLE:
+                self._discard_connection()
+                raise
+
     def _resolve_device_keys(
         self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]
     ) -> tuple[dict[str, list[Any]], dict[str, int]]:
