@@ -44,9 +44,9 @@ from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
 from exporter.mapping import Row, log_record_to_rows, span_to_rows
 from exporter.pipeline import create_delivery
 from exporter.privacy import PASS_THROUGH, Privacy, privacy_from_settings
-from exporter.rows import RowBatch
 from exporter.rollups.refresh import refresh
 from exporter.rollups.stale import SOURCES
+from exporter.rows import RowBatch
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
@@ -187,7 +187,7 @@ def _map_batches(batches: list[Batch], privacy: Privacy) -> list[dict[str, list[
         rows = RowBatch(ExportStats())
         to_rows = span_to_rows if kind == "span" else log_record_to_rows
         for record in records:
-            rows.add_from(to_rows, record, privacy)  # type: ignore[arg-type]
+            rows.add_from(to_rows, record, privacy)
         mapped.append(rows.rows)
     return mapped
 

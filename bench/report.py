@@ -182,7 +182,9 @@ def targets(figures: dict[str, Any]) -> dict[str, bool | None]:
     checks: dict[str, bool | None] = {}
     share = figures.get("ingest_share_of_ceiling")
     checks["ingest_at_least_half_of_copy_ceiling"] = None if share is None else share >= TARGET_INGEST_SHARE
-    checks["ingest_at_least_0_6x_copy_ceiling"] = None if share is None else share >= TARGET_STRETCH_INGEST_SHARE
+    checks["ingest_at_least_0_6x_copy_ceiling"] = (
+        None if share is None else share >= TARGET_STRETCH_INGEST_SHARE
+    )
     of_slowest = figures.get("ingest_share_of_slowest_stage")
     checks["ingest_at_least_0_8x_slowest_stage"] = (
         None if of_slowest is None else of_slowest >= TARGET_SHARE_OF_SLOWEST_STAGE

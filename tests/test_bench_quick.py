@@ -84,6 +84,14 @@ def test_ingest_figures_feed_the_table_and_the_target() -> None:
     for key in ("ingest_map_rows_per_s", "ingest_map_no_privacy_rows_per_s", "ingest_write_rows_per_s"):
         assert f"{figures[key]:,}" in printed, key
     assert "0.60x of ceiling" in printed
+    # Against the slower stage of the same round (mapping 9,000 rows/s, writing 20,000): 6000 / 9000.
+    assert figures["ingest_share_of_slowest_stage"] == 0.667
+    assert "0.67x of its slowest stage" in printed
+    checks = report.targets(figures)
+    assert checks["ingest_at_least_0_8x_slowest_stage"] is False
+    assert checks["ingest_at_least_0_6x_copy_ceiling"] is True
+    result.map_rows_per_s[0] = 7000.0  # the pipeline as fast as its slowest stage: 6000 / 7000
+    assert report.targets(report.ingest_figures(result))["ingest_at_least_0_8x_slowest_stage"] is True
     assert "0.80x of the writer without rollups" in printed
 
 

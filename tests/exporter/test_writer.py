@@ -117,6 +117,30 @@ def test_database_away_raises_unavailable_quickly(stats: ExportStats) -> None:
     assert stats.total("written") == 0 and stats.total("rejected") == 0
 
 
+def _exporter_backends(url: str) -> list[tuple[int, str]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT pid, state FROM pg_stat_activity "
+            "WHERE application_name = 'homepot-analytics-exporter' AND datname = current_database()"
+        ).fetchall()
+
+
+def test_connect_opens_the_connection_the_first_batch_then_uses(writer: RowWriter, db_url: str) -> None:
+    assert _exporter_backends(db_url) == []
+    writer.connect()
+    [(pid, state)] = _exporter_backends(db_url)
+    assert state == "idle"  # the device-key lookup's transaction is ended, no lock held
+    writer.write({"api_request_logs": request_rows(2)})
+    assert _exporter_backends(db_url) == [(pid, "idle")]
+    assert count(db_url, "api_request_logs") == 2
+
+
+def test_connect_to_a_database_away_raises_unavailable(stats: ExportStats) -> None:
+    writer = RowWriter(refused_url(), stats=stats, connect_timeout=2)
+    with pytest.raises(UNAVAILABLE):
+        writer.connect()
+
+
 def test_lost_connection_raises_unavailable_then_reconnects(writer: RowWriter, db_url: str) -> None:
     writer.write({"api_request_logs": request_rows(1)})
     with psycopg.connect(db_url, autocommit=True) as admin:
