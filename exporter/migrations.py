@@ -1,7 +1,8 @@
 """Versioned schema migrations: create the five tables, and upgrade older schemas in place.
 
 Each migration runs once, in order, in its own transaction, and is recorded in
-``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock (a transaction's, so it holds through a pooler).
+``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock (each
+step's transaction takes it, so it holds through a pooler in transaction mode).
 Migration 1 also adopts the tables of the HOMEPOT system this project replaces (same names,
 no trace columns, naive timestamps): it adds what is missing and keeps every row. Migration 2
 turns the tables into monthly range partitions on "timestamp" (``exporter.partitions``,

@@ -28,7 +28,9 @@ class Databases:
         primary = create_engine(primary_url)
         if not settings.read_database_url:
             return cls(primary)
-        replica = create_engine(settings.read_database_url)
+        # Every transaction read-only from the start: a standby refuses the READ WRITE that a
+        # connection reset after a read-only transaction would otherwise ask for next time.
+        replica = create_engine(settings.read_database_url).execution_options(postgresql_readonly=True)
         return cls(primary, replica, ReplicaLagCheck(replica, settings.read_max_lag_ms))
 
     def for_writes(self) -> Engine:

@@ -7,11 +7,14 @@ The check is one cheap query, made at most once a second per process and shared 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
+
+logger = logging.getLogger(__name__)
 
 # How long one check's answer stands: a burst of reads costs one round trip, not one each.
 CHECK_INTERVAL_S = 1.0
@@ -55,7 +58,8 @@ class ReplicaLagCheck:
         try:
             with self._engine.connect() as conn:
                 lag_ms = float(conn.execute(_LAG_MS).scalar_one())
-        except SQLAlchemyError:
+        except SQLAlchemyError as error:
+            logger.warning("read replica check failed: %s", error)
             return "The analytics read replica is unavailable."
         if lag_ms > self._max_lag_ms:
             return (

@@ -1,0 +1,70 @@
+"""OTLP/JSON trace requests of many server spans, each in a trace of its own, for tests that send
+traffic to one or more sinks and count what landed."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+MS = 1_000_000
+
+
+def _attr(key: str, value: str | int) -> dict[str, Any]:
+    typed = {"intValue": str(value)} if isinstance(value, int) else {"stringValue": value}
+    return {"key": key, "value": typed}
+
+
+def _span(trace_id: str, start_ns: int, status: int) -> dict[str, Any]:
+    span: dict[str, Any] = {
+        "traceId": trace_id,
+        "spanId": trace_id[:16],
+        "name": "GET /api/v1/devices/{device_id}",
+        "kind": 2,
+        "startTimeUnixNano": str(start_ns),
+        "endTimeUnixNano": str(start_ns + 7 * MS),
+        "attributes": [
+            _attr("http.request.method", "GET"),
+            _attr("url.path", "/api/v1/devices/42"),
+            _attr("http.route", "/api/v1/devices/{device_id}"),
+            _attr("http.response.status_code", status),
+        ],
+        "status": {},
+    }
+    if status >= 500:
+        span["status"] = {"code": 2, "message": "device store timed out"}
+        span["events"] = [
+            {
+                "timeUnixNano": str(start_ns + 6 * MS),
+                "name": "exception",
+                "attributes": [
+                    _attr("exception.type", "TimeoutError"),
+                    _attr("exception.message", "device store timed out"),
+                    _attr("exception.stacktrace", "Traceback: ..."),
+                ],
+            }
+        ]
+    return span
+
+
+def request_traces(
+    count: int, *, service: str = "scale-test", failing_every: int = 0, start_ns: int | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """One ExportTraceServiceRequest (as JSON) of ``count`` SERVER spans and their trace ids.
+
+    Every ``failing_every``-th span is a 500 with an exception event: an ``error_logs`` row too."""
+    start = start_ns if start_ns is not None else time.time_ns() - 60_000 * MS
+    trace_ids = [uuid.uuid4().hex for _ in range(count)]
+    spans = [
+        _span(trace_id, start + n * MS, 500 if failing_every and n % failing_every == 0 else 200)
+        for n, trace_id in enumerate(trace_ids)
+    ]
+    body = {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [_attr("service.name", service)]},
+                "scopeSpans": [{"scope": {"name": "scale-test"}, "spans": spans}],
+            }
+        ]
+    }
+    return body, trace_ids
