@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.otlp_traffic import request_traces
 from exporter.migrations import migrate
 from exporter.retention import run_retention
 from homepot_foundation.database import create_engine
@@ -18,7 +19,6 @@ from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from tests.conftest import JWT_SECRET
 from tests.query_api.conftest import PREFIX, bearer
-from tests.support.otlp_traffic import request_traces
 from tests.support.pgbouncer import pgbouncer_in_front_of
 from tests.support.throwaway import throwaway_database
 

@@ -13,13 +13,13 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.otlp_traffic import request_traces
 from homepot_foundation.settings import Settings
 from query_api.app import create_app
 from query_api.replica_lag import CHECK_INTERVAL_S
 from tests.conftest import JWT_SECRET
 from tests.query_api.conftest import PREFIX, bearer
 from tests.support.local_clusters import Cluster, primary_and_replica, wait_replayed
-from tests.support.otlp_traffic import request_traces
 
 pytestmark = pytest.mark.slow
 
