@@ -1,7 +1,8 @@
 """Versioned schema migrations: create the five tables, and upgrade older schemas in place.
 
 Each migration runs once, in order, in its own transaction, and is recorded in
-``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock.
+``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock (each
+step's transaction takes it, so it holds through a pooler in transaction mode).
 Migration 1 also adopts the tables of the HOMEPOT system this project replaces (same names,
 no trace columns, naive timestamps): it adds what is missing and keeps every row. Migration 2
 turns the tables into monthly range partitions on "timestamp" (``exporter.partitions``,
@@ -243,8 +244,11 @@ def migrate(engine: Engine) -> list[AppliedMigration]:
     what it changed in tables that were there before."""
     applied: list[AppliedMigration] = []
     with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-        try:
+        # The schema lock is a transaction's, taken again by each step, never the session's: a
+        # session lock would outlive its transaction behind a pooler in transaction mode (held by
+        # a server connection the next step may not get, unlocked by none).
+        with conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
             conn.execute(
                 text(
                     f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
@@ -252,25 +256,21 @@ def migrate(engine: Engine) -> list[AppliedMigration]:
                     "applied_at timestamptz NOT NULL DEFAULT now())"
                 )
             )
-            conn.commit()
-            version = current_version(conn)
-            conn.commit()
-            for migration in MIGRATIONS:
-                if migration.version <= version:
+        for migration in MIGRATIONS:
+            with conn.begin():
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                # Under the lock: another process may have applied it since the last step.
+                if migration.version <= current_version(conn):
                     continue
-                with conn.begin():
-                    changes = migration.apply(conn)
-                    conn.execute(
-                        text(f"INSERT INTO {MIGRATIONS_TABLE} (version, description) VALUES (:v, :d)"),
-                        {"v": migration.version, "d": migration.description},
-                    )
-                logger.info("applied migration %d: %s", migration.version, migration.description)
-                for change in changes:
-                    logger.warning("changed an existing table: %s", change)
-                applied.append(AppliedMigration(migration.version, migration.description, tuple(changes)))
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
-            conn.commit()
+                changes = migration.apply(conn)
+                conn.execute(
+                    text(f"INSERT INTO {MIGRATIONS_TABLE} (version, description) VALUES (:v, :d)"),
+                    {"v": migration.version, "d": migration.description},
+                )
+            logger.info("applied migration %d: %s", migration.version, migration.description)
+            for change in changes:
+                logger.warning("changed an existing table: %s", change)
+            applied.append(AppliedMigration(migration.version, migration.description, tuple(changes)))
     # Every start of an exporter or the service also makes sure next months' partitions exist.
     with never_raise(
         "could not create the coming months' partitions; rows go to the default partition", logger=logger
