@@ -15,6 +15,7 @@ import psycopg
 from sqlalchemy.pool import NullPool
 
 from exporter.migrations import migrate
+from exporter.rollups.schema import ROLLUP_TABLES, stale_buckets
 from exporter.schema import TABLES
 from homepot_foundation.database import create_engine
 
@@ -59,7 +60,9 @@ def throwaway_database() -> Iterator[str]:
 
 def truncate_tables(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
+        rollups = [table.name for parts in ROLLUP_TABLES.values() for table in parts.values()]
+        rollups.append(stale_buckets.name)
+        conn.execute(f"TRUNCATE {', '.join([*TABLES, *rollups])} RESTART IDENTITY")
 
 
 def count_service_rows(url: str, service_name: str, table: str = "api_request_logs") -> int:

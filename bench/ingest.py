@@ -30,6 +30,7 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 from psycopg import sql
 from pydantic import SecretStr
+from sqlalchemy.pool import NullPool
 
 from bench.apps.service import BENCH_PSEUDONYM_KEY
 from bench.database import count_rows, truncate_tables
@@ -39,8 +40,11 @@ from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
 from exporter.mapping import Row, log_record_to_rows, span_to_rows
 from exporter.pipeline import create_delivery
 from exporter.privacy import PASS_THROUGH, Privacy, privacy_from_settings
+from exporter.rollups.refresh import refresh
+from exporter.rollups.stale import SOURCES
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.writer import RowWriter
+from homepot_foundation.database import create_engine
 from homepot_foundation.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,6 +62,8 @@ class IngestResult:
     map_rows_per_s: list[float] = field(default_factory=list)
     map_plain_rows_per_s: list[float] = field(default_factory=list)
     write_rows_per_s: list[float] = field(default_factory=list)
+    write_no_rollups_rows_per_s: list[float] = field(default_factory=list)
+    refresh_rows_per_s: list[float] = field(default_factory=list)  # rollups brought up to date
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -139,7 +145,34 @@ def _run_ceiling(url: str, dumps: dict[str, bytes]) -> float:
         return time.perf_counter() - started
 
 
-def _run_writer_only(url: str, rows: dict[str, list[Row]], batch_size: int) -> float:
+def _rollup_triggers(url: str, enabled: bool) -> None:
+    """The raw tables' stale-bucket triggers on or off (off: the writer as if no rollups)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in SOURCES:
+            conn.execute(f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} TRIGGER USER")
+
+
+def _run_refresh(url: str) -> float:
+    """Seconds to bring the rollups up to date with the rows just written (what ``serve`` does
+    every few seconds in the background)."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            refresh(conn)
+        return time.perf_counter() - started
+    finally:
+        engine.dispose()
+
+
+def _run_writer_only(url: str, rows: dict[str, list[Row]], batch_size: int, *, rollups: bool = True) -> float:
+    """``RowWriter`` alone; ``rollups=False`` with the rollups' triggers off, to price them."""
+    if not rollups:
+        _rollup_triggers(url, enabled=False)
+        try:
+            return _run_writer_only(url, rows, batch_size)
+        finally:
+            _rollup_triggers(url, enabled=True)
     writer = RowWriter(url)
     batches = [
         {table: table_rows[start : start + batch_size]}
@@ -182,6 +215,11 @@ def run_ingest(url: str, stream: Stream, rounds: int, batch_size: int | None = N
             result.ceiling_rows_per_s.append(total / _run_ceiling(url, dumps))
             truncate_tables(url)
             result.write_rows_per_s.append(total / _run_writer_only(url, mapped, batch_size))
+            result.refresh_rows_per_s.append(total / _run_refresh(url))
+            truncate_tables(url)
+            result.write_no_rollups_rows_per_s.append(
+                total / _run_writer_only(url, mapped, batch_size, rollups=False)
+            )
             for policy, samples in (
                 (privacy, result.map_rows_per_s),
                 (PASS_THROUGH, result.map_plain_rows_per_s),

@@ -76,6 +76,9 @@ def ingest_figures(result: IngestResult) -> dict[str, Any]:
     # in a round, so a round's ratio cancels the machine's load at that moment, which moves
     # both figures together (the ceiling alone varied by 25 % between rounds here).
     shares = [o / c for o, c in zip(result.ours_rows_per_s, result.ceiling_rows_per_s, strict=False) if c]
+    upkeep = [
+        w / n for w, n in zip(result.write_rows_per_s, result.write_no_rollups_rows_per_s, strict=False) if n
+    ]
     return {
         "ingest_rows_per_s": round(ours),
         "copy_ceiling_rows_per_s": round(ceiling),
@@ -83,6 +86,10 @@ def ingest_figures(result: IngestResult) -> dict[str, Any]:
         "ingest_map_rows_per_s": round(_median(result.map_rows_per_s)),
         "ingest_map_no_privacy_rows_per_s": round(_median(result.map_plain_rows_per_s)),
         "ingest_write_rows_per_s": round(_median(result.write_rows_per_s)),
+        "ingest_write_no_rollups_rows_per_s": round(_median(result.write_no_rollups_rows_per_s)),
+        # Per round, the writer keeping rollups against the writer without: their upkeep's price.
+        "rollup_upkeep_share": round(_median(upkeep), 3) if upkeep else None,
+        "rollup_refresh_rows_per_s": round(_median(result.refresh_rows_per_s)),
         "ingest_records": result.records,
         "ingest_rows": result.rows,
         "ingest_rows_by_table": result.rows_by_table,
@@ -90,6 +97,7 @@ def ingest_figures(result: IngestResult) -> dict[str, Any]:
             "ours_rows_per_s": [round(v) for v in result.ours_rows_per_s],
             "copy_ceiling_rows_per_s": [round(v) for v in result.ceiling_rows_per_s],
             "write_rows_per_s": [round(v) for v in result.write_rows_per_s],
+            "write_no_rollups_rows_per_s": [round(v) for v in result.write_no_rollups_rows_per_s],
             "map_rows_per_s": [round(v) for v in result.map_rows_per_s],
             "map_no_privacy_rows_per_s": [round(v) for v in result.map_plain_rows_per_s],
         },
@@ -196,12 +204,16 @@ def table(figures: dict[str, Any]) -> str:
     lines: list[str] = []
     if "ingest_rows_per_s" in figures:
         share = figures["ingest_share_of_ceiling"]
+        kept = figures.get("rollup_upkeep_share")
+        upkeep = "" if kept is None else f"   {kept:.2f}x of the writer without rollups"
         ingest_rows = (
             ("ours (map || COPY per batch)", "ingest_rows_per_s", f"   {share:.2f}x of ceiling"),
             ("ceiling (one COPY per table)", "copy_ceiling_rows_per_s", ""),
             ("mapping alone, default privacy", "ingest_map_rows_per_s", ""),
             ("mapping alone, no privacy", "ingest_map_no_privacy_rows_per_s", ""),
-            ("writer alone (mapped rows)", "ingest_write_rows_per_s", ""),
+            ("writer alone (mapped rows)", "ingest_write_rows_per_s", upkeep),
+            ("writer alone, no rollups", "ingest_write_no_rollups_rows_per_s", ""),
+            ("rollup refresh (background)", "rollup_refresh_rows_per_s", ""),
         )
         lines.append(
             f"Ingest: {figures['ingest_rows']:,} rows over 5 tables "

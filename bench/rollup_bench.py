@@ -1,13 +1,13 @@
 """Summaries from the rollups against the exact raw-row queries, in one run on the same data.
 
 Rows are generated inside PostgreSQL (``bench.query_bench.generate``: ``INSERT ... SELECT
-generate_series``) straight into the raw tables, N per table over 30 days, and the rollups are
-then built from them by ``exporter.rollups.rebuild.rebuild`` (the same definitions the writer
-uses; the write-time path, rollups kept as rows are written, is measured by ``bench/run.py``'s
-ingest). Each summary is run through ``query_api.summaries`` twice, from the rollups and from raw
-rows only (``use_rollups=False``, the exact path), 10 times each, alternated; p50/p95 printed,
-with the worst relative error of a percentile against the exact one, and the size of the rollup
-tables against the raw ones. A throwaway database is created and dropped.
+generate_series``) straight into the raw tables, N per table over 30 days; their triggers mark
+the buckets stale and ``exporter.rollups.refresh`` builds them, as ``serve`` would (the write
+path's share, the triggers, is measured by ``bench/run.py``'s ingest). Each summary, and the
+30-day hourly time series of requests, jobs and errors, is run twice, from the rollups and from
+raw rows only (``use_rollups=False`` / ``raw=True``, the exact path), 10 times each,
+alternated; p50/p95 printed, with the worst relative error of a percentile against the exact
+one, and the size of the rollup tables against the raw ones. A throwaway database is created and dropped.
 
     .venv/bin/python -m bench.rollup_bench                      # 1M rows per table, a few minutes
     .venv/bin/python -m bench.rollup_bench --rows 10000000      # the full figure
@@ -27,13 +27,15 @@ from sqlalchemy import Connection, text
 from sqlalchemy.pool import NullPool
 
 from bench.query_bench import CHUNK, GENERATORS, LAST_DAY, _monthly_partitions, bench_database
-from exporter.rollups.rebuild import rebuild
+from exporter.rollups.refresh import refresh
 from exporter.rollups.schema import ROLLUP_TABLES
 from exporter.schema import TABLES, WRITE_COLUMNS
 from homepot_foundation.database import create_engine
 from query_api import summaries
+from query_api import timeseries as ts
 from query_api.filters import TimeWindow
 from query_api.reading import SUMMARY_WORK_MEM
+from query_api.routes.timeseries import read_series
 
 logger = logging.getLogger("bench.rollup_bench")
 
@@ -92,21 +94,12 @@ def _summaries(window: TimeWindow) -> dict[str, Run]:
     }
 
 
-def _hourly_series(window: TimeWindow) -> Run:
+def _hourly_series(window: TimeWindow, spec: ts.TableSeries, group_by: str) -> Run:
+    """The 30-day hourly time series of the endpoint, top 10 groups and "other" (720 x 11 points)."""
+
     def run(conn: Connection, rollups: bool) -> Any:
-        if rollups:
-            statement = (
-                "SELECT bucket, sum(count) FROM rollup_requests_1h WHERE bucket >= :start AND bucket < :end "
-                "GROUP BY bucket ORDER BY bucket"
-            )
-        else:
-            statement = (
-                "SELECT date_bin('1 hour', timestamp, '1970-01-01+00'), count(*) FROM api_request_logs "
-                "WHERE timestamp >= :start AND timestamp < :end GROUP BY 1 ORDER BY 1"
-            )
-        return [
-            tuple(row) for row in conn.execute(text(statement), {"start": window.start, "end": window.end})
-        ]
+        plan = ts.plan(window, "1h", series=11, raw=not rollups)
+        return read_series(conn, spec, plan, group_by, 10, raw_filters=[], names=())
 
     return run
 
@@ -163,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--database", help="use (and keep) this database instead of a throwaway one")
+    parser.add_argument(
+        "--reuse", action="store_true", help="with --database: time the rows a previous run left there"
+    )
     args = parser.parse_args(argv)
+    if args.reuse and not args.database:
+        parser.error("--reuse needs --database")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     first = datetime.combine(LAST_DAY - timedelta(days=args.days - 1), datetime.min.time(), tzinfo=UTC)
     end = datetime.combine(LAST_DAY + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
@@ -174,13 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     with bench_database(args.database, keep=args.database is not None) as url:
         began = time.perf_counter()
-        generate(url, args.rows, args.days)
+        if args.reuse:
+            logger.info("reusing the rows already in %s", args.database)
+        else:
+            generate(url, args.rows, args.days)
         loaded = time.perf_counter() - began
         engine = create_engine(url, poolclass=NullPool)
         began = time.perf_counter()
         with engine.connect() as conn:
-            hours = rebuild(conn, first, end)
-            conn.commit()
+            refreshed = refresh(conn)  # the generated rows' stale buckets, as ``serve`` would
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for parts in ROLLUP_TABLES.values():
                 for table in parts.values():
@@ -188,12 +188,17 @@ def main(argv: list[str] | None = None) -> int:
         built = time.perf_counter() - began
         cases: list[tuple[str, Run]] = [
             *((f"30-day summary: {name}", run) for name, run in _summaries(month).items()),
-            ("30-day hourly request counts", _hourly_series(month)),
+            ("30-day hourly series: requests by route", _hourly_series(month, ts.REQUEST_SERIES, "route")),
+            ("30-day hourly series: jobs by type", _hourly_series(month, ts.JOB_SERIES, "job_type")),
+            (
+                "30-day hourly series: errors by fingerprint",
+                _hourly_series(month, ts.ERROR_SERIES, "fingerprint"),
+            ),
             *((f"one-day summary (ragged): {name}", run) for name, run in _summaries(day).items()),
         ]
         print(
             f"\n{args.rows:,} rows per table over {args.days} days; load {loaded:.0f} s, "
-            f"rollups rebuilt ({hours} hours) in {built:.0f} s"
+            f"rollups refreshed ({refreshed.buckets:,} 5-minute buckets) in {built:.0f} s"
         )
         print(
             f"{'query':<46} {'rollups p50/p95 ms':>20} {'raw p50/p95 ms':>18} "

@@ -36,10 +36,16 @@ the two neighbours. Each representative is within ``ALPHA`` of its neighbour, so
 is within ``ALPHA`` of ``percentile_cont``'s value, even when the neighbours are buckets apart (the
 nearest rank alone, DDSketch's answer, is not: p50 of ``[1, 100]`` would be about 1, not 50.5).
 ``quantiles_sql`` computes the same in SQL from a long table of ``(group..., bin, count)`` rows.
+
+Stored, a histogram is two arrays, its bins sorted and their counts: one row per rollup group
+holds its whole histogram. ``arrays_sql`` aggregates long-format rows into them, and ``unnest``
+turns them back into long format. ``quantiles`` answers several quantiles of one histogram in one
+pass (a summary merges its bins in SQL and ranks them here: no sort of every bin in SQL).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -58,6 +64,7 @@ from sqlalchemy import (
     literal_column,
     select,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 __all__ = [
     "ALPHA",
@@ -67,12 +74,14 @@ __all__ = [
     "MAX_BUCKET",
     "SNAP",
     "ZERO_BUCKET",
+    "arrays_sql",
     "bucket_of",
     "bucket_sql",
     "histogram_of",
     "histogram_sql",
     "merge",
     "quantile",
+    "quantiles",
     "quantiles_sql",
     "value_of",
     "value_sql",
@@ -124,6 +133,19 @@ def merge(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
     return merged
 
 
+def arrays_sql(
+    source: FromClause, group_by: Sequence[str], *, bin_column: str = "bin", count_column: str = "count"
+) -> Select[Any]:
+    """Long-format rows ``(group..., bin, count)`` (one per group and bin) as one row per group:
+    ``(group..., bins, counts)``, the stored form."""
+    bin_, count = source.c[bin_column], source.c[count_column]
+    return select(
+        *(source.c[name] for name in group_by),
+        func.array_agg(aggregate_order_by(cast(bin_, SmallInteger), bin_)).label("bins"),
+        func.array_agg(aggregate_order_by(cast(count, BigInteger), bin_)).label("counts"),
+    ).group_by(*(source.c[name] for name in group_by))
+
+
 def quantile(counts: Mapping[int, int], q: float) -> float | None:
     """The estimate of ``percentile_cont(q)`` of the values counted: None for no values.
 
@@ -144,6 +166,35 @@ def quantile(counts: Mapping[int, int], q: float) -> float | None:
         return low
     high = value_of(_bucket_at(bins, high_rank))
     return low + (high - low) * (rank - low_rank)  # percentile_cont's interpolation (float8_lerp)
+
+
+def quantiles(counts: Mapping[int, int], fractions: Mapping[str, float]) -> dict[str, float | None]:
+    """``quantile`` of one histogram for each of ``fractions`` (label -> q), the bins sorted once."""
+    for q in fractions.values():
+        if not 0 <= q <= 1:
+            raise ValueError(f"a quantile is between 0 and 1, not {q}")
+    bins = sorted((bucket, count) for bucket, count in counts.items() if count)
+    total = sum(count for _, count in bins)
+    if not total:
+        return dict.fromkeys(fractions)
+    # Running counts, then for each rank the first bin whose running count passes it.
+    running: list[int] = []
+    seen = 0
+    for _, count in bins:
+        seen += count
+        running.append(seen)
+
+    def bucket_at(index: int) -> int:
+        return bins[bisect.bisect_right(running, index)][0]
+
+    found: dict[str, float | None] = {}
+    for label, q in fractions.items():
+        rank = q * (total - 1)
+        low_rank, high_rank = math.floor(rank), math.ceil(rank)
+        low = value_of(bucket_at(low_rank))
+        high = low if high_rank == low_rank else value_of(bucket_at(high_rank))
+        found[label] = low + (high - low) * (rank - low_rank)
+    return found
 
 
 def _bucket_at(bins: Sequence[tuple[int, int]], index: int) -> int:

@@ -23,8 +23,10 @@ from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
-from exporter.rollups.rebuild import rebuild_all
+from exporter.rollups.definitions import DAILY, GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS
+from exporter.rollups.rebuild import rebuild_all, rebuild_days_from_hours
 from exporter.rollups.schema import rollup_metadata
+from exporter.rollups.stale import TRIGGERS_DDL
 from exporter.schema import TABLES, metadata
 from exporter.trace_links import PENDING_JOINS_DDL
 
@@ -163,6 +165,53 @@ def _create_rollups(conn: Connection) -> list[str]:
     return []
 
 
+def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
+    """Rollups of migration 6 as first released: a latency table beside each groups table (a row
+    per bin), no daily grain, and the writer adding to them as it wrote. The bins move into their
+    group's row as two arrays, and the days are summed from the hours (not rebuilt from raw rows:
+    history older than them stays). Then triggers on the raw tables mark the buckets each
+    statement changes, for ``exporter.rollups.refresh`` to rebuild."""
+    changed: list[str] = []
+    for rollup in ROLLUPS:
+        if rollup.latency is None:
+            continue
+        keys = ", ".join(f'"{key.name}"' for key in rollup.keys)
+        for grain in GRAINS:
+            groups, old = rollup.table_name(grain), rollup.table_name(grain, "latency")
+            if not inspect(conn).has_table(old):
+                continue
+            conn.execute(
+                text(
+                    f"ALTER TABLE {groups} "
+                    f"ADD COLUMN IF NOT EXISTS {LATENCY_BINS} smallint[] NOT NULL DEFAULT '{{}}', "
+                    f"ADD COLUMN IF NOT EXISTS {LATENCY_COUNTS} bigint[] NOT NULL DEFAULT '{{}}'"
+                )
+            )
+            conn.execute(
+                text(
+                    f"UPDATE {groups} AS g SET {LATENCY_BINS} = h.bins, {LATENCY_COUNTS} = h.counts "
+                    f"FROM (SELECT bucket, {keys}, array_agg(bin ORDER BY bin) AS bins, "
+                    f"array_agg(count ORDER BY bin) AS counts FROM {old} WHERE count <> 0 "
+                    f"GROUP BY bucket, {keys}) AS h "
+                    f"WHERE g.bucket = h.bucket AND "
+                    + " AND ".join(f'g."{key.name}" = h."{key.name}"' for key in rollup.keys)
+                )
+            )
+            conn.execute(text(f"DROP TABLE {old}"))
+            changed.append(f"{old} folded into {groups}")
+    daily = [rollup.table_name(DAILY) for rollup in ROLLUPS]
+    missing = [name for name in daily if not inspect(conn).has_table(name)]
+    rollup_metadata.create_all(conn, checkfirst=True)
+    if missing:
+        days = rebuild_days_from_hours(conn)
+        if days:
+            logger.info("daily rollups summed from the hourly ones: %d days", days)
+    # From here on the rollups are rebuilt from the raw rows for the buckets these triggers mark.
+    for statement in TRIGGERS_DDL:
+        conn.execute(text(statement))
+    return changed
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "create the five analytics tables (adopting older HOMEPOT tables)", _create_tables),
     Migration(2, "partition the five tables by month on timestamp, keeping every row", _partition_tables),
@@ -172,6 +221,11 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(5, "event_id defaults to a random uuid for inserts that give none", _default_event_ids),
     Migration(6, "rollup tables (5-minute and hourly buckets), built from the stored rows", _create_rollups),
+    Migration(
+        7,
+        "rollups kept by triggers and refresh; histograms in their group rows; daily rollups",
+        _rollups_refreshed_by_triggers,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -30,7 +30,6 @@ import psycopg
 
 from exporter.columns import text_limits
 from exporter.own_logging import exporter_logger
-from exporter.rollups.deltas import deltas_of, upsert
 from exporter.stats import ExportStats
 
 logger = exporter_logger(__name__)
@@ -197,9 +196,7 @@ def link_traces(
                 cursor.execute(_MERGE_DUPLICATES, parameters)
                 columns = [column.name for column in cursor.description or ()]
                 deleted = [dict(zip(columns, values, strict=True)) for values in cursor.fetchall()]
-                merged = len(deleted)
-                # The rollups counted the copies when they were written: take them out again.
-                upsert(cursor, deltas_of({"error_logs": deleted}, sign=-1))
+                merged = len(deleted)  # the rollups' triggers see the deletes and recount
                 cursor.execute(_FILL_ERRORS, parameters)
                 cursor.execute(_FILL_REQUESTS, parameters)
                 cursor.execute(_REMEMBER_PENDING, parameters)

@@ -22,7 +22,6 @@ from psycopg import errors, sql
 
 from exporter.device_keys import KeyColumn, integer_device_columns, resolve_device_keys
 from exporter.own_logging import exporter_logger
-from exporter.rollups.deltas import deltas_of, upsert
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.stats import STATS, ExportStats
 from exporter.trace_links import link_traces
@@ -204,14 +203,11 @@ class RowWriter:
                 with cursor.copy(_copy_statement(table)) as copy:
                     for row in table_rows:
                         copy.write_row(_values(table, row))
-            # Every row went in: each counts in the rollups, in the same transaction.
-            upsert(cursor, deltas_of(batch))
         connection.commit()
         return self._count_written(batch)
 
     def _write_idempotent(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
         inserted_by_table: dict[str, int] = {}
-        inserted_rows: dict[str, list[Any]] = {}
         with connection.cursor() as cursor:
             for table, table_rows in batch.items():
                 stage = f"_homepot_stage_{table}"
@@ -226,19 +222,12 @@ class RowWriter:
                     for row in table_rows:
                         copy.write_row(_values(table, row))
                 cursor.execute(
-                    sql.SQL(
-                        "INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING"
-                        " RETURNING event_id, timestamp"
-                    ).format(sql.Identifier(table), columns, columns, sql.Identifier(stage))
+                    sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+                        sql.Identifier(table), columns, columns, sql.Identifier(stage)
+                    )
                 )
-                # Only the rows really inserted count in the rollups (a replay's others are in).
-                new = {(str(event_id), moment) for event_id, moment in cursor.fetchall()}
-                inserted_rows[table] = [
-                    row for row in table_rows if (str(row["event_id"]), row["timestamp"]) in new
-                ]
-                inserted_by_table[table] = len(new)
+                inserted_by_table[table] = cursor.rowcount  # a replay's stored rows are not new
                 logger.debug("%s: %d of %d rows were new", table, inserted_by_table[table], len(table_rows))
-            upsert(cursor, deltas_of(inserted_rows))
         connection.commit()
         for table, inserted in inserted_by_table.items():  # counted once they are really stored
             self._stats.add("written", table, inserted)
@@ -247,7 +236,6 @@ class RowWriter:
     def _write_row_by_row(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
         written: dict[str, int] = {}
         rejected: dict[str, int] = {}
-        inserted_rows: dict[str, list[Any]] = {}
         with connection.cursor() as cursor:
             for table, table_rows in batch.items():
                 columns = WRITE_COLUMNS[table]
@@ -263,13 +251,11 @@ class RowWriter:
                         # rowcount 0: stored before (a replay), not a new row.
                         if cursor.rowcount > 0:
                             written[table] = written.get(table, 0) + cursor.rowcount
-                            inserted_rows.setdefault(table, []).append(row)
                     except (*UNAVAILABLE, *_SYSTEMIC):
                         raise
                     except psycopg.Error as error:
                         rejected[table] = rejected.get(table, 0) + 1
                         logger.warning("%s: row rejected by the database: %s", table, error)
-            upsert(cursor, deltas_of(inserted_rows))
         connection.commit()
         # Counted after the commit: rows of a transaction lost mid-way are kept and counted later.
         for table, count in written.items():

@@ -57,13 +57,27 @@ def create_tables(verbose: Annotated[bool, typer.Option("--verbose", "-v")] = Fa
 def demo(
     requests: Annotated[int, typer.Option(help="API requests the demo traffic makes per round.")] = 200,
     rounds: Annotated[int, typer.Option(help="Rounds of traffic; 0 = until interrupted.", min=0)] = 1,
+    history_hours: Annotated[
+        int, typer.Option(help="Hours of past traffic recorded first, for the dashboard's trends.", min=0)
+    ] = 24,
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="Then serve the dashboard on the demo data and print a sign-in link."),
+    ] = False,
+    host: Annotated[str, typer.Option(help="With --serve: interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="With --serve: port to listen on.")] = 8000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run an instrumented HOMEPOT-like service, drive traffic, and summarise the five tables."""
     _logging(verbose)
-    from homepot_analytics.demo import run_demo
+    from homepot_analytics.demo import port_is_free, run_demo, serve_dashboard
 
-    run_demo(requests=requests, rounds=rounds)
+    if serve and not port_is_free(host, port):
+        # Before the demo runs, not after: the printed link would point at someone else's server.
+        raise typer.BadParameter(f"{host}:{port} is in use: pass another --port", param_hint="--port")
+    run_demo(requests=requests, rounds=rounds, serve=serve, history_hours=history_hours)
+    if serve:
+        serve_dashboard(get_settings(), host=host, port=port)
 
 
 @app.command("stop-embedded")
@@ -80,7 +94,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Run the analytics service: query API, OTLP/HTTP sink and frontend intake."""
+    """Run the analytics service: dashboard, query API, OTLP/HTTP sink and frontend intake."""
     import uvicorn
 
     from query_api.app import create_app
@@ -204,6 +218,44 @@ def rebuild_rollups(
     finally:
         engine.dispose()
     typer.echo(f"Rebuilt {hours} hours of rollups from the raw rows.")
+
+
+@rollups_app.command("refresh")
+def refresh_rollups(
+    progress: Annotated[bool, typer.Option(help="Show a progress bar on stderr.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Rebuild now the rollup buckets that new rows made stale (`serve` does it every
+    HOMEPOT_ANALYTICS_ROLLUP_REFRESH_SECONDS; run this where no `serve` runs)."""
+    _logging(verbose)
+    from exporter.rollups.refresh import refresh
+    from homepot_analytics.dataset_export import rich_progress
+    from homepot_foundation.database import create_engine, resolve_database_url
+
+    engine = create_engine(resolve_database_url(get_settings()))
+    try:
+        with (
+            rich_progress("refreshing rollups (5-minute buckets)", enabled=progress) as bar,
+            engine.connect() as conn,
+        ):
+            reported = -1
+
+            def report(done: int, total: int) -> None:
+                nonlocal reported
+                if reported < 0:
+                    bar.start(total)
+                    reported = 0
+                bar.advance(done - reported)
+                reported = done
+
+            result = refresh(conn, report)
+    finally:
+        engine.dispose()
+    if result.busy:
+        typer.echo("Another process is refreshing the rollups; nothing done.")
+        return
+    skipped = f" ({result.skipped} older than the raw rows, left as they are)" if result.skipped else ""
+    typer.echo(f"Refreshed {result.buckets} stale 5-minute buckets of rollups{skipped}.")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,13 +7,17 @@ takes: instrumentation → OpenTelemetry SDK → exporter → PostgreSQL.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import secrets
 import socket
+import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import httpx
 import jwt
@@ -21,10 +25,12 @@ import psycopg
 import typer
 import uvicorn
 
+from homepot_analytics.demo_history import record_history, resolve_past
 from homepot_analytics.demo_service import create_demo_app
 from homepot_foundation.database import libpq_url, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
 from instrumentation import record_user_activity
+from query_api.auth import issue_token
 
 SERVICE_NAME = "homepot-demo"
 USERS = ("alice@homepot.example", "bob@homepot.example", "carol@homepot.example")
@@ -34,6 +40,15 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _token(user: str) -> str:
@@ -198,11 +213,20 @@ def print_summary(database_url: str, since: datetime) -> dict[str, int]:
 
 
 def run_demo(
-    requests: int = 200, settings: Settings | None = None, *, rounds: int = 1, pause_s: float = 5.0
+    requests: int = 200,
+    settings: Settings | None = None,
+    *,
+    rounds: int = 1,
+    pause_s: float = 5.0,
+    serve: bool = False,
+    history_hours: int = 0,
 ) -> dict[str, int]:
     """Start the demo service, drive ``requests`` requests per round, flush, summarise.
 
     ``rounds=0`` keeps generating traffic until interrupted (the compose stack's demo service).
+    ``serve``: the caller serves the dashboard next, so the "what next" hint is left out.
+    ``history_hours``: first record that many hours of past traffic (``demo_history``), then
+    resolve its daily-report error, which the live traffic brings back (a regression).
     Returns the row count per table."""
     settings = settings or get_settings()
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -221,6 +245,14 @@ def run_demo(
     try:
         _wait_until_up(base_url)
         typer.echo(f"Demo service listening on {base_url}")
+        if history_hours:
+            past = record_history(telemetry, USERS, history_hours)
+            resolved = resolve_past(database_url, SERVICE_NAME, "KeyError")
+            typer.echo(
+                f"Recorded the {history_hours} h before now: "
+                + ", ".join(f"{n} {what}" for what, n in past.items())
+                + f"; {resolved} daily-report errors marked resolved (the live traffic brings them back)"
+            )
         round_number = 0
         while True:
             round_number += 1
@@ -242,11 +274,67 @@ def run_demo(
         thread.join(10)
         telemetry.shutdown()
     counts = print_summary(database_url, started)
-    typer.echo(
-        "\nNext: `homepot-analytics serve` and query it, e.g.\n"
-        "  export HOMEPOT_ANALYTICS_JWT_SECRET=change-me-to-a-long-random-secret\n"
-        "  TOKEN=$(homepot-analytics token --subject you --role admin)\n"
+    if not serve:
+        typer.echo(next_steps(command_path()))
+    return counts
+
+
+def command_path() -> str:
+    """How to run ``homepot-analytics`` from here, as typed: the script beside this Python (after
+    ``make demo`` that is ``.venv/bin/homepot-analytics``, which is not on the PATH)."""
+    script = Path(sys.executable).parent / "homepot-analytics"
+    if not script.exists():
+        return "homepot-analytics"
+    venv = script.parent.parent
+    # The checkout's own .venv, run from the checkout (make demo): the short form; else the whole path.
+    return str(script.relative_to(Path.cwd())) if venv.parent == Path.cwd() else str(script)
+
+
+def next_steps(command: str) -> str:
+    return (
+        "\nSee it in the dashboard (runs the demo again, then serves it and prints a sign-in link):\n"
+        f"  {command} demo --serve\n"
+        "Or run the service and query it yourself:\n"
+        "  export HOMEPOT_ANALYTICS_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')\n"
+        f"  {command} serve &\n"
+        f"  TOKEN=$({command} token --subject you --role admin)\n"
         '  curl -H "Authorization: Bearer $TOKEN" '
         "'http://127.0.0.1:8000/api/v1/analytics/requests?limit=5'"
     )
-    return counts
+
+
+def dashboard_settings(settings: Settings, database_url: str) -> Settings:
+    """The analytics service's settings on the demo's database; without a configured JWT secret,
+    one made for this run (its tokens end with it)."""
+    secret = settings.jwt_secret or secrets.token_hex(32)
+    return settings.model_copy(update={"database_url": database_url, "jwt_secret": secret})
+
+
+def sign_in_url(settings: Settings, host: str, port: int, expires_in: int = 12 * 3600) -> str:
+    """The dashboard with an admin token in the fragment: the browser keeps it for the tab and it
+    never reaches a server log."""
+    token = issue_token(settings, subject="demo-admin", role="admin", expires_in=expires_in)
+    return f"http://{host}:{port}/dashboard/#token={token}"
+
+
+def serve_dashboard(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> NoReturn:
+    """Print a sign-in link, then become ``homepot-analytics serve`` on the demo's database.
+
+    A new program (exec), not a server in this process: this one's OpenTelemetry providers are
+    the demo service's, and the analytics service's FastAPI would report its own requests into
+    them."""
+    serving = dashboard_settings(settings, resolve_database_url(settings))
+    typer.secho("\nDashboard on the demo data: open", bold=True)
+    typer.echo(f"  {sign_in_url(serving, host, port)}")
+    typer.echo("(an admin sign-in link, valid 12 h; Ctrl-C stops the service)")
+    if not settings.jwt_secret:
+        typer.echo(
+            "Its token is signed with a secret made for this run (HOMEPOT_ANALYTICS_JWT_SECRET sets one)."
+        )
+    sys.stdout.flush()
+    environment = os.environ | {
+        "HOMEPOT_ANALYTICS_DATABASE_URL": str(serving.database_url),
+        "HOMEPOT_ANALYTICS_JWT_SECRET": str(serving.jwt_secret),
+    }
+    command = [sys.executable, "-m", "homepot_analytics", "serve", "--host", host, "--port", str(port)]
+    os.execve(sys.executable, command, environment)

@@ -1,7 +1,8 @@
 """The optional extras and what they bring, for the message a user meets when one is missing.
 
 ``pip install homepot-analytics`` brings what a service needs to record (instrumentation and
-exporter); the analytics service and CLI (``server``), the embedded PostgreSQL (``embedded``),
+exporter); the analytics service and CLI (``server``, with the dashboard's charts: ``dashboard``),
+the embedded PostgreSQL (``embedded``),
 OTLP export over gRPC (``grpc``) and parquet exports (``parquet``) come as extras, ``all`` for
 every one.
 """

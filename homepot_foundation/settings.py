@@ -161,6 +161,13 @@ class Settings(BaseSettings):
         description="Days the rollups' buckets are kept (0: forever); longer than the raw rows', "
         "so trends outlive them.",
     )
+    rollup_refresh_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How often `serve` rebuilds the rollup buckets that new rows made stale; reads "
+        "take raw rows there until then (exact, only slower).",
+    )
     retention_days_api_request_logs: int | None = Field(
         default=None, ge=0, description="Overrides retention_days."
     )

@@ -17,9 +17,9 @@ from exporter.migrations import migrate
 from exporter.pipeline import build_pipeline
 from homepot_foundation.database import create_engine, resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
-from query_api import frontend_errors, intake, metrics, otlp, routes
+from query_api import dashboard, frontend_errors, intake, metrics, otlp, routes
 from query_api.cors import FrontendCors
-from query_api.retention_schedule import RetentionTask
+from query_api.retention_schedule import RetentionTask, RollupRefreshTask
 from query_api.validation import reject_nul_in_query
 
 logger = logging.getLogger(__name__)
@@ -62,9 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Retention and the coming months' partitions, once a day.
         app.state.retention = RetentionTask(engine, settings)
         app.state.retention.start()
+        # The rollup buckets new rows made stale, rebuilt every few seconds.
+        app.state.rollup_refresh = RollupRefreshTask(engine, settings)
+        app.state.rollup_refresh.start()
         try:
             yield
         finally:
+            await app.state.rollup_refresh.stop()
             await app.state.retention.stop()
             logger_provider.shutdown()
             pipeline.shutdown()
@@ -96,4 +100,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(intake.router)
     app.include_router(frontend_errors.router)
     app.include_router(metrics.router)
+    app.include_router(dashboard.router)
     return app

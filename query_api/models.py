@@ -6,8 +6,8 @@ appears in the API and in /docs without being named again. Summary models descri
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainSerializer, create_model
 from sqlalchemy import Column, Table
@@ -139,12 +139,27 @@ class JobTypeStats(ServiceGroup, JobStats):
     )
 
 
+class FailingDevice(ServiceGroup):
+    device_id: str
+    jobs: int
+    failures: int = Field(description="Jobs that failed or timed out.")
+    failure_rate: float = Field(description="failures / jobs.")
+    last_failed_at: UtcDateTime
+
+
+class FailingDevices(Window):
+    devices: list[FailingDevice] = Field(description="Per service and device, most failures first.")
+
+
 class JobSummary(Window):
     total: JobStats | None = Field(description="All jobs in the window; null when there are none.")
     job_types: list[JobTypeStats] = Field(description="Per service and job type, most runs first.")
 
 
 # --- errors -----------------------------------------------------------------------------------
+ErrorStatus = Literal["new", "ongoing", "regressed", "resolved"]
+
+
 class ErrorGroup(ServiceGroup):
     fingerprint: str = Field(description="Groups occurrences of one error (type and normalised message).")
     count: int
@@ -157,12 +172,61 @@ class ErrorGroup(ServiceGroup):
     error_code: str | None = Field(description="Of the latest occurrence.")
     error_message: str = Field(description="Of the latest occurrence.")
     latest_id: int = Field(description="id of the latest occurrence (for PATCH /errors/{id}).")
+    users: int = Field(description="Distinct affected users in the window.")
+    status: ErrorStatus = Field(
+        description="resolved: nothing open in the window; regressed: an open occurrence after the group "
+        "was resolved; new: open, first seen less than 7 days ago; ongoing: open and older."
+    )
+    last_resolved_at: UtcDateTime | None = Field(
+        description="The latest resolution of the group's occurrences (in the window or just before it)."
+    )
+    first_seen_ever: UtcDateTime = Field(description="The group's first occurrence, in the window or before.")
 
 
 class ErrorSummary(Window):
     groups: list[ErrorGroup] = Field(
         description="Error groups per service and fingerprint, most occurrences first."
     )
+
+
+class OccurrenceRequest(BaseModel):
+    """The request (``api_request_logs`` row) of an occurrence's trace."""
+
+    timestamp: UtcDateTime
+    method: str
+    endpoint: str
+    route: str | None
+    status_code: int
+    response_time_ms: float
+    user_id: str | None
+
+
+class ErrorOccurrence(BaseModel):
+    id: int
+    timestamp: UtcDateTime
+    endpoint: str | None
+    user_id: str | None
+    device_id: str | None
+    resolved: bool
+    resolved_at: UtcDateTime | None
+    trace_id: str | None
+    trace_url: str | None = Field(description="Jaeger UI link to the trace (when a Jaeger URL is set).")
+    request: OccurrenceRequest | None = Field(description="The request the occurrence came from, if stored.")
+
+
+class ErrorGroupDetail(Window, ErrorGroup):
+    stack_trace: str | None = Field(description="Of the latest occurrence.")
+    context: JsonValue | None = Field(description="Of the latest occurrence.")
+    endpoint: str | None = Field(description="Of the latest occurrence.")
+    occurrences: list[ErrorOccurrence] = Field(
+        description="The latest occurrences in the window, newest first."
+    )
+
+
+class GroupResolution(BaseModel):
+    fingerprint: str
+    resolved: bool
+    updated: int = Field(description="Occurrences whose resolution changed.")
 
 
 # --- device states ----------------------------------------------------------------------------
@@ -209,6 +273,27 @@ class UserActivitySummary(Window):
     )
     top_pages: list[PageCount] = Field(description="Per service and page, most activities first.")
     top_searches: list[SearchCount] = Field(description="Per service and search query, most first.")
+
+
+class ClickTarget(ServiceGroup):
+    page_url: str | None
+    element_id: str
+    clicks: int
+    sessions: int = Field(description="Distinct session ids.")
+
+
+class ClickTargets(Window):
+    targets: list[ClickTarget] = Field(description="Per service, page and element, most clicks first.")
+
+
+class SessionDay(BaseModel):
+    day: date = Field(description="The UTC day.")
+    sessions: int = Field(description="Distinct session ids.")
+    users: int = Field(description="Distinct user ids.")
+
+
+class SessionsPerDay(Window):
+    days: list[SessionDay] = Field(description="Days with activity, oldest first.")
 
 
 # --- time series ------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
-"""Reading a window from the rollups: whole hours from ``rollup_*_1h``, whole 5-minute buckets
-beside them from ``rollup_*_5m``, and only the ragged edges (under 5 minutes each) from raw rows.
+"""Reading a window from the rollups: whole days from ``rollup_*_1d``, whole hours beside them
+from ``rollup_*_1h``, whole 5-minute buckets beside those from ``rollup_*_5m``, and only the
+ragged edges (under 5 minutes each) from raw rows.
 
 A summary asks ``plan`` whether the rollups can answer its window and filters: a filter on a
 column that is no rollup key (user, endpoint, release, a status range not aligned to classes...)
 cannot be, and the summary then reads raw rows as it always did. Otherwise the ``*_source``
 functions give one ``UNION ALL`` per rollup part, shaped like the rollup table (keys, then
-measures / bin and count / member), its rows from the rollup buckets and from the raw edge rows
+measures / bin and count / member; a bucket's histogram arrays unnested to bins and counts), its
+rows from the rollup buckets and from the raw edge rows
 (each raw row one line, its keys and measures computed by the same ``definitions`` the writer
 uses, its latency bucketed by ``histogram.bucket_sql`` with a count of 1). The summary then adds
 counts and sums, takes least/greatest of first/last seen, merges latency bins into
@@ -20,13 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, Text, cast, literal, select, union_all
+from sqlalchemy import ColumnElement, Table, Text, cast, func, literal, select, union_all
 from sqlalchemy.sql import Subquery, operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.schema import Column
 
 from exporter.histogram import bucket_sql
-from exporter.rollups.definitions import COARSE, FINE, Grain, Rollup
+from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, Grain, Rollup
 from exporter.rollups.schema import tables_of
 from query_api.filters import TimeWindow
 
@@ -54,39 +56,39 @@ def _ceil(moment: datetime, grain: Grain) -> datetime:
     return floor if floor == moment else floor + grain.width
 
 
-def split(window: TimeWindow) -> list[Piece]:
-    """The window cut into hourly, 5-minute and raw pieces, in time order, none empty."""
+def split(
+    window: TimeWindow, stale_from: datetime | None = None, grains: tuple[Grain, ...] = GRAINS
+) -> list[Piece]:
+    """The window cut into daily, hourly, 5-minute and raw pieces, in time order, none empty: the
+    coarsest whole buckets in the middle, then finer ones towards each edge, raw rows for what is
+    left (under 5 minutes at each end) and for everything from ``stale_from`` on (where the
+    rollups are behind the raw rows: ``exporter.rollups.stale``)."""
     start, end = window.start, window.end
-    pieces: list[Piece] = []
+    if stale_from is None or (end is not None and stale_from >= end):
+        return _cut(start, end, grains)
+    if start is not None and stale_from <= start:
+        return [Piece(None, start, end)]
+    return [*_cut(start, stale_from, grains), Piece(None, stale_from, end)]
 
-    def add(grain: Grain | None, low: datetime | None, high: datetime | None) -> None:
-        if low is None or high is None or low < high:
-            pieces.append(Piece(grain, low, high))
 
-    hour_low = None if start is None else _ceil(start, COARSE)
-    hour_high = None if end is None else _floor(end, COARSE)
-    if hour_low is None or hour_high is None or hour_low < hour_high:
-        if start is not None:
-            assert hour_low is not None
-            fine_low = _ceil(start, FINE)
-            add(None, start, fine_low)
-            add(FINE, fine_low, hour_low)
-        add(COARSE, hour_low, hour_high)
-        if end is not None:
-            assert hour_high is not None
-            fine_high = _floor(end, FINE)
-            add(FINE, hour_high, fine_high)
-            add(None, fine_high, end)
-        return pieces
-    assert start is not None and end is not None
-    fine_low, fine_high = _ceil(start, FINE), _floor(end, FINE)
-    if fine_low < fine_high:
-        add(None, start, fine_low)
-        add(FINE, fine_low, fine_high)
-        add(None, fine_high, end)
-    else:
-        add(None, start, end)
-    return pieces
+def _cut(low: datetime | None, high: datetime | None, grains: tuple[Grain, ...]) -> list[Piece]:
+    """``[low, high)`` from the coarsest of ``grains`` (finest first) that has a whole bucket in
+    it, the rest either side from the finer ones."""
+    if low is not None and high is not None and low >= high:
+        return []
+    if not grains:
+        return [Piece(None, low, high)]
+    grain, finer = grains[-1], grains[:-1]
+    try:
+        inner_low = None if low is None else _ceil(low, grain)
+    except OverflowError:  # a start in the calendar's last bucket: no whole bucket after it
+        return _cut(low, high, finer)
+    inner_high = None if high is None else _floor(high, grain)
+    if inner_low is not None and inner_high is not None and inner_low >= inner_high:
+        return _cut(low, high, finer)
+    left = [] if low is None else _cut(low, inner_low, finer)
+    right = [] if high is None else _cut(inner_high, high, finer)
+    return [*left, Piece(grain, inner_low, inner_high), *right]
 
 
 # --- Filters: the raw conditions a rollup can answer, as conditions on its key columns --------------
@@ -156,12 +158,18 @@ class Plan:
     raw_filters: list[ColumnElement[bool]]
 
 
-def plan(rollup: Rollup, filters: Sequence[ColumnElement[bool]], window: TimeWindow) -> Plan | None:
-    """None when the rollups cannot answer (a filter off the keys, or a window under 5 minutes)."""
+def plan(
+    rollup: Rollup,
+    filters: Sequence[ColumnElement[bool]],
+    window: TimeWindow,
+    stale_from: datetime | None = None,
+) -> Plan | None:
+    """None when the rollups cannot answer (a filter off the keys, or a window under 5 minutes);
+    ``stale_from``: where they are behind the raw rows (``exporter.rollups.stale.fresh_until``)."""
     key_filters = translate(rollup, filters)
     if key_filters is None:
         return None
-    pieces = split(window)
+    pieces = split(window, stale_from)
     if not any(piece.grain is not None for piece in pieces):
         return None
     return Plan(rollup, pieces, key_filters, list(filters))
@@ -224,8 +232,11 @@ def latency_source(plan: Plan) -> Subquery:
                 )
             )
             continue
-        table = tables_of(rollup, piece.grain)["latency"]
-        columns = [table.c[key.name] for key in rollup.keys] + [table.c.bin, table.c["count"]]
+        table = tables_of(rollup, piece.grain)["groups"]
+        # Two unnests in one select list walk their arrays side by side: (bin, count) pairs.
+        bins = func.unnest(table.c[LATENCY_BINS]).label("bin")
+        counts = func.unnest(table.c[LATENCY_COUNTS]).label("count")
+        columns = [*(table.c[key.name] for key in rollup.keys), bins, counts]
         where = [*_bucket_range(table, piece), *(f(table) for f in plan.key_filters)]
         selects.append(select(*columns).where(*where))
     return _union(selects, f"{rollup.name}_latency")

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql import Subquery
 
-from exporter.histogram import quantiles_sql
+from exporter.histogram import quantiles
 from exporter.rollups.definitions import (
     DEVICE_STATES,
     ERRORS,
@@ -37,9 +37,11 @@ from exporter.rollups.definitions import (
     JOBS,
     REQUESTS,
     SEARCHES,
+    Rollup,
 )
+from exporter.rollups.stale import fresh_until
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
-from query_api import rollup_reads
+from query_api import error_status, rollup_reads
 from query_api.filters import TimeWindow
 
 
@@ -116,13 +118,31 @@ def _quantiles(
     conn: Connection, latency: Subquery, fractions: dict[str, float], keys: Sequence[str]
 ) -> tuple[dict[str, Any], dict[tuple[Any, ...], dict[str, Any]]]:
     """Percentiles merged from long-format latency bins: over all rows, and per group of ``keys``
-    (``latency`` has the keys with "" already back to NULL)."""
-    total = conn.execute(quantiles_sql(latency, fractions)).one()._asdict()
-    per_group = {
-        tuple(row[key] for key in keys): row
-        for row in (r._asdict() for r in conn.execute(quantiles_sql(latency, fractions, keys)))
-    }
-    return total, per_group
+    (``latency`` has the keys with "" already back to NULL). One pass in SQL adds the counts per
+    group and bin; the ranks are found here, and the total is the groups' bins added up."""
+    groups = [latency.c[key] for key in keys]
+    merged = select(*groups, latency.c.bin, func.sum(latency.c["count"]).label("n")).group_by(
+        *groups, latency.c.bin
+    )
+    histograms: dict[tuple[Any, ...], dict[int, int]] = {}
+    everything: dict[int, int] = {}
+    for *group, bin_, n in conn.execute(merged):
+        count = int(n)
+        histograms.setdefault(tuple(group), {})[bin_] = count
+        everything[bin_] = everything.get(bin_, 0) + count
+
+    def answer(counts: dict[int, int]) -> dict[str, Any]:
+        return {"count": sum(counts.values()), **quantiles(counts, fractions)}
+
+    return answer(everything), {group: answer(counts) for group, counts in histograms.items()}
+
+
+def _plan(
+    conn: Connection, rollup: Rollup, filters: Sequence[ColumnElement[bool]], window: TimeWindow
+) -> rollup_reads.Plan | None:
+    """How to read ``rollup`` over ``window``: from the rollups where they are up to date with
+    the raw rows, from raw rows after (``exporter.rollups.stale``); None: raw rows only."""
+    return rollup_reads.plan(rollup, filters, window, fresh_until(conn, rollup.source))
 
 
 def request_summary(
@@ -133,7 +153,7 @@ def request_summary(
     *,
     use_rollups: bool = True,
 ) -> dict[str, Any]:
-    found = rollup_reads.plan(REQUESTS, filters, window) if use_rollups else None
+    found = _plan(conn, REQUESTS, filters, window) if use_rollups else None
     if found is not None:
         return _request_summary_from_rollups(conn, found, limit)
     t = api_request_logs.c
@@ -211,8 +231,8 @@ def job_summary(
 ) -> dict[str, Any]:
     if use_rollups:
         jobs, job_errors = (
-            rollup_reads.plan(JOBS, filters, window),
-            rollup_reads.plan(JOB_ERRORS, filters, window),
+            _plan(conn, JOBS, filters, window),
+            _plan(conn, JOB_ERRORS, filters, window),
         )
         if jobs is not None and job_errors is not None:
             return _job_summary_from_rollups(conn, jobs, job_errors, limit, top)
@@ -357,6 +377,16 @@ def _top_error_codes(
     return _fill_top_codes(conn, ranked, codes, top)
 
 
+def _window_resolution(t: Any) -> list[Label[Any]]:
+    """What a group's status needs from its occurrences in the window (``query_api.error_status``),
+    and its affected users."""
+    return [
+        func.count(t.user_id.distinct()).label("users"),
+        func.max(t.timestamp).filter(t.resolved.is_(False)).label("latest_open"),
+        func.max(t.resolved_at).filter(t.resolved.is_(True)).label("window_resolved_at"),
+    ]
+
+
 def error_summary(
     conn: Connection,
     filters: list[ColumnElement[bool]],
@@ -365,7 +395,20 @@ def error_summary(
     *,
     use_rollups: bool = True,
 ) -> dict[str, Any]:
-    found = rollup_reads.plan(ERRORS, filters, window) if use_rollups else None
+    """Groups per service and fingerprint, each with its status (new, ongoing, regressed, resolved)."""
+    groups = _error_groups(conn, filters, window, limit, use_rollups=use_rollups)
+    return {"groups": error_status.with_status(conn, groups, window)}
+
+
+def _error_groups(
+    conn: Connection,
+    filters: list[ColumnElement[bool]],
+    window: TimeWindow,
+    limit: int,
+    *,
+    use_rollups: bool,
+) -> list[dict[str, Any]]:
+    found = _plan(conn, ERRORS, filters, window) if use_rollups else None
     if found is not None:
         summary = _error_summary_from_rollups(conn, found, filters, window, limit)
         if summary is not None:
@@ -389,6 +432,7 @@ def error_summary(
             func.min(t.timestamp).label("first_seen"),
             func.max(t.timestamp).label("last_seen"),
             cast(latest[2], BigInteger).label("latest_id"),
+            *_window_resolution(t),
         )
         .where(*filters, *window.conditions(t.timestamp))
         .group_by(t.service_name, fingerprint)
@@ -397,7 +441,7 @@ def error_summary(
     )
     rows = [row._asdict() for row in conn.execute(groups)]
     if not rows:
-        return {"groups": []}
+        return []
     samples = select(t.id, t.category, t.severity, t.error_code, t.error_message).where(
         t.id.in_([row["latest_id"] for row in rows])
     )
@@ -406,7 +450,7 @@ def error_summary(
         sample = by_id[row["latest_id"]]
         del sample["id"]
         row.update(sample)
-    return {"groups": rows}
+    return rows
 
 
 def _error_summary_from_rollups(
@@ -415,7 +459,7 @@ def _error_summary_from_rollups(
     filters: list[ColumnElement[bool]],
     window: TimeWindow,
     limit: int,
-) -> dict[str, Any] | None:
+) -> list[dict[str, Any]] | None:
     """Groups, counts and first/last seen from rollup_errors; None when a row without a fingerprint
     (written before fingerprints existed: the raw path groups it by its text) is in the window.
     Resolution changes after a row is written, so ``unresolved``, ``resolved`` and the latest
@@ -440,7 +484,7 @@ def _error_summary_from_rollups(
     )
     rows = [row._asdict() for row in conn.execute(statement)]
     if not rows:
-        return {"groups": []}
+        return []
     t = error_logs.c
     latest = func.max(array([func.extract("epoch", t.timestamp), cast(t.id, Numeric)]), type_=ARRAY(Numeric))
     resolution = (
@@ -450,6 +494,7 @@ def _error_summary_from_rollups(
             func.count().filter(t.resolved.is_(False)).label("unresolved"),
             func.bool_and(t.resolved).label("resolved"),
             cast(latest[2], BigInteger).label("latest_id"),
+            *_window_resolution(t),
         )
         .where(
             *filters,
@@ -479,9 +524,12 @@ def _error_summary_from_rollups(
             first_seen=first,
             last_seen=last,
             latest_id=group["latest_id"],
+            users=group["users"],
+            latest_open=group["latest_open"],
+            window_resolved_at=group["window_resolved_at"],
         )
         row.update(sample)
-    return {"groups": rows}
+    return rows
 
 
 def device_state_summary(
@@ -497,7 +545,7 @@ def device_state_summary(
     where = [*filters, *window.conditions(t.timestamp)]
     count = [func.count().label("count")]
     changes = [func.count().label("changes"), func.max(t.timestamp).label("last_changed_at")]
-    found = rollup_reads.plan(DEVICE_STATES, filters, window) if use_rollups else None
+    found = _plan(conn, DEVICE_STATES, filters, window) if use_rollups else None
     if found is None:
         transitions = _grouped(conn, [t.service_name, t.previous_state, t.new_state], count, where, limit)
     else:
@@ -542,7 +590,7 @@ def user_activity_summary(
     ]
     # "Temperature " and "temperature" are one search.
     query = func.lower(func.btrim(t.search_query)).label("search_query")
-    searches = rollup_reads.plan(SEARCHES, filters, window) if use_rollups else None
+    searches = _plan(conn, SEARCHES, filters, window) if use_rollups else None
     if searches is None:
         top_searches = _grouped(
             conn, [t.service_name, query], [count], [*where, func.btrim(t.search_query) != ""], top

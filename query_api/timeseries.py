@@ -1,7 +1,7 @@
 """Time series of the five tables: per bucket counts, rates and latency quantiles, in SQL.
 
 Read from the rollups (``exporter.rollups``) when they can answer: interval 5m from the 5-minute
-grain, 1h and 1d from the hourly grain (a day is the sum of its 24 hours). The rollups keep no
+grain, 1h from the hourly one, 1d from the daily one. The rollups keep no
 minutes and key only ``service_name`` among the filters, so interval 1m, or any other filter
 (``service_version``, ``user_id``, an endpoint path ...), reads the raw rows instead, with the
 same SQL shape: the same keys and measures (their definitions' SQL over the raw table), the
@@ -30,8 +30,10 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    CompoundSelect,
     Integer,
     Select,
+    Table,
     case,
     cast,
     func,
@@ -39,23 +41,29 @@ from sqlalchemy import (
     literal_column,
     select,
     true,
+    union_all,
 )
 from sqlalchemy.sql import ColumnCollection
 
-from exporter.histogram import bucket_sql, quantiles_sql
+from exporter.histogram import arrays_sql, bucket_sql, quantiles
 from exporter.rollups.definitions import (
     ACTIVITIES,
     COARSE,
+    DAILY,
     DEVICE_STATES,
     ERRORS,
     FINE,
+    GRAINS,
     JOBS,
+    LATENCY_BINS,
+    LATENCY_COUNTS,
     REQUESTS,
     Grain,
     Rollup,
 )
 from exporter.rollups.schema import tables_of
 from query_api.filters import TimeWindow
+from query_api.rollup_reads import Piece, split
 
 INTERVALS: dict[str, timedelta] = {
     "1m": timedelta(minutes=1),
@@ -64,7 +72,7 @@ INTERVALS: dict[str, timedelta] = {
     "1d": timedelta(days=1),
 }
 # The rollup grain each interval reads (None: raw rows).
-_GRAIN_OF: dict[str, Grain | None] = {"1m": None, "5m": FINE, "1h": COARSE, "1d": COARSE}
+_GRAIN_OF: dict[str, Grain | None] = {"1m": None, "5m": FINE, "1h": COARSE, "1d": DAILY}
 
 MAX_POINTS = 10_000  # buckets x series in one answer
 MAX_TOP = 50
@@ -181,6 +189,7 @@ class Plan:
     grain: Grain | None  # None: raw rows
     start: datetime
     end: datetime
+    stale_from: datetime | None = None  # the rollups are behind the raw rows from here on
 
     @property
     def source(self) -> str:
@@ -234,70 +243,113 @@ def plan(
     return Plan(interval, width, first, last, upper, buckets, grain, start, end)
 
 
+def pieces(plan: Plan) -> list[Piece]:
+    """What ``[first, upper)`` is read from: the plan's grain (and finer ones towards the edges)
+    up to ``stale_from``, raw rows after it; raw rows throughout when the plan says so."""
+    if plan.grain is None:
+        return [Piece(None, plan.first, plan.upper)]
+    grains = tuple(grain for grain in GRAINS if grain.width <= plan.grain.width)
+    return split(TimeWindow(plan.first, plan.upper), plan.stale_from, grains)
+
+
+def _union(selects: list[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
+    return selects[0] if len(selects) == 1 else union_all(*selects)
+
+
+def _raw_select(
+    spec: TableSeries,
+    plan: Plan,
+    piece: Piece,
+    raw_filters: Sequence[ColumnElement[bool]],
+    names: Sequence[str],
+    *columns: Any,
+) -> Select[Any]:
+    """Raw rows of ``piece``: ``raw_filters`` when the whole answer is raw, the service ``names``
+    when raw rows stand in for the rollups (where these are stale)."""
+    table = spec.rollup.source
+    query = select(
+        plan.bucket_grain.bucket_sql(table.c.timestamp).label("bucket"),
+        *(key.of_sql(table).label(key.name) for key in spec.rollup.keys),
+        *columns,
+    ).where(*TimeWindow(piece.low, piece.high).conditions(table.c.timestamp), *raw_filters)
+    if names:
+        query = query.where(table.c.service_name.in_(list(names)))
+    if spec.rollup.only_if_sql is not None:
+        query = query.where(spec.rollup.only_if_sql(table))
+    return query
+
+
+def _rollup_select(
+    spec: TableSeries, plan: Plan, piece: Piece, names: Sequence[str], *columns: Any
+) -> Select[Any]:
+    assert piece.grain is not None
+    groups = tables_of(spec.rollup, piece.grain)["groups"]
+    bucket = groups.c.bucket
+    rebinned = bucket if piece.grain.width == plan.width else plan.bucket_grain.bucket_sql(bucket)
+    where = [bucket >= piece.low, bucket < piece.high]
+    if names:
+        where.append(groups.c.service_name.in_(list(names)))
+    return select(
+        rebinned.label("bucket"),
+        *(groups.c[key.name] for key in spec.rollup.keys),
+        *(column(groups) for column in columns),
+    ).where(*where)
+
+
 def _source(
     spec: TableSeries, plan: Plan, raw_filters: Sequence[ColumnElement[bool]], names: Sequence[str]
-) -> Select[Any]:
+) -> Select[Any] | CompoundSelect[Any]:
     """One row per rollup group (or raw row): ``bucket`` (at the plan's interval), the keys, the
     measures."""
-    rollup = spec.rollup
-    measures = {measure.name: measure for measure in rollup.measures}
-    if plan.grain is None:
-        table = rollup.source
-        query = select(
-            plan.bucket_grain.bucket_sql(table.c.timestamp).label("bucket"),
-            *(key.of_sql(table).label(key.name) for key in rollup.keys),
-            *(measures[name].of_sql(table).label(name) for name in spec.measures),
-        ).where(table.c.timestamp >= plan.first, table.c.timestamp < plan.upper, *raw_filters)
-        if rollup.only_if_sql is not None:
-            query = query.where(rollup.only_if_sql(table))
-        return query
-    groups = tables_of(rollup, plan.grain)["groups"]
-    return select(
-        _rolled_bucket(plan, groups.c.bucket).label("bucket"),
-        *(groups.c[key.name] for key in rollup.keys),
-        *(groups.c[name] for name in spec.measures),
-    ).where(*_rollup_window(plan, groups.c, names))
+    measures = {measure.name: measure for measure in spec.rollup.measures}
+    table = spec.rollup.source
+    raw_measures = [measures[name].of_sql(table).label(name) for name in spec.measures]
+    selects = [
+        _raw_select(spec, plan, piece, raw_filters, names, *raw_measures)
+        if piece.grain is None
+        else _rollup_select(spec, plan, piece, names, *(_column(n) for n in spec.measures))
+        for piece in pieces(plan)
+    ]
+    return _union(selects)
+
+
+def _column(name: str) -> Callable[[Table], ColumnElement[Any]]:
+    return lambda groups: groups.c[name]
 
 
 def _latency_source(
     spec: TableSeries, plan: Plan, raw_filters: Sequence[ColumnElement[bool]], names: Sequence[str]
-) -> Select[Any]:
+) -> Select[Any] | CompoundSelect[Any]:
     """``(bucket, keys..., bin, count)`` rows of the latency histogram."""
     rollup = spec.rollup
     assert rollup.latency is not None
-    if plan.grain is None:
-        table = rollup.source
-        latency = table.c[rollup.latency]
-        return select(
-            plan.bucket_grain.bucket_sql(table.c.timestamp).label("bucket"),
-            *(key.of_sql(table).label(key.name) for key in rollup.keys),
-            bucket_sql(latency).label("bin"),
-            cast(literal(1), BigInteger).label("count"),
-        ).where(
-            table.c.timestamp >= plan.first,
-            table.c.timestamp < plan.upper,
-            latency.is_not(None),
-            *raw_filters,
-        )
-    bins = tables_of(rollup, plan.grain)["latency"]
-    return select(
-        _rolled_bucket(plan, bins.c.bucket).label("bucket"),
-        *(bins.c[key.name] for key in rollup.keys),
-        bins.c.bin,
-        bins.c["count"],
-    ).where(*_rollup_window(plan, bins.c, names))
-
-
-def _rolled_bucket(plan: Plan, bucket: ColumnElement[Any]) -> ColumnElement[Any]:
-    assert plan.grain is not None
-    return bucket if plan.grain.width == plan.width else plan.bucket_grain.bucket_sql(bucket)
-
-
-def _rollup_window(plan: Plan, columns: Columns, names: Sequence[str]) -> list[ColumnElement[bool]]:
-    where = [columns.bucket >= plan.first, columns.bucket < plan.upper]
-    if names:
-        where.append(columns.service_name.in_(list(names)))
-    return where
+    latency = rollup.source.c[rollup.latency]
+    selects: list[Select[Any]] = []
+    for piece in pieces(plan):
+        if piece.grain is None:
+            raw = _raw_select(
+                spec,
+                plan,
+                piece,
+                raw_filters,
+                names,
+                bucket_sql(latency).label("bin"),
+                cast(literal(1), BigInteger).label("count"),
+            )
+            selects.append(raw.where(latency.is_not(None)))
+        else:
+            # Two unnests in one select list walk their arrays side by side: (bin, count) pairs.
+            selects.append(
+                _rollup_select(
+                    spec,
+                    plan,
+                    piece,
+                    names,
+                    lambda groups: func.unnest(groups.c[LATENCY_BINS]).label("bin"),
+                    lambda groups: func.unnest(groups.c[LATENCY_COUNTS]).label("count"),
+                )
+            )
+    return _union(selects)
 
 
 def top_groups_sql(
@@ -364,13 +416,37 @@ def series_sql(
         i.c.idx.label("idx"),
         *(func.coalesce(agg.c[name], 0).label(name) for name in spec.aggregates),
     ]
-    if spec.quantiles:
-        l_ = _latency_source(spec, plan, raw_filters, names).subquery("l")
-        lat = select(l_.c.bucket, index_of(l_.c).label("idx"), l_.c.bin, l_.c["count"]).subquery("lat")
-        q = quantiles_sql(lat, spec.quantiles, group_by=["bucket", "idx"]).subquery("q")
-        joined = joined.outerjoin(q, (q.c.bucket == b.c.bucket) & (q.c.idx == i.c.idx))
-        columns += [q.c[name].label(name) for name in spec.quantiles]
     return select(*columns).select_from(joined).order_by(i.c.idx, b.c.bucket)
+
+
+def histograms_sql(
+    spec: TableSeries,
+    plan: Plan,
+    group_by: str | None = None,
+    groups: Sequence[str] = (),
+    *,
+    raw_filters: Sequence[ColumnElement[bool]] = (),
+    names: Sequence[str] = (),
+) -> Select[Any]:
+    """Rows ``(bucket, idx, bins, counts)``: each point's latency histogram, its bins added up in
+    SQL (one pass, no sort of every bin) and ranked by ``histogram.quantiles`` in ``assemble``.
+    Series as in ``series_sql``; a point without rows has no row."""
+
+    def index_of(columns: Columns) -> ColumnElement[int]:
+        if group_by is None or not groups:
+            return literal(0, Integer)
+        group = spec.group_sql(group_by, columns)
+        return case(*((group == value, i) for i, value in enumerate(groups)), else_=len(groups))
+
+    l_ = _latency_source(spec, plan, raw_filters, names).subquery("l")
+    idx = index_of(l_.c).label("idx")
+    merged = (
+        select(l_.c.bucket, idx, l_.c.bin, cast(func.sum(l_.c["count"]), BigInteger).label("n"))
+        .where(l_.c.bin.is_not(None))
+        .group_by(literal_position(1), literal_position(2), literal_position(3))
+        .subquery("merged")
+    )
+    return arrays_sql(merged, ["bucket", "idx"], count_column="n")
 
 
 def literal_position(position: int) -> ColumnElement[Any]:
@@ -417,8 +493,10 @@ def assemble(
     groups: Sequence[str | None],
     *,
     other: bool,
+    histograms: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """The series of ``series_sql``'s rows: ``groups[i]`` for idx ``i``, then "other"."""
+    """The series of ``series_sql``'s rows: ``groups[i]`` for idx ``i``, then "other"; each
+    point's quantiles from its row of ``histograms_sql`` (none: NULL)."""
     point = _POINTS.get(spec.name, _count_point)
     seconds = plan.width.total_seconds()
     names: list[tuple[str | None, bool]] = [(group, False) for group in groups]
@@ -427,6 +505,14 @@ def assemble(
     series: list[dict[str, Any]] = [
         {"group": group, "other": is_other, "points": []} for group, is_other in names
     ]
+    by_point = {(h["bucket"], h["idx"]): h for h in histograms}
+    empty = dict.fromkeys(spec.quantiles)
     for row in rows:
-        series[row["idx"]]["points"].append(point(dict(row), seconds))
+        found = by_point.get((row["bucket"], row["idx"]))
+        ranked = (
+            empty
+            if found is None
+            else quantiles(dict(zip(found["bins"], found["counts"], strict=True)), spec.quantiles)
+        )
+        series[row["idx"]]["points"].append(point(dict(row) | ranked, seconds))
     return series

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine
 
 from exporter.migrations import migrate
-from exporter.rollups.schema import ROLLUP_TABLES
+from exporter.rollups.schema import ROLLUP_TABLES, stale_buckets
 from exporter.schema import TABLES
 from homepot_foundation.database import create_engine
 from homepot_foundation.settings import Settings
@@ -56,7 +56,11 @@ def engine(database_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-ROLLUP_TABLE_NAMES = [table.name for parts in ROLLUP_TABLES.values() for table in parts.values()]
+# The rollups, and last the stale-bucket marks the raw rows' deletion leaves.
+ROLLUP_TABLE_NAMES = [
+    *(table.name for parts in ROLLUP_TABLES.values() for table in parts.values()),
+    stale_buckets.name,
+]
 
 
 @pytest.fixture()
@@ -70,7 +74,7 @@ def db_url(database_url: str) -> str:
 
 
 def empty_tables(database_url: str) -> None:
-    """Every row of the five tables and of the rollups the writer keeps beside them deleted."""
+    """Every row of the five tables and of the rollups kept beside them deleted."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         for table in (*TABLES, *ROLLUP_TABLE_NAMES):
             conn.execute(f"DELETE FROM {table}")

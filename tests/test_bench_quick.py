@@ -74,6 +74,7 @@ def test_ingest_figures_feed_the_table_and_the_target() -> None:
     result.map_rows_per_s.append(9000.0)
     result.map_plain_rows_per_s.append(15000.0)
     result.write_rows_per_s.append(20000.0)
+    result.write_no_rollups_rows_per_s.append(25000.0)
     figures = report.ingest_figures(result)
     assert figures["ingest_rows_per_s"] == 6000 and figures["copy_ceiling_rows_per_s"] == 11000
     # The median of the rounds' own ratios (0.6, 0.417, 0.636), not a ratio of medians.
@@ -83,6 +84,7 @@ def test_ingest_figures_feed_the_table_and_the_target() -> None:
     for key in ("ingest_map_rows_per_s", "ingest_map_no_privacy_rows_per_s", "ingest_write_rows_per_s"):
         assert f"{figures[key]:,}" in printed, key
     assert "0.60x of ceiling" in printed
+    assert "0.80x of the writer without rollups" in printed
 
 
 def test_privacy_caches_store_the_same_rows_on_the_bench_stream() -> None:

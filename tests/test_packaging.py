@@ -22,7 +22,8 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST_OTEL = {"opentelemetry-api": "1.45.2", "opentelemetry-sdk": "1.45.2"}
-# What only an extra may bring: the service and CLI (server), the embedded PostgreSQL, gRPC, parquet.
+# What only an extra may bring: the service and CLI (server), the dashboard's charts, the embedded
+# PostgreSQL, gRPC, parquet.
 EXTRAS_ONLY = {
     "uvicorn",
     "typer",
@@ -35,6 +36,8 @@ EXTRAS_ONLY = {
     "pyarrow",
     "rjsmin",
     "brotli",
+    "plotly",
+    "narwhals",
 }
 # What a service importing the library runs, outside this checkout (no PYTHONPATH).
 SERVICE = """

@@ -9,6 +9,9 @@ _VOLATILE = [
     (re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"), "<uuid>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b"), "<ip>"),
     (re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{12,}\b"), "<hex>"),
+    # A short hex id with a digit in it, also after an underscore (job_1a2b3c4d, dev_00af3):
+    # digit by digit it would leave its letters behind and make a group per id.
+    (re.compile(r"(?<![0-9A-Za-z])(?=[a-fA-F]*\d)[0-9a-fA-F]{6,}(?![0-9A-Za-z])"), "<hex>"),
     (re.compile(r"'[^']*'|\"[^\"]*\""), "<str>"),
     (re.compile(r"\d+(?:\.\d+)?"), "<n>"),
 ]

@@ -1,21 +1,21 @@
 """What the rollups keep, defined once: each rollup's source table, group keys and measures.
 
-One definition drives the three things that must agree: the rollup tables (``schema``), the
-deltas the writer adds for the rows it really inserted (``deltas``), and the SQL that rebuilds a
-bucket from raw rows (``rebuild``). A key or measure is therefore given twice, as a Python
-function of a mapped row and as a SQL expression over the raw table, side by side here, and a
-test checks the write-time rollups against a rebuild.
+One definition drives what must agree: the rollup tables (``schema``), the SQL that builds a
+bucket from raw rows (``rebuild``, run by ``refresh`` for the buckets the triggers mark stale),
+and the reads that take raw rows for what the rollups do not hold yet (``query_api``). A key or
+measure is a SQL expression over the raw table.
 
-Each rollup is kept at two grains: 5 minutes (time series, the edges of a window) and 1 hour
-(long windows). Per bucket and group it keeps counts and sums (added on upsert), first/last
-seen (least/greatest), a latency histogram (``exporter.histogram``, one row per bin, counts
-added) and, for distinct counts (affected users, sessions), the members themselves (one row
-each, so any union of buckets counts them exactly).
+Each rollup is kept at three grains: 5 minutes (time series, the edges of a window), 1 hour and
+1 day (long windows: a 30-day window is 30 daily buckets and its hourly and 5-minute edges). Per
+bucket and group it keeps counts and sums, first/last seen (least/greatest), a
+latency histogram (``exporter.histogram``: the bins and their counts as two arrays in the group's
+own row, merged by adding counts) and, for distinct counts (affected users, sessions), the members
+themselves (one row each, so any union of buckets counts them exactly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,8 +24,6 @@ from sqlalchemy import ColumnElement, Table, case, cast, func, literal
 from sqlalchemy import String as SqlString
 
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
-
-Row = Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -47,7 +45,8 @@ class Grain:
 
 FINE = Grain("5m", timedelta(minutes=5))
 COARSE = Grain("1h", timedelta(hours=1))
-GRAINS = (FINE, COARSE)
+DAILY = Grain("1d", timedelta(days=1))
+GRAINS = (FINE, COARSE, DAILY)  # finest first: each grain's width divides the next one's
 
 
 @dataclass(frozen=True)
@@ -55,9 +54,7 @@ class Key:
     """A group key: never NULL in a rollup (a missing value is ``""``), so it can be in the key."""
 
     name: str
-    of_row: Callable[[Row], str]
     of_sql: Callable[[Table], ColumnElement[Any]]
-    column: str | None = None  # a plain column of the row: read in bulk by the writer
 
 
 @dataclass(frozen=True)
@@ -67,8 +64,12 @@ class Measure:
     name: str
     kind: str
     sql_type: str  # "bigint", "float" or "timestamptz"
-    of_row: Callable[[Row], Any]
     of_sql: Callable[[Table], ColumnElement[Any]]
+
+
+# The groups-table columns holding a rollup's latency histogram: sorted bins, their counts.
+LATENCY_BINS = "latency_bins"
+LATENCY_COUNTS = "latency_counts"
 
 
 @dataclass(frozen=True)
@@ -77,21 +78,12 @@ class Rollup:
     source: Table
     keys: tuple[Key, ...]
     measures: tuple[Measure, ...]
-    latency: str | None = None  # the source column whose histogram is kept
+    latency: str | None = None  # the source column whose histogram is kept (``LATENCY_BINS`` ...)
     members: str | None = None  # the source column whose distinct values are kept
-    only_if: Callable[[Row], bool] | None = None  # rows that count (e.g. those with an error code)
     only_if_sql: Callable[[Table], ColumnElement[bool]] | None = None
 
     def table_name(self, grain: Grain, part: str = "") -> str:
         return f"rollup_{self.name}_{grain.name}" + (f"_{part}" if part else "")
-
-
-def _text(column: str) -> Callable[[Row], str]:
-    def value(row: Row) -> str:
-        found = row.get(column)
-        return "" if found is None else str(found)
-
-    return value
 
 
 def _text_sql(column: str) -> Callable[[Table], ColumnElement[Any]]:
@@ -99,11 +91,11 @@ def _text_sql(column: str) -> Callable[[Table], ColumnElement[Any]]:
 
 
 def _key(column: str) -> Key:
-    return Key(column, _text(column), _text_sql(column), column)
+    return Key(column, _text_sql(column))
 
 
 def _count() -> Measure:
-    return Measure("count", "sum", "bigint", lambda row: 1, lambda table: literal(1))
+    return Measure("count", "sum", "bigint", lambda table: literal(1))
 
 
 def _sum(name: str, column: str, sql_type: str = "bigint") -> Measure:
@@ -111,14 +103,8 @@ def _sum(name: str, column: str, sql_type: str = "bigint") -> Measure:
         name,
         "sum",
         sql_type,
-        lambda row: row.get(column) or 0,
         lambda table: func.coalesce(table.c[column], 0),
     )
-
-
-def _status_class(row: Row) -> str:
-    status = int(row.get("status_code") or 0)
-    return f"{status // 100}xx"
 
 
 def _between(column: str, low: int, high: int) -> Measure:
@@ -126,7 +112,6 @@ def _between(column: str, low: int, high: int) -> Measure:
         f"count_{low // 100}xx",
         "sum",
         "bigint",
-        lambda row: 1 if low <= int(row.get(column) or 0) <= high else 0,
         lambda table: case((table.c[column].between(low, high), 1), else_=0),
     )
 
@@ -142,7 +127,6 @@ REQUESTS = Rollup(
         _key("method"),
         Key(
             "status_class",
-            _status_class,
             lambda table: func.concat(func.div(func.coalesce(table.c.status_code, 0), 100), "xx"),
         ),
     ),
@@ -170,7 +154,6 @@ JOB_ERRORS = Rollup(
     job_outcomes,
     keys=(_SERVICE, _key("job_type"), _key("error_code")),
     measures=(_count(),),
-    only_if=lambda row: bool(row.get("error_code")),
     only_if_sql=lambda table: table.c.error_code.is_not(None),
 )
 
@@ -180,12 +163,8 @@ ERRORS = Rollup(
     keys=(_SERVICE, _key("fingerprint"), _key("category")),
     measures=(
         _count(),
-        Measure(
-            "first_seen", "min", "timestamptz", lambda row: row["timestamp"], lambda table: table.c.timestamp
-        ),
-        Measure(
-            "last_seen", "max", "timestamptz", lambda row: row["timestamp"], lambda table: table.c.timestamp
-        ),
+        Measure("first_seen", "min", "timestamptz", lambda table: table.c.timestamp),
+        Measure("last_seen", "max", "timestamptz", lambda table: table.c.timestamp),
     ),
     members="user_id",
 )
@@ -210,15 +189,10 @@ SEARCHES = Rollup(
     user_activities,
     keys=(_SERVICE, _key("search_query")),
     measures=(_count(),),
-    only_if=lambda row: bool(row.get("search_query")),
     only_if_sql=lambda table: table.c.search_query.is_not(None),
 )
 
 ROLLUPS = (REQUESTS, JOBS, JOB_ERRORS, ERRORS, DEVICE_STATES, ACTIVITIES, SEARCHES)
-# The writer reads plain-column keys in one call and computes the others after them.
-for _rollup in ROLLUPS:
-    _computed = [key.column is None for key in _rollup.keys]
-    assert _computed == sorted(_computed), f"{_rollup.name}: computed keys come after plain ones"
 BY_SOURCE: dict[str, tuple[Rollup, ...]] = {}
 for _rollup in ROLLUPS:
     BY_SOURCE[_rollup.source.name] = (*BY_SOURCE.get(_rollup.source.name, ()), _rollup)

@@ -1,24 +1,48 @@
 """Rebuild rollup buckets from raw rows: after a migration, after a change of definitions, or to
 check the write-time rollups (a test compares the two).
 
-A range is rebuilt one hour at a time (whole coarse buckets, so the fine ones inside are whole
+A range is rebuilt one hour at a time (whole hourly buckets, so the 5-minute ones inside are whole
 too), each hour in its own transaction: the old buckets deleted, the new ones aggregated from the
-raw rows by the same definitions the writer uses. Raw rows outlive neither their retention nor a
-purge, and rollups do: the range is clamped to the oldest raw row of each table, so a rebuild
-never wipes the history that only the rollups still hold.
+raw rows by the same definitions the writer uses. Then each day touched is rebuilt from its hourly
+buckets (a day is exactly its 24 hours). Raw rows outlive neither their retention nor a purge, and
+rollups do: the range is clamped to the oldest raw row of each table, so a rebuild never wipes the
+history that only the rollups still hold, and a day is summed from hours, never from raw rows, so
+its hours before the oldest raw row still count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Text, cast, delete, func, insert, literal_column, select
-from sqlalchemy.sql import Select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    Text,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.sql import Select, Subquery
 
-from exporter.histogram import bucket_sql
-from exporter.rollups.definitions import COARSE, GRAINS, ROLLUPS, Grain, Rollup
+from exporter.histogram import arrays_sql, bucket_sql
+from exporter.rollups.definitions import (
+    COARSE,
+    DAILY,
+    GRAINS,
+    LATENCY_BINS,
+    LATENCY_COUNTS,
+    ROLLUPS,
+    Grain,
+    Rollup,
+)
 from exporter.rollups.schema import tables_of
 
 Progress = Callable[[int, int], None]  # (hours done, hours in all)
@@ -36,6 +60,9 @@ def _positions(count: int) -> list[ColumnElement[Any]]:
     """GROUP BY 1, 2, ...: the selected bucket and keys, without repeating their expressions."""
     return [literal_column(str(position)) for position in range(1, count + 1)]
 
+
+# The grains rebuilt from raw rows, an hour at a time; the daily one is summed from the hours.
+HOURLY_AND_FINER = tuple(grain for grain in GRAINS if grain.width <= COARSE.width)
 
 _AGGREGATES: dict[str, Callable[[ColumnElement[Any]], ColumnElement[Any]]] = {
     "sum": func.sum,
@@ -77,29 +104,99 @@ def _members_select(rollup: Rollup, grain: Grain, since: datetime, until: dateti
     return _filtered(rollup, query, since, until)
 
 
+def _set_histograms(conn: Connection, groups: Table, keys: list[str], long_rows: Subquery) -> None:
+    """Fill the histograms of ``groups`` from long-format ``(bucket, keys..., bin, count)`` rows."""
+    histograms = arrays_sql(long_rows, ["bucket", *keys]).subquery("histograms")
+    conn.execute(
+        update(groups)
+        .where(*(groups.c[name] == histograms.c[name] for name in ["bucket", *keys]))
+        .values({LATENCY_BINS: histograms.c.bins, LATENCY_COUNTS: histograms.c.counts})
+    )
+
+
+def _insert(conn: Connection, table: Table, query: Select[Any]) -> None:
+    conn.execute(insert(table).from_select([c.name for c in query.selected_columns], query))
+
+
+def rebuild_from_raw(
+    conn: Connection, rollups: Iterable[Rollup], grain: Grain, since: datetime, until: datetime
+) -> None:
+    """Rebuild ``rollups``' buckets of ``grain`` in ``[since, until)`` (whole buckets) from raw rows."""
+    for rollup in rollups:
+        keys = [key.name for key in rollup.keys]
+        tables = tables_of(rollup, grain)
+        for table in tables.values():
+            conn.execute(delete(table).where(table.c.bucket >= since, table.c.bucket < until))
+        _insert(conn, tables["groups"], _group_select(rollup, grain, since, until))
+        if rollup.latency is not None:
+            long_rows = _latency_select(rollup, grain, since, until).subquery("long_rows")
+            _set_histograms(conn, tables["groups"], keys, long_rows)
+        if "members" in tables:
+            _insert(conn, tables["members"], _members_select(rollup, grain, since, until))
+
+
 def rebuild_hour(conn: Connection, since: datetime) -> None:
-    """Rebuild every rollup's buckets in ``[since, since + 1 h)`` (``since`` on the hour)."""
-    until = since + COARSE.width
-    for rollup in ROLLUPS:
-        for grain in GRAINS:
-            tables = tables_of(rollup, grain)
-            for table in tables.values():
-                conn.execute(delete(table).where(table.c.bucket >= since, table.c.bucket < until))
-            groups = tables["groups"]
-            select_groups = _group_select(rollup, grain, since, until)
-            conn.execute(
-                insert(groups).from_select([c.name for c in select_groups.selected_columns], select_groups)
+    """Rebuild every rollup's 5-minute and hourly buckets in ``[since, since + 1 h)`` (``since`` on
+    the hour) from raw rows; the day holding them is ``rebuild_day``'s."""
+    for grain in HOURLY_AND_FINER:
+        rebuild_from_raw(conn, ROLLUPS, grain, since, since + COARSE.width)
+
+
+def roll_up(
+    conn: Connection, rollups: Iterable[Rollup], finer: Grain, coarser: Grain, bucket: datetime
+) -> None:
+    """Rebuild ``rollups``' ``coarser`` bucket ``bucket`` from its ``finer`` buckets: sums added,
+    first and last seen the least and greatest, histograms merged, members united."""
+    until = bucket + coarser.width
+    for rollup in rollups:
+        keys = [key.name for key in rollup.keys]
+        source, target = tables_of(rollup, finer), tables_of(rollup, coarser)
+        for table in target.values():
+            conn.execute(delete(table).where(table.c.bucket == bucket))
+        parts = source["groups"]
+        inside = (parts.c.bucket >= bucket, parts.c.bucket < until)
+        start = literal(bucket, parts.c.bucket.type).label("bucket")
+        measures = [_AGGREGATES[m.kind](parts.c[m.name]).label(m.name) for m in rollup.measures]
+        groups = select(start, *(parts.c[name] for name in keys), *measures).where(*inside)
+        _insert(conn, target["groups"], groups.group_by(*(parts.c[name] for name in keys)))
+        if rollup.latency is not None:
+            unnested = (
+                select(
+                    *(parts.c[name] for name in keys),
+                    func.unnest(parts.c[LATENCY_BINS]).label("bin"),
+                    func.unnest(parts.c[LATENCY_COUNTS]).label("n"),
+                )
+                .where(*inside)
+                .subquery("unnested")
             )
-            if "latency" in tables:
-                query = _latency_select(rollup, grain, since, until)
-                conn.execute(
-                    insert(tables["latency"]).from_select([c.name for c in query.selected_columns], query)
+            long_rows = (
+                select(
+                    literal(bucket, parts.c.bucket.type).label("bucket"),
+                    *(unnested.c[name] for name in keys),
+                    unnested.c.bin,
+                    func.sum(unnested.c.n).label("count"),
                 )
-            if "members" in tables:
-                query = _members_select(rollup, grain, since, until)
-                conn.execute(
-                    insert(tables["members"]).from_select([c.name for c in query.selected_columns], query)
+                .group_by(*(unnested.c[name] for name in keys), unnested.c.bin)
+                .subquery("long_rows")
+            )
+            _set_histograms(conn, target["groups"], keys, long_rows)
+        if "members" in target:
+            members = source["members"]
+            query = (
+                select(
+                    literal(bucket, members.c.bucket.type).label("bucket"),
+                    *(members.c[name] for name in keys),
+                    members.c.member,
                 )
+                .where(members.c.bucket >= bucket, members.c.bucket < until)
+                .distinct()
+            )
+            _insert(conn, target["members"], query)
+
+
+def rebuild_day(conn: Connection, day: datetime) -> None:
+    """Rebuild every rollup's daily bucket ``day`` from its hourly buckets."""
+    roll_up(conn, ROLLUPS, COARSE, DAILY, day)
 
 
 def oldest_raw_row(conn: Connection) -> datetime | None:
@@ -145,11 +242,26 @@ def rebuild(
     hours = _hours_with_rows(conn, since, end)
     for done, hour in enumerate(hours, start=1):
         rebuild_hour(conn, hour)
+        next_day = DAILY.bucket(hour + COARSE.width)
+        if done == len(hours) or DAILY.bucket(hours[done]) >= next_day:  # the day's last hour
+            rebuild_day(conn, DAILY.bucket(hour))
         if commit_each:
             conn.commit()
         if progress is not None:
             progress(done, len(hours))
     return len(hours)
+
+
+def rebuild_days_from_hours(conn: Connection) -> int:
+    """Build every daily bucket from the hourly ones (the migration that adds the daily grain:
+    from the hours, so the history older than the raw rows is in the days too)."""
+    days: set[datetime] = set()
+    for rollup in ROLLUPS:
+        hours = select(tables_of(rollup, COARSE)["groups"].c.bucket).distinct()
+        days.update(DAILY.bucket(hour) for hour in conn.execute(hours).scalars())
+    for day in sorted(days):
+        rebuild_day(conn, day)
+    return len(days)
 
 
 def rebuild_all(conn: Connection, *, commit_each: bool = True) -> int:

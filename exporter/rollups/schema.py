@@ -1,8 +1,10 @@
 """The rollup tables, built from ``definitions``: per rollup and grain, a table of groups (the
-bucket, the keys, the measures), and beside it the latency bins or the distinct members.
+bucket, the keys, the measures and the latency histogram), and beside it the distinct members.
 
 Kept in their own ``MetaData``: the five analytics tables' ``create_all`` and partitioning never
-touch them. Every table's primary key is (bucket, keys...[, bin | member]): the upsert target.
+touch them. Every table's primary key is (bucket, keys...[, member]): the upsert target. A histogram is two
+arrays in its group's row (sorted bins, their counts) rather than a row per bin: a 30-day read
+visits one row per group and day, and a write upserts one row per group.
 Rows are only ever in whole buckets of their grain, so a purge by ``bucket`` keeps them whole.
 """
 
@@ -11,10 +13,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Float, MetaData, SmallInteger, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Identity,
+    Index,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
 
-from exporter.rollups.definitions import GRAINS, ROLLUPS, Grain, Rollup
+from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS, Grain, Rollup
 
 rollup_metadata = MetaData()
 
@@ -32,6 +47,15 @@ def _key_columns(rollup: Rollup) -> list[Column[Any]]:
     ]
 
 
+def _histogram_columns(rollup: Rollup) -> list[Column[Any]]:
+    if rollup.latency is None:
+        return []
+    return [
+        Column(LATENCY_BINS, ARRAY(SmallInteger), nullable=False, server_default=text("'{}'")),
+        Column(LATENCY_COUNTS, ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
+    ]
+
+
 def _tables(rollup: Rollup, grain: Grain) -> dict[str, Table]:
     tables = {
         "groups": Table(
@@ -39,16 +63,9 @@ def _tables(rollup: Rollup, grain: Grain) -> dict[str, Table]:
             rollup_metadata,
             *_key_columns(rollup),
             *(Column(m.name, _MEASURE_TYPES[m.sql_type](), nullable=False) for m in rollup.measures),
+            *_histogram_columns(rollup),
         )
     }
-    if rollup.latency is not None:
-        tables["latency"] = Table(
-            rollup.table_name(grain, "latency"),
-            rollup_metadata,
-            *_key_columns(rollup),
-            Column("bin", SmallInteger, primary_key=True),
-            Column("count", BigInteger, nullable=False),
-        )
     if rollup.members is not None:
         tables["members"] = Table(
             rollup.table_name(grain, "members"),
@@ -59,10 +76,26 @@ def _tables(rollup: Rollup, grain: Grain) -> dict[str, Table]:
     return tables
 
 
-# (rollup name, grain name) -> {"groups" | "latency" | "members": Table}
+# (rollup name, grain name) -> {"groups" | "members": Table}
 ROLLUP_TABLES: dict[tuple[str, str], dict[str, Table]] = {
     (rollup.name, grain.name): _tables(rollup, grain) for rollup in ROLLUPS for grain in GRAINS
 }
+
+
+# The 5-minute buckets of each raw table whose rollups are behind its rows: rows were inserted,
+# changed or deleted there since the last refresh. Marked by triggers on the raw tables
+# (``exporter.rollups.stale``), whoever writes (our writer, HOMEPOT's own inserts, a DELETE by
+# hand), and emptied by ``exporter.rollups.refresh``, which rebuilds those buckets.
+# A mark is never merged into an older one for the same bucket: ``refresh`` deletes exactly the
+# marks it read, so one written while it rebuilds stays for the next round.
+stale_buckets = Table(
+    "rollup_stale_buckets",
+    rollup_metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("bucket", DateTime(timezone=True), nullable=False),
+    Index("ix_rollup_stale_buckets_source_bucket", "source", "bucket"),
+)
 
 
 def tables_of(rollup: Rollup, grain: Grain) -> dict[str, Table]:

@@ -7,7 +7,17 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from query_api.auth import require_admin
-from query_api.routes import device_states, errors, jobs, requests, timeseries, user_activities
+from query_api.routes import (
+    device_states,
+    error_groups,
+    errors,
+    frontend_breakdowns,
+    job_devices,
+    jobs,
+    requests,
+    timeseries,
+    user_activities,
+)
 from query_api.validation import reject_unknown_query
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -21,5 +31,15 @@ router = APIRouter(
     dependencies=[Depends(require_admin), Depends(reject_unknown_query)],
     responses=_ERRORS,
 )
-for module in (requests, device_states, jobs, errors, user_activities, timeseries):
+for module in (
+    requests,
+    device_states,
+    jobs,
+    job_devices,
+    errors,
+    error_groups,
+    user_activities,
+    frontend_breakdowns,
+    timeseries,
+):
     router.include_router(module.router)

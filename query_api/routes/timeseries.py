@@ -7,11 +7,13 @@ raw rows, by the same SQL (``query_api.timeseries``). The answer says which in `
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import ColumnElement, Engine
+from sqlalchemy import ColumnElement, Connection, Engine
 
+from exporter.rollups.stale import fresh_until
 from homepot_foundation.settings import Settings
 from query_api import timeseries as ts
 from query_api.deps import EngineDep, SettingsDep
@@ -45,8 +47,8 @@ else:
 IntervalQuery = Annotated[
     Interval,
     Query(
-        description="Bucket width: `1m` (raw rows), `5m` (5-minute rollups), `1h` or `1d` (hourly "
-        "rollups). Buckets start on the minute, 5 minutes, hour or UTC midnight."
+        description="Bucket width: `1m` (raw rows), `5m` (5-minute rollups), `1h` (hourly rollups) or `1d` "
+        "(daily rollups). Buckets start on the minute, 5 minutes, hour or UTC midnight."
     ),
 ]
 TopQuery = Annotated[
@@ -59,6 +61,38 @@ TopQuery = Annotated[
     ),
 ]
 _GROUP_HELP = 'One series per value (the `top` biggest, then "other"); omitted: one series of all rows.'
+
+
+def read_series(
+    conn: Connection,
+    spec: ts.TableSeries,
+    plan: ts.Plan,
+    group_by: str | None,
+    top: int,
+    *,
+    raw_filters: list[ColumnElement[bool]],
+    names: tuple[str, ...] | list[str],
+) -> list[dict[str, Any]]:
+    """The series of one answer: the top groups first (when grouped), then their points. Raw
+    rows stand in for the rollups where these are behind them (not refreshed yet)."""
+    if plan.grain is not None:
+        plan = replace(plan, stale_from=fresh_until(conn, spec.rollup.source))
+    groups: list[str | None] = [None]
+    other = False
+    if group_by is not None:
+        top_groups = ts.top_groups_sql(spec, plan, group_by, top, raw_filters=raw_filters, names=names)
+        found = [row.grp for row in conn.execute(top_groups)]
+        groups, other = list(found[:top]), len(found) > top
+    if not groups:
+        return []
+    named = [group for group in groups if group is not None]
+    statement = ts.series_sql(spec, plan, group_by, named, other=other, raw_filters=raw_filters, names=names)
+    rows = [dict(row._mapping) for row in conn.execute(statement)]
+    histograms: list[dict[str, Any]] = []
+    if spec.quantiles:
+        query = ts.histograms_sql(spec, plan, group_by, named, raw_filters=raw_filters, names=names)
+        histograms = [dict(row._mapping) for row in conn.execute(query)]
+    return ts.assemble(spec, plan, rows, groups, other=other, histograms=histograms)
 
 
 def _answer(
@@ -82,29 +116,7 @@ def _answer(
     except ts.TimeSeriesError as error:
         raise invalid(error.parameter, str(error), error.value) from None
     with transaction(engine, settings, aggregate=True) as conn:
-        groups: list[str | None] = [None]
-        other = False
-        if group_by is not None:
-            found = [
-                row.grp
-                for row in conn.execute(
-                    ts.top_groups_sql(spec, plan, group_by, top, raw_filters=raw_filters, names=names)
-                )
-            ]
-            groups, other = list(found[:top]), len(found) > top
-        series: list[dict[str, Any]] = []
-        if groups:
-            statement = ts.series_sql(
-                spec,
-                plan,
-                group_by,
-                [group for group in groups if group is not None],
-                other=other,
-                raw_filters=raw_filters,
-                names=names,
-            )
-            rows = [dict(row._mapping) for row in conn.execute(statement)]
-            series = ts.assemble(spec, plan, rows, groups, other=other)
+        series = read_series(conn, spec, plan, group_by, top, raw_filters=raw_filters, names=names)
     return {
         "interval": interval,
         "start_date": plan.start,

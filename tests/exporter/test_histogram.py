@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Double, Engine, bindparam, column, func, sele
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 
+from exporter import histogram
 from exporter.histogram import (
     ALPHA,
     FLOOR_MS,
@@ -316,3 +317,15 @@ def test_quantile_within_alpha_of_percentile_cont(values: list[float], q: float)
     estimate = quantile(counts, q)
     assert estimate is not None
     assert _relative_error(estimate, _percentile_cont(values, q)) <= TOLERANCE
+
+
+def test_quantiles_of_one_pass_are_each_quantile() -> None:
+    rng = random.Random(11)
+    for size in (1, 2, 3, 50, 5000):
+        counts = histogram.histogram_of(rng.lognormvariate(3, 1.5) for _ in range(size))
+        fractions = {"p0": 0.0, "p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
+        found = histogram.quantiles(counts, fractions)
+        assert found == {label: histogram.quantile(counts, q) for label, q in fractions.items()}
+    assert histogram.quantiles({}, {"p50": 0.5}) == {"p50": None}
+    with pytest.raises(ValueError):
+        histogram.quantiles({1: 1}, {"bad": 1.5})

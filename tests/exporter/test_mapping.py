@@ -387,3 +387,13 @@ def test_messages_that_differ_only_in_ids_share_a_fingerprint() -> None:
         "TimeoutError", "job 6f1c0b9e-3b9a-4c53-9d0e-6a8a4f0b7a11 failed"
     ) == error_fingerprint("TimeoutError", "job 0e1c0b9e-3b9a-4c53-9d0e-6a8a4f0b7a12 failed")
     assert error_fingerprint("TimeoutError", "a") != error_fingerprint("KeyError", "a")
+
+
+def test_short_hex_ids_after_an_underscore_group_together() -> None:
+    from exporter.mapping.fingerprints import error_fingerprint, normalise_message
+
+    first = "Job job_1a2b3c4d failed on device dev_00af31"
+    second = "Job job_9f8e7d6c failed on device dev_17bb02"
+    assert normalise_message(first) == "Job job_<hex> failed on device dev_<hex>"
+    assert error_fingerprint("JobFailed", first) == error_fingerprint("JobFailed", second)
+    assert normalise_message("accessed the deadbeef cache") == "accessed the deadbeef cache"  # a word

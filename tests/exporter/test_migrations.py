@@ -121,7 +121,7 @@ def test_migration_3_adds_the_release_columns_to_existing_tables_keeping_rows(em
                 "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms,"
                 " event_id) VALUES (now(), '/kept', 'GET', 200, 1, gen_random_uuid())"
             )
-        assert [migration.version for migration in migrate(engine)] == [3, 4, 5, 6]
+        assert [migration.version for migration in migrate(engine)] == [3, 4, 5, 6, 7]
     finally:
         engine.dispose()
     for table in TABLES:
@@ -143,7 +143,7 @@ def test_an_insert_without_event_id_gets_one_also_after_migration_5_upgrades_old
             for table in TABLES:
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN event_id DROP DEFAULT")
             conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 5")
-        assert [migration.version for migration in migrate(engine)] == [5, 6]
+        assert [migration.version for migration in migrate(engine)] == [5, 6, 7]
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
@@ -158,3 +158,60 @@ def test_an_insert_without_event_id_gets_one_also_after_migration_5_upgrades_old
         ).fetchone()
     assert dict(defaults) == dict.fromkeys(TABLES, "gen_random_uuid()")
     assert inserted is not None and isinstance(inserted[0], uuid.UUID)
+
+
+def test_migration_7_folds_latency_tables_into_their_groups_and_sums_days_from_hours(
+    empty_database: str,
+) -> None:
+    """Migration 6 as first released kept a row per latency bin in a table beside each groups
+    table, and no days. Its bins move into the group rows unchanged, and the days come from the
+    hours, also those whose raw rows are gone."""
+    from exporter.rollups.definitions import DAILY, GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS
+    from exporter.rollups.rebuild import rebuild
+
+    engine = create_engine(empty_database)
+    try:
+        migrate(engine)
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO api_request_logs (timestamp, endpoint, route, method, status_code, "
+                "response_time_ms) SELECT timestamp '2026-11-01 00:00+00' + i * interval '37 minutes', "
+                "'/d', '/d', 'GET', 200, i % 97 + 0.5 FROM generate_series(1, 200) AS i"
+            )
+        with engine.connect() as conn:
+            rebuild(conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 7, tzinfo=UTC))
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            expected = {
+                name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall())
+                for name in (rollup.table_name(grain) for rollup in ROLLUPS for grain in GRAINS)
+            }
+            # Back to the first shape of migration 6, then the raw rows of the first day purged.
+            for rollup in ROLLUPS:
+                conn.execute(f"DROP TABLE {rollup.table_name(DAILY)}")
+                if rollup.members is not None:
+                    conn.execute(f"DROP TABLE {rollup.table_name(DAILY, 'members')}")
+                if rollup.latency is None:
+                    continue
+                keys = ", ".join(key.name for key in rollup.keys)
+                for grain in GRAINS[:2]:
+                    groups = rollup.table_name(grain)
+                    conn.execute(
+                        f"CREATE TABLE {rollup.table_name(grain, 'latency')} AS SELECT bucket, {keys}, "
+                        f"unnest({LATENCY_BINS}) AS bin, unnest({LATENCY_COUNTS}) AS count FROM {groups}"
+                    )
+                    conn.execute(
+                        f"ALTER TABLE {groups} DROP COLUMN {LATENCY_BINS}, DROP COLUMN {LATENCY_COUNTS}"
+                    )
+            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 7")
+            conn.execute("DELETE FROM api_request_logs WHERE timestamp < '2026-11-02+00'")
+        assert [migration.version for migration in migrate(engine)] == [7]
+    finally:
+        engine.dispose()
+    with psycopg.connect(empty_database) as conn:
+        found = {name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall()) for name in expected}
+        latency_tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%latency'"
+        ).fetchone()
+    assert found == expected
+    assert found["rollup_requests_1d"][0][0] == datetime(2026, 11, 1, tzinfo=UTC)  # a purged day kept
+    assert latency_tables == (0,)

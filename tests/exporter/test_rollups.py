@@ -1,9 +1,10 @@
-"""Rollups kept by the writer: every row really inserted counted once, in its own bucket, and the
-same as a rebuild from raw rows says; on the real PostgreSQL."""
+"""Rollups kept by the triggers and ``refresh``: every row stored counted once, in its own bucket,
+whoever wrote it, and the same as a rebuild from raw rows says; on the real PostgreSQL."""
 
 from __future__ import annotations
 
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import create_engine
 
 from exporter import conventions as c
 from exporter.rollups.rebuild import rebuild
+from exporter.rollups.refresh import REFRESH_LOCK_KEY, RefreshResult, refresh
 from exporter.rollups.schema import ROLLUP_TABLES
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
@@ -85,19 +87,58 @@ def mixed_batch(at: datetime, count: int = 40) -> dict[str, list[Row]]:
     return batch
 
 
+class RefreshingWriter(RowWriter):
+    """The writer, then a refresh (as the service runs every few seconds) after each batch."""
+
+    def write(self, rows: Any) -> int:
+        written = super().write(rows)
+        refreshed(self._dsn)
+        return written
+
+
+def refreshed(db_url: str) -> RefreshResult:
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            return refresh(conn)
+    finally:
+        engine.dispose()
+
+
+def stale_marks(db_url: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url) as conn:
+        return conn.execute("SELECT source, bucket FROM rollup_stale_buckets ORDER BY 1, 2").fetchall()
+
+
 @pytest.fixture()
 def writer(db_url: str) -> Any:
-    writer = RowWriter(db_url, stats=ExportStats())
+    writer = RefreshingWriter(db_url, stats=ExportStats())
     yield writer
     writer.close()
 
 
-def test_written_rollups_equal_a_rebuild_from_raw_rows(db_url: str, writer: RowWriter) -> None:
+def test_refreshed_rollups_equal_a_rebuild_from_raw_rows(db_url: str) -> None:
     at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
     batch = mixed_batch(at)
-    writer.write(batch)
+    plain = RowWriter(db_url, stats=ExportStats())
+    try:
+        plain.write(batch)
+    finally:
+        plain.close()
+    marks = stale_marks(db_url)
+    assert {source for source, _ in marks} == {
+        "api_request_logs",
+        "job_outcomes",
+        "error_logs",
+        "device_state_history",
+        "user_activities",
+    }
+    assert len(marks) <= 5 * 25  # a few 5-minute buckets per table, not a mark per row
+    result = refreshed(db_url)
+    assert result.buckets == len(marks) and not result.busy
+    assert stale_marks(db_url) == []
     written = snapshot(db_url)
-    assert written["rollup_requests_5m"], "the writer kept the request rollups"
+    assert written["rollup_requests_5m"], "the refresh built the request rollups"
     engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with engine.connect() as conn:
@@ -141,7 +182,7 @@ def test_a_partly_replayed_batch_counts_only_its_new_rows(db_url: str, writer: R
             "SELECT sum(count) FROM rollup_requests_1h WHERE route = '/r'"
         ).fetchone() or (0,)
         (binned,) = conn.execute(
-            "SELECT sum(count) FROM rollup_requests_1h_latency WHERE route = '/r'"
+            "SELECT sum(n) FROM rollup_requests_1h, unnest(latency_counts) AS n WHERE route = '/r'"
         ).fetchone() or (0,)
     assert (count, binned) == (4, 4)
 
@@ -217,3 +258,199 @@ def test_the_rebuild_command_recomputes_a_range_with_progress(
     assert in_window(snapshot(db_url)["rollup_requests_5m"]) == in_window(written["rollup_requests_5m"])
     bad = CliRunner().invoke(app, ["rollups", "rebuild", "--start", "2026-11-30", "--end", "2026-11-29"])
     assert bad.exit_code == 2 and "must be after" in bad.output
+
+
+def test_rows_inserted_by_another_program_count_too(db_url: str) -> None:
+    """HOMEPOT writes some rows itself, into the tables it shares (no event_id: the default)."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO device_state_history (timestamp, device_id, previous_state, new_state) "
+            "VALUES ('2026-11-30 10:01+00', 'pos-1', 'online', 'offline'), "
+            "('2026-11-30 10:02+00', 'pos-2', 'online', 'offline')"
+        )
+    refreshed(db_url)
+    with psycopg.connect(db_url) as conn:
+        counts = conn.execute(
+            "SELECT bucket, count FROM rollup_device_states_1d WHERE new_state = 'offline'"
+        ).fetchall()
+    assert counts == [(datetime(2026, 11, 30, tzinfo=UTC), 2)]
+
+
+def test_a_deleted_row_is_taken_out_and_an_updated_one_recounted(db_url: str, writer: RowWriter) -> None:
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    batch = rows_by_table(request_span("/gone", 200), request_span("/gone", 200))
+    for row in batch["api_request_logs"]:
+        row["timestamp"] = at
+    writer.write(batch)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM api_request_logs WHERE ctid = (SELECT min(ctid) FROM api_request_logs)")
+        conn.execute("UPDATE api_request_logs SET status_code = 503")
+    refreshed(db_url)
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT count, count_5xx FROM rollup_requests_1h WHERE route = '/gone'"
+        ).fetchall()
+    assert rows == [(1, 1)]
+
+
+def test_marks_older_than_the_oldest_raw_row_keep_the_history(db_url: str, writer: RowWriter) -> None:
+    """Raw rows purged, their rollups kept: a mark there (a late row since deleted, a DELETE by
+    hand) must not rebuild the bucket from nothing."""
+    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    old = rows_by_table(request_span("/old", 200))
+    old["api_request_logs"][0]["timestamp"] = now - timedelta(days=100)
+    writer.write(old)
+    recent = rows_by_table(request_span("/recent", 200))
+    recent["api_request_logs"][0]["timestamp"] = now
+    writer.write(recent)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM api_request_logs WHERE route = '/old'")  # as a purge would
+    result = refreshed(db_url)
+    assert (result.buckets, result.skipped) == (0, 1)
+    with psycopg.connect(db_url) as conn:
+        kept = conn.execute("SELECT route, count FROM rollup_requests_1d ORDER BY route").fetchall()
+    assert kept == [("/old", 1), ("/recent", 1)]
+
+
+def test_one_process_refreshes_at_a_time(db_url: str) -> None:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms) "
+            "VALUES (now(), '/x', 'GET', 200, 1)"
+        )
+    with psycopg.connect(db_url) as other:
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (REFRESH_LOCK_KEY,))  # another sink
+        assert refreshed(db_url).busy
+    assert stale_marks(db_url) != []  # left for the next round
+    assert refreshed(db_url).buckets == 1 and stale_marks(db_url) == []
+
+
+def test_reads_take_raw_rows_where_the_rollups_are_behind(db_url: str) -> None:
+    """Before a refresh the summary still counts every row: the stale buckets come from raw rows."""
+    from query_api import rollup_reads, summaries
+    from query_api.filters import TimeWindow
+
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    plain = RowWriter(db_url, stats=ExportStats())
+    try:
+        plain.write(mixed_batch(at))
+        refreshed(db_url)
+        late = mixed_batch(at + timedelta(minutes=50), count=12)
+        plain.write(late)  # not refreshed yet
+    finally:
+        plain.close()
+    window = TimeWindow(at - timedelta(hours=1), at + timedelta(hours=4))
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            from exporter.rollups.definitions import REQUESTS
+            from exporter.rollups.stale import fresh_until
+
+            stale_from = fresh_until(conn, REQUESTS.source)
+            assert stale_from is not None and at < stale_from < at + timedelta(hours=2)
+            planned = rollup_reads.plan(REQUESTS, [], window, stale_from)
+            assert planned is not None and planned.pieces[-1] == rollup_reads.Piece(
+                None, stale_from, window.end
+            )
+            from_rollups = summaries.request_summary(conn, [], window, 100)
+            exact = summaries.request_summary(conn, [], window, 100, use_rollups=False)
+    finally:
+        engine.dispose()
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute("SELECT count(*) FROM api_request_logs").fetchone()
+    assert stored is not None
+    assert from_rollups["total"]["count"] == exact["total"]["count"] == stored[0]
+    assert from_rollups["total"]["p95_ms"] == pytest.approx(exact["total"]["p95_ms"], rel=0.01)
+
+
+def test_the_refresh_command_and_the_service_bring_the_rollups_up_to_date(
+    db_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from homepot_analytics.cli import app
+    from homepot_foundation.settings import Settings, get_settings
+    from query_api.app import create_app
+
+    insert = (
+        "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms) "
+        "VALUES (now(), '/x', 'GET', 200, 1)"
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(insert)
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_DATABASE_URL", db_url)
+    get_settings.cache_clear()
+    try:
+        done = CliRunner().invoke(app, ["rollups", "refresh", "--no-progress"])
+    finally:
+        get_settings.cache_clear()
+    assert done.exit_code == 0, done.output
+    assert "Refreshed 1 stale 5-minute buckets" in done.output
+    assert stale_marks(db_url) == []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(insert)
+    service = create_app(
+        Settings(database_url=db_url, data_dir=tmp_path, jwt_secret="x" * 32, rollup_refresh_seconds=0.05)
+    )
+    with TestClient(service):
+        deadline = time.monotonic() + 20
+        while stale_marks(db_url) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.state.rollup_refresh.runs >= 1
+    assert stale_marks(db_url) == []
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT sum(count) FROM rollup_requests_1d").fetchone() == (2,)
+
+
+def test_refreshing_while_writers_write_loses_nothing(db_url: str) -> None:
+    """Two writers fill the same buckets while refreshes run: after a last refresh the rollups
+    are what a rebuild from the raw rows says (a mark written mid-refresh is kept for the next)."""
+    import threading
+
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        writer = RowWriter(db_url, stats=ExportStats())
+        try:
+            for n in range(12):
+                batch = rows_by_table(*(request_span(f"/r{n % 3}", 200 + seed) for _ in range(20)))
+                for index, row in enumerate(batch["api_request_logs"]):
+                    row["timestamp"] = at + timedelta(seconds=n * 7 + index)
+                writer.write(batch)
+        except BaseException as error:  # reported by the test thread
+            failures.append(error)
+        finally:
+            writer.close()
+
+    def keep_refreshing() -> None:
+        while not stop.is_set():
+            try:
+                refreshed(db_url)
+            except BaseException as error:
+                failures.append(error)
+                return
+
+    writers = [threading.Thread(target=write, args=(seed,)) for seed in (0, 1)]
+    refresher = threading.Thread(target=keep_refreshing)
+    refresher.start()
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    stop.set()
+    refresher.join()
+    assert failures == []
+    refreshed(db_url)
+    kept = snapshot(db_url)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT sum(count) FROM rollup_requests_1d").fetchone() == (2 * 12 * 20,)
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            rebuild(conn, at - timedelta(hours=1), at + timedelta(hours=2))
+    finally:
+        engine.dispose()
+    assert snapshot(db_url) == kept

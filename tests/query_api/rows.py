@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Table, insert
 
-from exporter.rollups.deltas import deltas_of, upsert
+from exporter.rollups.refresh import refresh
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
 
 # 2025-12-05 12:00 UTC: the spec's example day.
@@ -41,10 +41,11 @@ def row(table: Table, minutes: float = 0, **values: Any) -> dict[str, Any]:
 
 
 def insert_rows(engine: Engine, table: Table, rows: Iterable[dict[str, Any]]) -> list[int]:
-    """Insert ``rows`` in order; their ids. The rollups count them in the same transaction, as
-    the writer's do (the summaries read the rollups)."""
+    """Insert ``rows`` in order; their ids. The rollups are then refreshed, as the service does
+    every few seconds (the summaries read them)."""
     rows = list(rows)
     with engine.begin() as conn:
         ids = [conn.execute(insert(table).values(**r).returning(table.c.id)).scalar_one() for r in rows]
-        upsert(conn.connection.driver_connection.cursor(), deltas_of({table.name: rows}))
-        return ids
+    with engine.connect() as conn:
+        refresh(conn)
+    return ids

@@ -15,12 +15,21 @@ from query_api.auth import MissingSecretError, issue_token
 from tests.conftest import JWT_SECRET
 from tests.query_api.conftest import PREFIX, bearer
 
+_FINGERPRINT = "f" * 32
 # Every GET and PATCH of the query API, with a path that reaches it.
 ENDPOINTS = [
     ("GET", f"{PREFIX}/{name}{suffix}")
     for name in ("requests", "device-states", "jobs", "errors", "user-activities")
     for suffix in ("", "/summary", "/timeseries")
-] + [("PATCH", f"{PREFIX}/errors/1")]
+] + [
+    ("PATCH", f"{PREFIX}/errors/1"),
+    # What the dashboard reads beside those.
+    ("GET", f"{PREFIX}/errors/groups/{_FINGERPRINT}"),
+    ("PATCH", f"{PREFIX}/errors/groups/{_FINGERPRINT}"),
+    ("GET", f"{PREFIX}/jobs/failing-devices"),
+    ("GET", f"{PREFIX}/user-activities/sessions"),
+    ("GET", f"{PREFIX}/user-activities/click-targets"),
+]
 
 
 def _call(client: TestClient, method: str, path: str, headers: dict[str, str] | None = None) -> int:
@@ -45,7 +54,10 @@ def test_every_query_route_is_listed_here(shared: TestClient) -> None:
         for method in operations
         if method != "post"  # POST is the frontend intake, authenticated on its own
     }
-    listed = {(method, path.replace("/errors/1", "/errors/{error_id}")) for method, path in ENDPOINTS}
+    listed = {
+        (method, path.replace("/errors/1", "/errors/{error_id}").replace(_FINGERPRINT, "{fingerprint}"))
+        for method, path in ENDPOINTS
+    }
     assert routes == listed
 
 

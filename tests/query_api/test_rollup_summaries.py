@@ -23,8 +23,9 @@ from tests.conftest import empty_tables
 from tests.query_api.rows import row
 
 START = datetime(2025, 12, 5, 9, 0, tzinfo=UTC)
-HOURS = 6
+HOURS = 54  # to 7 December 15:00: whole days, hours and 5-minute buckets
 WINDOWS = [
+    TimeWindow(datetime(2025, 12, 5, 10, 3, 17, tzinfo=UTC), datetime(2025, 12, 7, 13, 58, 2, tzinfo=UTC)),
     TimeWindow(datetime(2025, 12, 5, 10, 3, 17, tzinfo=UTC), datetime(2025, 12, 5, 13, 58, 2, tzinfo=UTC)),
     TimeWindow(datetime(2025, 12, 5, 10, 0, tzinfo=UTC), datetime(2025, 12, 5, 14, 0, tzinfo=UTC)),
     TimeWindow(datetime(2025, 12, 5, 11, 7, 1, tzinfo=UTC), datetime(2025, 12, 5, 11, 52, 59, tzinfo=UTC)),
@@ -38,7 +39,9 @@ rng = random.Random(20251205)
 
 
 def _moment() -> datetime:
-    return START + timedelta(seconds=rng.uniform(0, HOURS * 3600))
+    """Most rows in the first 6 hours (the short windows need some), the rest over two days more."""
+    hours = 6 if rng.random() < 0.75 else HOURS
+    return START + timedelta(seconds=rng.uniform(0, hours * 3600))
 
 
 def _requests(count: int) -> list[dict[str, Any]]:
@@ -217,6 +220,16 @@ def test_split_covers_the_window_once() -> None:
     assert [(p.grain and p.grain.name, p.low, p.high) for p in pieces] == [
         (None, datetime(2025, 12, 5, 10, 3, 17, tzinfo=UTC), datetime(2025, 12, 5, 10, 5, tzinfo=UTC)),
         ("5m", datetime(2025, 12, 5, 10, 5, tzinfo=UTC), datetime(2025, 12, 5, 11, 0, tzinfo=UTC)),
+        ("1h", datetime(2025, 12, 5, 11, 0, tzinfo=UTC), datetime(2025, 12, 6, 0, 0, tzinfo=UTC)),
+        ("1d", datetime(2025, 12, 6, 0, 0, tzinfo=UTC), datetime(2025, 12, 7, 0, 0, tzinfo=UTC)),
+        ("1h", datetime(2025, 12, 7, 0, 0, tzinfo=UTC), datetime(2025, 12, 7, 13, 0, tzinfo=UTC)),
+        ("5m", datetime(2025, 12, 7, 13, 0, tzinfo=UTC), datetime(2025, 12, 7, 13, 55, tzinfo=UTC)),
+        (None, datetime(2025, 12, 7, 13, 55, tzinfo=UTC), datetime(2025, 12, 7, 13, 58, 2, tzinfo=UTC)),
+    ]
+    pieces = rollup_reads.split(WINDOWS[1])
+    assert [(p.grain and p.grain.name, p.low, p.high) for p in pieces] == [
+        (None, datetime(2025, 12, 5, 10, 3, 17, tzinfo=UTC), datetime(2025, 12, 5, 10, 5, tzinfo=UTC)),
+        ("5m", datetime(2025, 12, 5, 10, 5, tzinfo=UTC), datetime(2025, 12, 5, 11, 0, tzinfo=UTC)),
         ("1h", datetime(2025, 12, 5, 11, 0, tzinfo=UTC), datetime(2025, 12, 5, 13, 0, tzinfo=UTC)),
         ("5m", datetime(2025, 12, 5, 13, 0, tzinfo=UTC), datetime(2025, 12, 5, 13, 55, tzinfo=UTC)),
         (None, datetime(2025, 12, 5, 13, 55, tzinfo=UTC), datetime(2025, 12, 5, 13, 58, 2, tzinfo=UTC)),
@@ -299,3 +312,8 @@ def test_user_activity_summary(stored: Engine, window: TimeWindow) -> None:
                 ),
             )
             assert found["top_searches"]
+
+
+def test_split_at_the_end_of_the_calendar_reads_raw_rows() -> None:
+    last = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert rollup_reads.split(TimeWindow(last, None)) == [rollup_reads.Piece(None, last, None)]

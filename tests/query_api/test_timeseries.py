@@ -197,7 +197,7 @@ def test_top_groups_get_a_series_and_the_rest_sum_into_other(client: TestClient,
 
 def test_a_day_is_the_sum_of_its_hours(client: TestClient, loaded: str) -> None:
     answer = get(client, "requests", interval="1d", start_date="2026-11-30", end_date="2026-12-01")
-    assert answer["source"] == "rollup_1h"
+    assert answer["source"] == "rollup_1d"
     [series] = answer["series"]
     assert [p["bucket"] for p in series["points"]] == [
         "2026-11-30T00:00:00+00:00",
