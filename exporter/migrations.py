@@ -24,7 +24,7 @@ from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
-from exporter.rollups.definitions import DAILY, GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS
+from exporter.rollups.definitions import COARSE, DAILY, GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS
 from exporter.rollups.rebuild import rebuild_all, rebuild_days_from_hours
 from exporter.rollups.schema import rollup_metadata
 from exporter.rollups.stale import TRIGGERS_DDL
@@ -202,8 +202,13 @@ def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
             changed.append(f"{old} folded into {groups}")
     daily = [rollup.table_name(DAILY) for rollup in ROLLUPS]
     missing = [name for name in daily if not inspect(conn).has_table(name)]
+    # A rollup migration 6 did not have at all (route_latency) is built from the raw rows.
+    new = [r for r in ROLLUPS if not inspect(conn).has_table(r.table_name(COARSE))]
     rollup_metadata.create_all(conn, checkfirst=True)
-    if missing:
+    if new:
+        hours = rebuild_all(conn, commit_each=False)
+        logger.info("rollups built from the stored rows: %d hours", hours)
+    if missing:  # after the rebuild: days older than the raw rows come from their hours
         days = rebuild_days_from_hours(conn)
         if days:
             logger.info("daily rollups summed from the hourly ones: %d days", days)
