@@ -29,6 +29,8 @@ from bench.apps.service import SERVICE_NAMES
 from bench.database import count_service_rows, server_version, throwaway_database
 from bench.ingest import run_ingest
 from bench.load import run_load, wrk_path
+from bench.sinks import describe as describe_sinks
+from bench.sinks import sink_figures
 from bench.workload import generate
 
 logger = logging.getLogger("bench")
@@ -64,6 +66,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, help="spans + log records in the ingest stream")
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument(
+        "--sinks",
+        type=int,
+        metavar="REQUESTS",
+        help="also: OTLP sink rows/s with 1 and 2 serve processes, REQUESTS of 200 spans each (e.g. 40)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where the JSON goes")
     return parser.parse_args(argv)
 
@@ -118,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
             figures.update(report.load_figures(result))
             phases["load"] = time.monotonic() - started - sum(phases.values())
+        if args.sinks:
+            logger.info("sinks: %d OTLP requests to 1, then 2 serve processes", args.sinks)
+            figures.update(sink_figures(url, requests=args.sinks))
+            phases["sinks"] = time.monotonic() - started - sum(phases.values())
     figures["phase_seconds"] = {name: round(seconds, 1) for name, seconds in phases.items()}
     figures["loadavg_at_end"] = list(os.getloadavg())
     figures["duration_s"] = round(time.monotonic() - started, 1)
@@ -125,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(figures, indent=2) + "\n")
     print(report.table(figures))
+    if "sink_rows_per_s" in figures:
+        print(describe_sinks(figures))
     print(f"\nwritten to {args.output} in {figures['duration_s']} s")
-    return 1 if figures.get("rows_lost") else 0
+    return 1 if figures.get("rows_lost") or figures.get("sink_rows_lost") else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Versioned schema migrations: create the five tables, and upgrade older schemas in place.
 
 Each migration runs once, in order, in its own transaction, and is recorded in
-``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock.
+``homepot_analytics_schema_migrations``. Concurrent runs serialise on an advisory lock (each
+step's transaction takes it, so it holds through a pooler in transaction mode).
 Migration 1 also adopts the tables of the HOMEPOT system this project replaces (same names,
 no trace columns, naive timestamps): it adds what is missing and keeps every row. Migration 2
 turns the tables into monthly range partitions on "timestamp" (``exporter.partitions``,
@@ -23,7 +24,7 @@ from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
-from exporter.rollups.definitions import DAILY, GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS
+from exporter.rollups.definitions import COARSE, DAILY, GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS
 from exporter.rollups.rebuild import rebuild_all, rebuild_days_from_hours
 from exporter.rollups.schema import rollup_metadata
 from exporter.rollups.stale import TRIGGERS_DDL
@@ -201,8 +202,13 @@ def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
             changed.append(f"{old} folded into {groups}")
     daily = [rollup.table_name(DAILY) for rollup in ROLLUPS]
     missing = [name for name in daily if not inspect(conn).has_table(name)]
+    # A rollup migration 6 did not have at all (route_latency) is built from the raw rows.
+    new = [r for r in ROLLUPS if not inspect(conn).has_table(r.table_name(COARSE))]
     rollup_metadata.create_all(conn, checkfirst=True)
-    if missing:
+    if new:
+        hours = rebuild_all(conn, commit_each=False)
+        logger.info("rollups built from the stored rows: %d hours", hours)
+    if missing:  # after the rebuild: days older than the raw rows come from their hours
         days = rebuild_days_from_hours(conn)
         if days:
             logger.info("daily rollups summed from the hourly ones: %d days", days)
@@ -243,8 +249,11 @@ def migrate(engine: Engine) -> list[AppliedMigration]:
     what it changed in tables that were there before."""
     applied: list[AppliedMigration] = []
     with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
-        try:
+        # The schema lock is a transaction's, taken again by each step, never the session's: a
+        # session lock would outlive its transaction behind a pooler in transaction mode (held by
+        # a server connection the next step may not get, unlocked by none).
+        with conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
             conn.execute(
                 text(
                     f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} ("
@@ -252,25 +261,21 @@ def migrate(engine: Engine) -> list[AppliedMigration]:
                     "applied_at timestamptz NOT NULL DEFAULT now())"
                 )
             )
-            conn.commit()
-            version = current_version(conn)
-            conn.commit()
-            for migration in MIGRATIONS:
-                if migration.version <= version:
+        for migration in MIGRATIONS:
+            with conn.begin():
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
+                # Under the lock: another process may have applied it since the last step.
+                if migration.version <= current_version(conn):
                     continue
-                with conn.begin():
-                    changes = migration.apply(conn)
-                    conn.execute(
-                        text(f"INSERT INTO {MIGRATIONS_TABLE} (version, description) VALUES (:v, :d)"),
-                        {"v": migration.version, "d": migration.description},
-                    )
-                logger.info("applied migration %d: %s", migration.version, migration.description)
-                for change in changes:
-                    logger.warning("changed an existing table: %s", change)
-                applied.append(AppliedMigration(migration.version, migration.description, tuple(changes)))
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK_KEY})
-            conn.commit()
+                changes = migration.apply(conn)
+                conn.execute(
+                    text(f"INSERT INTO {MIGRATIONS_TABLE} (version, description) VALUES (:v, :d)"),
+                    {"v": migration.version, "d": migration.description},
+                )
+            logger.info("applied migration %d: %s", migration.version, migration.description)
+            for change in changes:
+                logger.warning("changed an existing table: %s", change)
+            applied.append(AppliedMigration(migration.version, migration.description, tuple(changes)))
     # Every start of an exporter or the service also makes sure next months' partitions exist.
     with never_raise(
         "could not create the coming months' partitions; rows go to the default partition", logger=logger

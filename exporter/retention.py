@@ -171,15 +171,13 @@ def run_retention(
     """The daily maintenance: purge, then create the coming months' partitions.
 
     Returns None when another process holds the purge lock (it is doing today's run)."""
-    with engine.connect() as conn:
-        if not conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _PURGE_LOCK_KEY}).scalar():
+    # The lock belongs to a transaction left open while the purge runs on other connections: a
+    # session lock would stay behind on a pooled server connection (pgbouncer, transaction mode).
+    # The transaction takes no snapshot between statements, so it holds back no vacuum.
+    with engine.connect() as conn, conn.begin():
+        if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": _PURGE_LOCK_KEY}).scalar():
             logger.info("retention: another process is purging; skipped")
             return None
-        conn.commit()
-        try:
-            results = purge(engine, settings, now=now)
-            ensure_partitions(engine, now=now)
-            return results
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PURGE_LOCK_KEY})
-            conn.commit()
+        results = purge(engine, settings, now=now)
+        ensure_partitions(engine, now=now)
+        return results

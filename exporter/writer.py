@@ -25,6 +25,7 @@ from exporter.own_logging import exporter_logger
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.stats import STATS, ExportStats
 from exporter.trace_links import link_traces
+from homepot_foundation.database import CONNECT_OPTIONS
 
 logger = exporter_logger(__name__)
 
@@ -190,6 +191,7 @@ class RowWriter:
                 self._dsn,
                 connect_timeout=self._connect_timeout,
                 application_name="homepot-analytics-exporter",
+                **CONNECT_OPTIONS,
             )
             if self._on_first_connect is not None:
                 # e.g. create the tables: done from this thread, never from a request. Connected

@@ -93,13 +93,15 @@ def stop_embedded() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes on the port (uvicorn's), each a whole service.")
+    ] = 1,
 ) -> None:
     """Run the analytics service: dashboard, query API, OTLP/HTTP sink and frontend intake."""
     import uvicorn
 
-    from query_api.app import create_app
-
-    uvicorn.run(create_app(), host=host, port=port)
+    # By import path, so that each worker process builds its own app (engines, writer threads).
+    uvicorn.run("query_api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @app.command()

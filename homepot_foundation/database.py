@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy import create_engine as sa_create_engine
@@ -18,6 +19,13 @@ from homepot_foundation.settings import Settings, get_settings
 logger = logging.getLogger(__name__)
 
 _DRIVER = re.compile(r"^(postgres(?:ql)?)(\+\w+)?://")
+
+# psycopg options of every connection the project opens. No server-side prepared statements:
+# behind a pooler in transaction mode (pgbouncer before 1.21) the next transaction may run on a
+# server connection that never saw the PREPARE ("prepared statement _pg3_0 does not exist").
+# Little is lost: the writer COPYs, and the query API plans every request afresh anyway
+# (plan_cache_mode=force_custom_plan).
+CONNECT_OPTIONS: dict[str, Any] = {"prepare_threshold": None}
 
 
 def resolve_database_url(settings: Settings | None = None) -> str:
@@ -42,7 +50,9 @@ def sqlalchemy_url(url: str) -> str:
 
 def create_engine(url: str, **kwargs: object) -> Engine:
     """An engine for the query API and the CLI (psycopg 3 driver, pre-ping on checkout)."""
-    options: dict[str, object] = {"pool_pre_ping": True}
+    given: Any = kwargs.pop("connect_args", None) or {}
+    connect_args = {**CONNECT_OPTIONS, **given}
+    options: dict[str, object] = {"pool_pre_ping": True, "connect_args": connect_args}
     if "poolclass" not in kwargs:
         options.update(pool_size=5, max_overflow=10)
     options.update(kwargs)

@@ -57,6 +57,18 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL URL. Unset: an embedded PostgreSQL is started under data_dir.",
     )
+    read_database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of a read replica for query API and dashboard reads; unset: "
+        "the primary. Writes always go to database_url.",
+    )
+    # Above PostgreSQL's default max_standby_streaming_delay (30 s): replay held back that long by
+    # a long summary on the standby is expected, not a reason to refuse every other read.
+    read_max_lag_ms: int = Field(
+        default=60000,
+        ge=0,
+        description="How far the read replica may be behind the primary before reads answer 503.",
+    )
     data_dir: Path = Field(
         default_factory=_default_data_dir,
         description="Where the embedded PostgreSQL and the exporter's spool keep their files.",

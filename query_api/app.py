@@ -15,10 +15,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.migrations import migrate
 from exporter.pipeline import build_pipeline
-from homepot_foundation.database import create_engine, resolve_database_url
+from homepot_foundation.database import resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
 from query_api import dashboard, frontend_errors, intake, metrics, otlp, routes
 from query_api.cors import FrontendCors
+from query_api.databases import Databases
 from query_api.retention_schedule import RetentionTask, RollupRefreshTask
 from query_api.validation import reject_nul_in_query
 
@@ -45,7 +46,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = resolve_database_url(settings)
-        engine = create_engine(url)
+        # Writes (schema, sink, intake, resolve, purge) on the primary; reads maybe on a replica.
+        databases = Databases.connect(settings, url)
+        engine = databases.primary
         migrated = _try_migrate(engine)
         # Database away at start: the writer creates the tables once it connects.
         pipeline = build_pipeline(settings, SERVICE_NAME, database_url=url, auto_migrate=not migrated)
@@ -54,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logger_provider = LoggerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))
         logger_provider.add_log_record_processor(pipeline.log_processor())
         app.state.settings = settings
-        app.state.engine = engine
+        app.state.databases = databases
         app.state.pipeline = pipeline
         app.state.delivery = pipeline.delivery
         app.state.logger_provider = logger_provider
@@ -72,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.retention.stop()
             logger_provider.shutdown()
             pipeline.shutdown()
-            engine.dispose()
+            databases.dispose()
 
     app = FastAPI(
         title="HOMEPOT analytics",

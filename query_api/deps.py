@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import Engine
 
 from exporter.delivery import Delivery
 from exporter.privacy import Privacy
 from homepot_foundation.settings import Settings
+from query_api.databases import Databases
 
 
 def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+def get_databases(request: Request) -> Databases:
+    """The primary (writes) and the read engine; ``reading.transaction`` picks one."""
+    return request.app.state.databases
 
 
 def get_delivery(request: Request) -> Delivery:
@@ -31,6 +32,6 @@ def get_privacy(request: Request) -> Privacy:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-EngineDep = Annotated[Engine, Depends(get_engine)]
+DatabasesDep = Annotated[Databases, Depends(get_databases)]
 DeliveryDep = Annotated[Delivery, Depends(get_delivery)]
 PrivacyDep = Annotated[Privacy, Depends(get_privacy)]

@@ -12,10 +12,11 @@ from functools import lru_cache
 from typing import Any
 
 from fastapi import Response
-from sqlalchemy import ColumnElement, Engine, String, Table, Text, case, cast, func, literal, null, select
+from sqlalchemy import ColumnElement, String, Table, Text, case, cast, func, literal, null, select
 
 from homepot_foundation.settings import Settings
 from query_api.cursor import Cursor, encode_cursor
+from query_api.databases import Databases
 from query_api.filters import Paging, TimeWindow, before_cursor
 from query_api.reading import transaction
 
@@ -50,7 +51,7 @@ def json_response(payload: dict[str, Any], raw: dict[str, str]) -> Response:
 
 
 def list_page(
-    engine: Engine,
+    databases: Databases,
     settings: Settings,
     table: Table,
     filters: list[ColumnElement[bool]],
@@ -69,7 +70,7 @@ def list_page(
         .order_by(timestamp.desc(), row_id.desc())
         .limit(paging.limit + 1)
     )
-    with transaction(engine, settings) as conn:
+    with transaction(databases, settings) as conn:
         rows = conn.execute(statement).all()
     next_cursor = None
     if len(rows) > paging.limit:

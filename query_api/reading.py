@@ -12,10 +12,12 @@ from contextlib import contextmanager
 
 from fastapi import HTTPException, status
 from psycopg.errors import QueryCanceled
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import OperationalError
 
 from homepot_foundation.settings import Settings
+from query_api.databases import Databases
+from query_api.replica_lag import ReplicaUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +25,18 @@ logger = logging.getLogger(__name__)
 # to disk at PostgreSQL's default 4 MB (3x slower, measured with bench/query_bench.py).
 SUMMARY_WORK_MEM = "64MB"
 
+# Seconds a client should wait before asking again when the database (or the replica) cannot answer.
+RETRY_AFTER_S = 5
+
 
 @contextmanager
 def transaction(
-    engine: Engine, settings: Settings, *, write: bool = False, aggregate: bool = False
+    databases: Databases, settings: Settings, *, write: bool = False, aggregate: bool = False
 ) -> Iterator[Connection]:
     """A connection inside one transaction; database trouble becomes a 503 with a reason.
+
+    Writes go to the primary, reads to the read replica when one is configured (a replica that
+    is down or too far behind is a 503 too, with ``Retry-After``, never a read of stale rows).
 
     ``aggregate``: the transaction sorts and groups a whole window (a summary), so its sorts get
     SUMMARY_WORK_MEM instead of spilling to disk.
@@ -43,6 +51,11 @@ def transaction(
     }
     if aggregate:
         options["work_mem"] = SUMMARY_WORK_MEM
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
+    try:
+        engine = databases.for_writes() if write else databases.for_reads()
+    except ReplicaUnavailable as problem:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(problem), headers=retry) from None
     try:
         with engine.connect() as conn:
             if not write:
@@ -60,5 +73,7 @@ def transaction(
             ) from None
         logger.warning("analytics query failed: %s", error)
         raise HTTPException(
-            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail="The analytics database is unavailable."
+            status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="The analytics database is unavailable.",
+            headers=retry,
         ) from None

@@ -36,6 +36,7 @@ from exporter.rollups.definitions import (
     JOB_ERRORS,
     JOBS,
     REQUESTS,
+    ROUTE_LATENCY,
     SEARCHES,
     Rollup,
 )
@@ -155,7 +156,9 @@ def request_summary(
 ) -> dict[str, Any]:
     found = _plan(conn, REQUESTS, filters, window) if use_rollups else None
     if found is not None:
-        return _request_summary_from_rollups(conn, found, limit)
+        # Percentiles from the per-route histograms unless a filter needs the status class.
+        latency = _plan(conn, ROUTE_LATENCY, filters, window) or found
+        return _request_summary_from_rollups(conn, found, latency, limit)
     t = api_request_logs.c
     aggregates = [
         func.count().label("count"),
@@ -177,7 +180,9 @@ def request_summary(
     return {"total": None if total is None else stats(total), "routes": [stats(row) for row in groups]}
 
 
-def _request_summary_from_rollups(conn: Connection, plan: rollup_reads.Plan, limit: int) -> dict[str, Any]:
+def _request_summary_from_rollups(
+    conn: Connection, plan: rollup_reads.Plan, latency_plan: rollup_reads.Plan, limit: int
+) -> dict[str, Any]:
     u = rollup_reads.groups_source(plan)
     keys = [
         _blank_is_null(u.c.service_name, "service_name"),
@@ -191,7 +196,7 @@ def _request_summary_from_rollups(conn: Connection, plan: rollup_reads.Plan, lim
         func.sum(u.c.duration_ms_sum).label("duration_sum"),
     ]
     total, groups = _grouped_with_total(conn, keys, aggregates, [], limit)
-    bins = rollup_reads.latency_source(plan)
+    bins = rollup_reads.latency_source(latency_plan)
     latency = select(
         _blank_is_null(bins.c.service_name, "service_name"),
         _blank_is_null(bins.c.route, "route"),

@@ -58,6 +58,7 @@ from exporter.rollups.definitions import (
     LATENCY_BINS,
     LATENCY_COUNTS,
     REQUESTS,
+    ROUTE_LATENCY,
     Grain,
     Rollup,
 )
@@ -109,6 +110,17 @@ class TableSeries:
         default_factory=lambda: {"count": lambda c: func.sum(c["count"])}
     )
     quantiles: Mapping[str, float] = field(default_factory=dict)
+    # A rollup with fewer keys whose histograms answer the groupings it has all the keys of.
+    latency_rollup: Rollup | None = None
+
+    def latency_rollup_for(self, group_by: str | None) -> Rollup:
+        """The rollup to read the latency of a ``group_by`` series from: the narrower one when
+        it has the keys (fewer histograms per point to add up), else the series' own."""
+        narrower = self.latency_rollup
+        if narrower is None:
+            return self.rollup
+        keys = {key.name for key in narrower.keys}
+        return narrower if set(self.group_by.get(group_by, ()) if group_by else ()) <= keys else self.rollup
 
     def group_sql(self, group_by: str, columns: Columns) -> ColumnElement[Any]:
         keys = [columns[key] for key in self.group_by[group_by]]
@@ -137,6 +149,7 @@ REQUEST_SERIES = TableSeries(
         "server_errors": _sum("count_5xx"),
     },
     quantiles={"p50_ms": 0.5, "p95_ms": 0.95, "p99_ms": 0.99},
+    latency_rollup=ROUTE_LATENCY,
 )
 JOB_SERIES = TableSeries(
     "jobs",
@@ -257,7 +270,7 @@ def _union(selects: list[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
 
 
 def _raw_select(
-    spec: TableSeries,
+    rollup: Rollup,
     plan: Plan,
     piece: Piece,
     raw_filters: Sequence[ColumnElement[bool]],
@@ -266,24 +279,24 @@ def _raw_select(
 ) -> Select[Any]:
     """Raw rows of ``piece``: ``raw_filters`` when the whole answer is raw, the service ``names``
     when raw rows stand in for the rollups (where these are stale)."""
-    table = spec.rollup.source
+    table = rollup.source
     query = select(
         plan.bucket_grain.bucket_sql(table.c.timestamp).label("bucket"),
-        *(key.of_sql(table).label(key.name) for key in spec.rollup.keys),
+        *(key.of_sql(table).label(key.name) for key in rollup.keys),
         *columns,
     ).where(*TimeWindow(piece.low, piece.high).conditions(table.c.timestamp), *raw_filters)
     if names:
         query = query.where(table.c.service_name.in_(list(names)))
-    if spec.rollup.only_if_sql is not None:
-        query = query.where(spec.rollup.only_if_sql(table))
+    if rollup.only_if_sql is not None:
+        query = query.where(rollup.only_if_sql(table))
     return query
 
 
 def _rollup_select(
-    spec: TableSeries, plan: Plan, piece: Piece, names: Sequence[str], *columns: Any
+    rollup: Rollup, plan: Plan, piece: Piece, names: Sequence[str], *columns: Any
 ) -> Select[Any]:
     assert piece.grain is not None
-    groups = tables_of(spec.rollup, piece.grain)["groups"]
+    groups = tables_of(rollup, piece.grain)["groups"]
     bucket = groups.c.bucket
     rebinned = bucket if piece.grain.width == plan.width else plan.bucket_grain.bucket_sql(bucket)
     where = [bucket >= piece.low, bucket < piece.high]
@@ -291,7 +304,7 @@ def _rollup_select(
         where.append(groups.c.service_name.in_(list(names)))
     return select(
         rebinned.label("bucket"),
-        *(groups.c[key.name] for key in spec.rollup.keys),
+        *(groups.c[key.name] for key in rollup.keys),
         *(column(groups) for column in columns),
     ).where(*where)
 
@@ -305,9 +318,9 @@ def _source(
     table = spec.rollup.source
     raw_measures = [measures[name].of_sql(table).label(name) for name in spec.measures]
     selects = [
-        _raw_select(spec, plan, piece, raw_filters, names, *raw_measures)
+        _raw_select(spec.rollup, plan, piece, raw_filters, names, *raw_measures)
         if piece.grain is None
-        else _rollup_select(spec, plan, piece, names, *(_column(n) for n in spec.measures))
+        else _rollup_select(spec.rollup, plan, piece, names, *(_column(n) for n in spec.measures))
         for piece in pieces(plan)
     ]
     return _union(selects)
@@ -318,17 +331,16 @@ def _column(name: str) -> Callable[[Table], ColumnElement[Any]]:
 
 
 def _latency_source(
-    spec: TableSeries, plan: Plan, raw_filters: Sequence[ColumnElement[bool]], names: Sequence[str]
+    rollup: Rollup, plan: Plan, raw_filters: Sequence[ColumnElement[bool]], names: Sequence[str]
 ) -> Select[Any] | CompoundSelect[Any]:
-    """``(bucket, keys..., bin, count)`` rows of the latency histogram."""
-    rollup = spec.rollup
+    """``(bucket, keys..., bin, count)`` rows of ``rollup``'s latency histogram."""
     assert rollup.latency is not None
     latency = rollup.source.c[rollup.latency]
     selects: list[Select[Any]] = []
     for piece in pieces(plan):
         if piece.grain is None:
             raw = _raw_select(
-                spec,
+                rollup,
                 plan,
                 piece,
                 raw_filters,
@@ -341,7 +353,7 @@ def _latency_source(
             # Two unnests in one select list walk their arrays side by side: (bin, count) pairs.
             selects.append(
                 _rollup_select(
-                    spec,
+                    rollup,
                     plan,
                     piece,
                     names,
@@ -438,7 +450,7 @@ def histograms_sql(
         group = spec.group_sql(group_by, columns)
         return case(*((group == value, i) for i, value in enumerate(groups)), else_=len(groups))
 
-    l_ = _latency_source(spec, plan, raw_filters, names).subquery("l")
+    l_ = _latency_source(spec.latency_rollup_for(group_by), plan, raw_filters, names).subquery("l")
     idx = index_of(l_.c).label("idx")
     merged = (
         select(l_.c.bucket, idx, l_.c.bin, cast(func.sum(l_.c["count"]), BigInteger).label("n"))

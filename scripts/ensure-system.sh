@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # What the tests need from the machine, installed or started when missing:
-# PostgreSQL up on 127.0.0.1:5432 when installed, Chromium + ChromeDriver (browser test), wrk (benchmarks).
+# PostgreSQL up on 127.0.0.1:5432 when installed, Chromium + ChromeDriver (browser test), wrk (benchmarks),
+# pgbouncer (the transaction-pooler test; Debian puts it in /usr/sbin).
 set -euo pipefail
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing ${missing[*]} (apt-get)"

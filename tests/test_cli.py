@@ -77,3 +77,9 @@ def test_a_missing_extra_is_named_with_what_to_install(
 def test_the_installed_command_is_the_guarded_entry_point() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"homepot-analytics": "homepot_analytics.__main__:main"}
+
+
+def test_serve_needs_at_least_one_worker() -> None:
+    result = CliRunner().invoke(app, ["serve", "--workers", "0"])
+    assert result.exit_code == 2
+    assert "--workers" in result.output

@@ -1,4 +1,5 @@
-"""otel-collector.yaml, docker-compose.yml and the Dockerfile, checked without a Docker engine.
+"""The collector configs (otel-collector.yaml, deploy/otel-collector-{agent,gateway}.yaml),
+docker-compose.yml, Grafana's provisioning and the Dockerfile, checked without a Docker engine.
 
 No collector or Docker runs here, so these tests read the files and check what would otherwise
 fail only at ``docker compose up``: every collector component is one otelcol-contrib ships,
@@ -7,11 +8,13 @@ services on the ports those services listen on; environment variables are settin
 
 The key lists below are taken from the components' config schemas (collector core
 ``config.schema.yaml`` files, contrib ``processor/redactionprocessor/config.schema.yaml``,
-``extension/storage/filestorage/config.go``, ``extension/healthcheckextension/config.go``).
+``extension/storage/filestorage/config.go``, ``extension/healthcheckextension/config.go``,
+``exporter/loadbalancingexporter/config.schema.yaml``).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -144,6 +147,20 @@ HTTP_CLIENT = {
     "retry_on_failure": RETRY,
     "sending_queue": QUEUE,
 }
+# Its type is `load_balancing` since contrib 0.154 (`loadbalancing` before, now a deprecated alias).
+# protocol.otlp is the OTLP gRPC exporter's config without the endpoint, which the resolver gives.
+LOAD_BALANCING = {
+    **_leaves("routing_key", "routing_attributes", "timeout"),
+    "retry_on_failure": RETRY,
+    "sending_queue": QUEUE,
+    "protocol": {"otlp": {key: value for key, value in GRPC_CLIENT.items() if key != "endpoint"}},
+    "resolver": {
+        "static": _leaves("hostnames"),
+        "dns": _leaves("hostname", "port", "interval", "timeout"),
+        "k8s": _leaves("service", "ports", "timeout", "return_hostnames"),
+        "aws_cloud_map": _leaves("namespace", "service_name", "health_status", "interval", "timeout", "port"),
+    },
+}
 COMPONENTS: dict[str, dict[str, dict[str, Any]]] = {
     "receivers": {"otlp": {"protocols": {"grpc": GRPC_SERVER, "http": HTTP_SERVER}}},
     "processors": {
@@ -177,7 +194,7 @@ COMPONENTS: dict[str, dict[str, dict[str, Any]]] = {
             "url_sanitizer",
         ),
     },
-    "exporters": {"otlp_grpc": GRPC_CLIENT, "otlp_http": HTTP_CLIENT},
+    "exporters": {"otlp_grpc": GRPC_CLIENT, "otlp_http": HTTP_CLIENT, "load_balancing": LOAD_BALANCING},
     "extensions": {
         "health_check": _leaves(
             "endpoint", "path", "response_body", "check_collector_pipeline", "tls", "cors", "auth"
@@ -213,6 +230,29 @@ def collector() -> dict[str, Any]:
     return _load("otel-collector.yaml")
 
 
+COLLECTOR_CONFIGS = [
+    "otel-collector.yaml",
+    "deploy/otel-collector-agent.yaml",
+    "deploy/otel-collector-gateway.yaml",
+]
+
+
+@pytest.fixture(scope="module", params=COLLECTOR_CONFIGS)
+def any_collector(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Each collector config in turn: the sink tier, the per-host agent, the gateway."""
+    return _load(request.param)
+
+
+@pytest.fixture(scope="module")
+def agent() -> dict[str, Any]:
+    return _load("deploy/otel-collector-agent.yaml")
+
+
+@pytest.fixture(scope="module")
+def gateway() -> dict[str, Any]:
+    return _load("deploy/otel-collector-gateway.yaml")
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return _load("docker-compose.yml")
@@ -237,11 +277,11 @@ def _unknown_keys(config: Any, schema: dict[str, Any], path: str) -> list[str]:
     return problems
 
 
-# --- otel-collector.yaml -------------------------------------------------------------------------------
-def test_every_component_is_one_otelcol_contrib_ships_with_keys_it_has(collector: dict[str, Any]) -> None:
+# --- every collector config ------------------------------------------------------------------------------
+def test_every_component_is_one_otelcol_contrib_ships_with_keys_it_has(any_collector: dict[str, Any]) -> None:
     problems: list[str] = []
     for kind, known in COMPONENTS.items():
-        for component_id, config in (collector.get(kind) or {}).items():
+        for component_id, config in (any_collector.get(kind) or {}).items():
             component_type = _type(kind, component_id)
             if component_type not in known:
                 problems.append(f"{kind}.{component_id}: no such component")
@@ -259,7 +299,8 @@ def test_the_key_check_catches_a_misspelt_key() -> None:
     assert _unknown_keys(config, HTTP_CLIENT, "e") == ["e.retry_on_failure.max_elapsed", "e.tls.insecur"]
 
 
-def test_pipelines_use_defined_components_and_every_component_is_used(collector: dict[str, Any]) -> None:
+def test_pipelines_use_defined_components_and_every_component_is_used(any_collector: dict[str, Any]) -> None:
+    collector = any_collector
     service = collector["service"]
     used: dict[str, set[str]] = {"receivers": set(), "processors": set(), "exporters": set()}
     for name, pipeline in service["pipelines"].items():
@@ -274,6 +315,28 @@ def test_pipelines_use_defined_components_and_every_component_is_used(collector:
     assert set(service["extensions"]) == set(collector["extensions"])
 
 
+def test_every_pipeline_limits_memory_first_and_batches_last(any_collector: dict[str, Any]) -> None:
+    for name, pipeline in any_collector["service"]["pipelines"].items():
+        processors = [_type("processors", p) for p in pipeline["processors"]]
+        # memory_limiter first (refuse before buffering), batch last (after anything that drops).
+        assert processors[0] == "memory_limiter", name
+        assert processors[-1] == "batch", name
+
+
+def test_every_exporter_that_leaves_the_host_queues_on_disk(any_collector: dict[str, Any]) -> None:
+    # Jaeger's copy of the traces is the one exception: a viewer, not a record.
+    for component_id, config in any_collector["exporters"].items():
+        if component_id == "otlp_grpc/jaeger":
+            continue
+        queue = config["sending_queue"]
+        assert queue["enabled"] is True, component_id
+        assert _type("extensions", queue["storage"]) == "file_storage", component_id
+        assert queue["storage"] in any_collector["service"]["extensions"], component_id
+        retry = config["retry_on_failure"]
+        assert retry["enabled"] is True and retry["max_elapsed_time"] == "0s", component_id
+
+
+# --- otel-collector.yaml (the sink tier) --------------------------------------------------------------------
 def test_traces_and_logs_pipelines(collector: dict[str, Any]) -> None:
     pipelines = collector["service"]["pipelines"]
     assert set(pipelines) == {"traces", "logs"}
@@ -281,11 +344,7 @@ def test_traces_and_logs_pipelines(collector: dict[str, Any]) -> None:
     assert exporters == {"traces": {"otlp_grpc", "otlp_http"}, "logs": {"otlp_http"}}  # Jaeger takes no logs
     for name, pipeline in pipelines.items():
         assert pipeline["receivers"] == ["otlp"]
-        processors = [_type("processors", p) for p in pipeline["processors"]]
-        # memory_limiter first (refuse before buffering), batch last (after anything that drops).
-        assert processors[0] == "memory_limiter", name
-        assert processors[-1] == "batch", name
-        assert "redaction" in processors, name
+        assert "redaction" in [_type("processors", p) for p in pipeline["processors"]], name
 
 
 def test_receiver_listens_on_the_standard_otlp_ports(collector: dict[str, Any]) -> None:
@@ -357,6 +416,80 @@ def test_redaction_leaves_the_attributes_the_tables_are_built_from(collector: di
     assert _masked(config, ordinary) == ordinary
 
 
+# --- deploy/otel-collector-agent.yaml and -gateway.yaml ------------------------------------------------
+def _grpc_port(collector: dict[str, Any]) -> int:
+    return _host_port(collector["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"])[1]
+
+
+def test_the_agent_masks_credentials_with_the_sink_tiers_rules(
+    agent: dict[str, Any], collector: dict[str, Any]
+) -> None:
+    assert _redaction(agent) == _redaction(collector)
+    for name, pipeline in agent["service"]["pipelines"].items():
+        assert "redaction" in [_type("processors", p) for p in pipeline["processors"]], name
+
+
+def test_the_agent_sends_everything_to_the_gateway_pool(
+    agent: dict[str, Any], gateway: dict[str, Any]
+) -> None:
+    pipelines = agent["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "logs"}
+    assert {e for p in pipelines.values() for e in p["exporters"]} == {"otlp_grpc/gateway"}
+    assert {e for p in pipelines.values() for e in p["receivers"]} == {"otlp"}
+    exporter = agent["exporters"]["otlp_grpc/gateway"]
+    # gRPC's dns resolver plus round_robin spreads an agent over every gateway, not just one.
+    assert exporter["endpoint"] == "dns:///${env:OTEL_GATEWAY_ENDPOINT}"
+    assert exporter["balancer_name"] == "round_robin"
+    assert exporter["compression"] == "gzip"
+    assert {4317, 4318} == {
+        _host_port(p["endpoint"])[1] for p in agent["receivers"]["otlp"]["protocols"].values()
+    }
+    assert _grpc_port(gateway) == 4317  # where OTEL_GATEWAY_ENDPOINT's port points
+
+
+def _balancers(gateway: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        name: gateway["exporters"][exporter_id]
+        for name, pipeline in gateway["service"]["pipelines"].items()
+        for exporter_id in pipeline["exporters"]
+        if _type("exporters", exporter_id) == "load_balancing"
+    }
+
+
+def test_the_gateway_routes_traces_by_trace_id_and_logs_by_service(gateway: dict[str, Any]) -> None:
+    pipelines = gateway["service"]["pipelines"]
+    assert set(pipelines) == {"traces", "logs"}
+    for pipeline in pipelines.values():
+        assert [_type("exporters", e) for e in pipeline["exporters"]] == ["load_balancing"]
+    balancers = _balancers(gateway)
+    assert balancers["traces"]["routing_key"] == "traceID"  # a trace, whole, in one sink
+    assert balancers["logs"]["routing_key"] == "service"
+    # The deprecated spelling is not used, nor a routing key that exporter does not know.
+    assert not any(i.split("/")[0] == "loadbalancing" for i in gateway["exporters"])
+
+
+def test_the_gateway_resolves_every_sink_collector_on_its_grpc_port(
+    gateway: dict[str, Any], collector: dict[str, Any]
+) -> None:
+    for name, balancer in _balancers(gateway).items():
+        (resolver,) = balancer["resolver"].items()  # exactly one resolver
+        kind, config = resolver
+        assert kind == "dns", name
+        assert config["hostname"] == "${env:OTEL_SINK_HOSTNAME}"
+        assert int(config["port"]) == _grpc_port(collector), "the sinks' OTLP gRPC receiver"
+        backend = balancer["protocol"]["otlp"]
+        assert "endpoint" not in backend  # the resolver gives it
+        # Failures go back to the gateway's disk queue and are routed again, not retried per sink.
+        assert backend["retry_on_failure"]["enabled"] is False, name
+        assert backend["sending_queue"]["enabled"] is False, name
+
+
+def test_the_gateways_queues_are_separate_files_of_one_storage(gateway: dict[str, Any]) -> None:
+    storages = {balancer["sending_queue"]["storage"] for balancer in _balancers(gateway).values()}
+    assert len(storages) == 1  # file_storage keeps one file per component using it
+    assert len(_balancers(gateway)) == 2
+
+
 # --- docker-compose.yml ----------------------------------------------------------------------------------
 _VARIABLE = re.compile(r"\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}")
 
@@ -398,7 +531,9 @@ def _serve_port(service: dict[str, Any]) -> int:
 
 
 def test_the_stack_has_every_service(compose: dict[str, Any]) -> None:
-    assert {"postgres", "jaeger", "analytics", "otel-collector", "demo"} <= set(compose["services"])
+    assert {"postgres", "jaeger", "analytics", "otel-collector", "demo", "grafana"} <= set(
+        compose["services"]
+    )
     assert _service(compose, "jaeger")["image"].startswith("jaegertracing/jaeger:2.")
     assert 16686 in _published(_service(compose, "jaeger"))
     assert _service(compose, "otel-collector")["image"].startswith("otel/opentelemetry-collector-contrib:")
@@ -505,6 +640,53 @@ def test_every_homepot_variable_is_a_setting_with_a_valid_value(
 def test_the_analytics_service_links_to_jaeger(compose: dict[str, Any]) -> None:
     url = _environment(compose, "analytics")["HOMEPOT_ANALYTICS_JAEGER_URL"]
     assert _host_port(url)[1] in _published(_service(compose, "jaeger"))
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path of a service's bind mounts and volumes."""
+    return {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
+
+
+def test_grafana_runs_a_pinned_release_with_the_provisioning_mounted(compose: dict[str, Any]) -> None:
+    grafana = _service(compose, "grafana")
+    image, _, tag = grafana["image"].partition(":")
+    assert image == "grafana/grafana"
+    assert re.fullmatch(r"1[2-9]\.\d+\.\d+", tag), "a pinned release"
+    mounts = _mounts(grafana)
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/homepot-analytics.yaml").read_text()
+    )
+    (dashboards,) = provider["providers"]
+    assert dashboards["type"] == "file"
+    path = dashboards["options"]["path"]
+    assert mounts[path] == "./deploy/grafana/dashboards"
+    assert list((ROOT / "deploy/grafana/dashboards").glob("*.json"))
+    home = _environment(compose, "grafana")["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert Path(home).parent == Path(path)
+    assert (ROOT / "deploy/grafana/dashboards" / Path(home).name).is_file()
+    assert 3000 in _published(grafana)
+    conditions = {dep: spec["condition"] for dep, spec in grafana["depends_on"].items()}
+    assert conditions == {"postgres": "service_healthy", "analytics": "service_healthy"}
+
+
+def test_grafanas_datasource_reads_the_compose_database_as_the_reader_role(compose: dict[str, Any]) -> None:
+    text = (ROOT / "deploy/grafana/provisioning/datasources/homepot-analytics.yaml").read_text()
+    env = _environment(compose, "grafana")
+    used = set(re.findall(r"\$\{(\w+)\}", text))
+    assert used and used <= set(env), "every variable the datasource uses is set for Grafana"
+    (source,) = yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], text))["datasources"]
+    postgres = _service(compose, "postgres")
+    assert _host_port(source["url"]) == ("postgres", 5432)
+    assert source["jsonData"]["database"] == postgres["environment"]["POSTGRES_DB"]
+    # The role create-reader.sh makes when the data volume is initialised, with the same password.
+    assert source["user"] == postgres["environment"]["GRAFANA_DB_USER"]
+    assert source["secureJsonData"]["password"] == postgres["environment"]["GRAFANA_DB_PASSWORD"]
+    assert source["user"] != postgres["environment"]["POSTGRES_USER"]  # not the owner: read only
+    init = "/docker-entrypoint-initdb.d/"
+    (script,) = [host for container, host in _mounts(postgres).items() if container.startswith(init)]
+    assert script == "./deploy/grafana/create-reader.sh"
+    assert os.access(ROOT / script, os.X_OK)
 
 
 # --- Dockerfile ---------------------------------------------------------------------------------------------

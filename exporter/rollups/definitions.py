@@ -141,6 +141,17 @@ REQUESTS = Rollup(
     latency="response_time_ms",
 )
 
+# The request latency per route alone, beside REQUESTS (which splits it by status class): a
+# route's summary or series merges one histogram per bucket here instead of one per status class
+# (four to five times fewer bins to add up). Read when no filter needs the status class.
+ROUTE_LATENCY = Rollup(
+    "route_latency",
+    api_request_logs,
+    keys=(_SERVICE, _key("route"), _key("method")),
+    measures=(_count(),),
+    latency="response_time_ms",
+)
+
 JOBS = Rollup(
     "jobs",
     job_outcomes,
@@ -192,7 +203,7 @@ SEARCHES = Rollup(
     only_if_sql=lambda table: table.c.search_query.is_not(None),
 )
 
-ROLLUPS = (REQUESTS, JOBS, JOB_ERRORS, ERRORS, DEVICE_STATES, ACTIVITIES, SEARCHES)
+ROLLUPS = (REQUESTS, ROUTE_LATENCY, JOBS, JOB_ERRORS, ERRORS, DEVICE_STATES, ACTIVITIES, SEARCHES)
 BY_SOURCE: dict[str, tuple[Rollup, ...]] = {}
 for _rollup in ROLLUPS:
     BY_SOURCE[_rollup.source.name] = (*BY_SOURCE.get(_rollup.source.name, ()), _rollup)

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, Text, cast
 
 from exporter.schema import device_state_history, max_length
 from query_api import summaries
-from query_api.deps import EngineDep, PrivacyDep, SettingsDep
+from query_api.deps import DatabasesDep, PrivacyDep, SettingsDep
 from query_api.filters import (
     PagingDep,
     ServiceDep,
@@ -64,17 +64,17 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(device_state_filters)]
 
 @router.get("", response_model=DeviceStatePage)
 def list_device_states(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
 ) -> Response:
     """Device state changes in the window, newest first."""
-    return list_page(engine, settings, device_state_history, filters, window, paging)
+    return list_page(databases, settings, device_state_history, filters, window, paging)
 
 
 @router.get("/summary", response_model=DeviceStateSummary)
 def summarise_device_states(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
     """Per service: transition counts from -> to, and the devices that change state most."""
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         summary = summaries.device_state_summary(conn, filters, window, size.limit, size.top)
     return summary | window.echo()

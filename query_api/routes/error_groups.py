@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, case, exists, func, literal, null, sele
 
 from exporter.schema import api_request_logs, error_logs, max_length
 from query_api import summaries
-from query_api.deps import EngineDep, SettingsDep
+from query_api.deps import DatabasesDep, SettingsDep
 from query_api.filters import ServiceDep, ServiceFilter, WindowDep
 from query_api.models import ErrorGroupDetail, GroupResolution, ResolveError
 from query_api.reading import transaction
@@ -91,7 +91,7 @@ def _occurrences(
 
 @router.get("/{fingerprint}", response_model=ErrorGroupDetail, responses=_NOT_FOUND)
 def error_group(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     window: WindowDep,
     service: ServiceDep,
@@ -102,7 +102,7 @@ def error_group(
     the request each came from and its trace."""
     t = error_logs.c
     filters = [*service.conditions(t), t.fingerprint == fingerprint]
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         groups = summaries.error_summary(conn, filters, window, 1)["groups"]
         if not groups:
             raise HTTPException(
@@ -125,7 +125,7 @@ def _group_where(fingerprint: str, service: ServiceFilter) -> list[Any]:
 
 @router.patch("/{fingerprint}", response_model=GroupResolution, responses=_NOT_FOUND)
 def resolve_group(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     service: ServiceDep,
     fingerprint: FingerprintPath,
@@ -141,7 +141,7 @@ def resolve_group(
     else:
         changing = [t.resolved.is_(True) | t.resolved_at.is_not(None)]
         values = {"resolved": False, "resolved_at": null()}
-    with transaction(engine, settings, write=True) as conn:
+    with transaction(databases, settings, write=True) as conn:
         updated = conn.execute(update(error_logs).where(*where, *changing).values(**values)).rowcount
         if not updated and not conn.execute(select(exists().where(and_(*where)))).scalar():
             raise HTTPException(

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement, func, null, update
 
 from exporter.schema import error_logs, max_length
 from query_api import summaries
-from query_api.deps import EngineDep, PrivacyDep, SettingsDep
+from query_api.deps import DatabasesDep, PrivacyDep, SettingsDep
 from query_api.filters import (
     MAX_ID,
     ErrorCategory,
@@ -84,25 +84,25 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(error_filters)]
 
 @router.get("", response_model=ErrorPage)
 def list_errors(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
 ) -> Response:
     """Error logs in the window, newest first."""
-    return list_page(engine, settings, error_logs, filters, window, paging)
+    return list_page(databases, settings, error_logs, filters, window, paging)
 
 
 @router.get("/summary", response_model=ErrorSummary)
 def summarise_errors(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
     """Errors per service and fingerprint: count, first/last seen, resolved, latest message."""
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         summary = summaries.error_summary(conn, filters, window, size.limit)
     return summary | window.echo()
 
 
 @router.patch("/{error_id}", response_model=ErrorRow, responses={404: {"description": "No such error."}})
 def resolve_error(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     error_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The error's `id`.")],
     body: ResolveError,
@@ -117,7 +117,7 @@ def resolve_error(
         .values(resolved=body.resolved, resolved_at=resolved_at)
         .returning(row_json(error_logs, settings.jaeger_url))
     )
-    with transaction(engine, settings, write=True) as conn:
+    with transaction(databases, settings, write=True) as conn:
         row = conn.execute(statement).scalar_one_or_none()
     if row is None:
         raise HTTPException(status_code=status.HTTP_404_NOT_FOUND, detail=f"No error with id {error_id}.")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import Date, cast, func, select
 
 from exporter.schema import user_activities
-from query_api.deps import EngineDep, SettingsDep
+from query_api.deps import DatabasesDep, SettingsDep
 from query_api.filters import WindowDep
 from query_api.models import ClickTargets, SessionsPerDay
 from query_api.reading import transaction
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/user-activities", tags=["user activities"])
 
 @router.get("/sessions", response_model=SessionsPerDay)
 def sessions_per_day(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, filters: activity_routes.Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, filters: activity_routes.Filters
 ) -> dict[str, Any]:
     """Per UTC day with activity: distinct sessions and distinct users, oldest day first."""
     t = user_activities.c
@@ -36,14 +36,14 @@ def sessions_per_day(
         .group_by(day)
         .order_by(day)
     )
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         days = [row._asdict() for row in conn.execute(statement)]
     return {"days": days} | window.echo()
 
 
 @router.get("/click-targets", response_model=ClickTargets)
 def click_targets(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     window: WindowDep,
     filters: activity_routes.Filters,
@@ -67,6 +67,6 @@ def click_targets(
         .order_by(clicks.desc(), t.service_name, t.page_url, t.element_id)
         .limit(top)
     )
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         targets = [row._asdict() for row in conn.execute(statement)]
     return {"targets": targets} | window.echo()

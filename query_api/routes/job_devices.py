@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import Text, cast, func, select
 
 from exporter.schema import job_outcomes
-from query_api.deps import EngineDep, SettingsDep
+from query_api.deps import DatabasesDep, SettingsDep
 from query_api.filters import WindowDep
 from query_api.models import FailingDevices
 from query_api.reading import transaction
@@ -22,7 +22,7 @@ FAILED_STATUSES = ("failed", "timeout")
 
 @router.get("/failing-devices", response_model=FailingDevices)
 def failing_devices(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     window: WindowDep,
     filters: jobs.Filters,
@@ -47,7 +47,7 @@ def failing_devices(
         .order_by(failures.desc(), func.count().desc(), t.service_name, t.device_id)
         .limit(top)
     )
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         rows = [row._asdict() for row in conn.execute(statement)]
     for row in rows:
         row["failure_rate"] = row["failures"] / row["jobs"]

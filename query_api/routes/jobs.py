@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement
 
 from exporter.schema import job_outcomes, max_length
 from query_api import summaries
-from query_api.deps import EngineDep, PrivacyDep, SettingsDep
+from query_api.deps import DatabasesDep, PrivacyDep, SettingsDep
 from query_api.filters import (
     JobStatus,
     PagingDep,
@@ -75,17 +75,17 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(job_filters)]
 
 @router.get("", response_model=JobPage)
 def list_jobs(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
 ) -> Response:
     """Job outcomes in the window, newest first."""
-    return list_page(engine, settings, job_outcomes, filters, window, paging)
+    return list_page(databases, settings, job_outcomes, filters, window, paging)
 
 
 @router.get("/summary", response_model=JobSummary)
 def summarise_jobs(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
     """Per service and job type: count, success rate, p50/p95 duration and the top error codes."""
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         summary = summaries.job_summary(conn, filters, window, size.limit, size.top)
     return summary | window.echo()

@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement
 
 from exporter.schema import api_request_logs, max_length
 from query_api import summaries
-from query_api.deps import EngineDep, PrivacyDep, SettingsDep
+from query_api.deps import DatabasesDep, PrivacyDep, SettingsDep
 from query_api.filters import (
     HttpMethod,
     PagingDep,
@@ -95,17 +95,17 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(request_filters)]
 
 @router.get("", response_model=RequestPage)
 def list_requests(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
 ) -> Response:
     """API request logs in the window, newest first."""
-    return list_page(engine, settings, api_request_logs, filters, window, paging)
+    return list_page(databases, settings, api_request_logs, filters, window, paging)
 
 
 @router.get("/summary", response_model=RequestSummary)
 def summarise_requests(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
     """Per service, route and method: count, error rates and p50/p95/p99 response time."""
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         summary = summaries.request_summary(conn, filters, window, size.limit)
     return summary | window.echo()

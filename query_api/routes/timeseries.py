@@ -11,12 +11,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from sqlalchemy import ColumnElement, Connection, Engine
+from sqlalchemy import ColumnElement, Connection
 
 from exporter.rollups.stale import fresh_until
 from homepot_foundation.settings import Settings
 from query_api import timeseries as ts
-from query_api.deps import EngineDep, SettingsDep
+from query_api.databases import Databases
+from query_api.deps import DatabasesDep, SettingsDep
 from query_api.filters import ServiceDep, ServiceFilter, TimeWindow, WindowDep
 from query_api.models import (
     CountTimeSeries,
@@ -96,7 +97,7 @@ def read_series(
 
 
 def _answer(
-    engine: Engine,
+    databases: Databases,
     settings: Settings,
     spec: ts.TableSeries,
     window: TimeWindow,
@@ -115,7 +116,7 @@ def _answer(
         plan = ts.plan(window, interval, series=top + 1 if group_by else 1, raw=raw)
     except ts.TimeSeriesError as error:
         raise invalid(error.parameter, str(error), error.value) from None
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         series = read_series(conn, spec, plan, group_by, top, raw_filters=raw_filters, names=names)
     return {
         "interval": interval,
@@ -130,7 +131,7 @@ def _answer(
 
 @router.get("/requests/timeseries", response_model=RequestTimeSeries, tags=["requests"])
 def request_timeseries(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     window: WindowDep,
     service: ServiceDep,
@@ -143,12 +144,12 @@ def request_timeseries(
 
     Buckets are whole (those starting from floor(start_date) to before end_date, each with all
     its rows); the window defaults to the 24 hours before end_date (default: now)."""
-    return _answer(engine, settings, ts.REQUEST_SERIES, window, service, filters, interval, group_by, top)
+    return _answer(databases, settings, ts.REQUEST_SERIES, window, service, filters, interval, group_by, top)
 
 
 @router.get("/jobs/timeseries", response_model=JobTimeSeries, tags=["jobs"])
 def job_timeseries(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     window: WindowDep,
     service: ServiceDep,
@@ -161,12 +162,12 @@ def job_timeseries(
 
     Buckets are whole (those starting from floor(start_date) to before end_date, each with all
     its rows); the window defaults to the 24 hours before end_date (default: now)."""
-    return _answer(engine, settings, ts.JOB_SERIES, window, service, filters, interval, group_by, top)
+    return _answer(databases, settings, ts.JOB_SERIES, window, service, filters, interval, group_by, top)
 
 
 @router.get("/errors/timeseries", response_model=CountTimeSeries, tags=["errors"])
 def error_timeseries(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     window: WindowDep,
     service: ServiceDep,
@@ -179,12 +180,12 @@ def error_timeseries(
 
     Buckets are whole (those starting from floor(start_date) to before end_date, each with all
     its rows); the window defaults to the 24 hours before end_date (default: now)."""
-    return _answer(engine, settings, ts.ERROR_SERIES, window, service, filters, interval, group_by, top)
+    return _answer(databases, settings, ts.ERROR_SERIES, window, service, filters, interval, group_by, top)
 
 
 @router.get("/device-states/timeseries", response_model=CountTimeSeries, tags=["device states"])
 def device_state_timeseries(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     window: WindowDep,
     service: ServiceDep,
@@ -201,13 +202,13 @@ def device_state_timeseries(
     Buckets are whole (those starting from floor(start_date) to before end_date, each with all
     its rows); the window defaults to the 24 hours before end_date (default: now)."""
     return _answer(
-        engine, settings, ts.DEVICE_STATE_SERIES, window, service, filters, interval, group_by, top
+        databases, settings, ts.DEVICE_STATE_SERIES, window, service, filters, interval, group_by, top
     )
 
 
 @router.get("/user-activities/timeseries", response_model=CountTimeSeries, tags=["user activities"])
 def user_activity_timeseries(
-    engine: EngineDep,
+    databases: DatabasesDep,
     settings: SettingsDep,
     window: WindowDep,
     service: ServiceDep,
@@ -221,5 +222,5 @@ def user_activity_timeseries(
     Buckets are whole (those starting from floor(start_date) to before end_date, each with all
     its rows); the window defaults to the 24 hours before end_date (default: now)."""
     return _answer(
-        engine, settings, ts.USER_ACTIVITY_SERIES, window, service, filters, interval, group_by, top
+        databases, settings, ts.USER_ACTIVITY_SERIES, window, service, filters, interval, group_by, top
     )

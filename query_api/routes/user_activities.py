@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement
 
 from exporter.schema import max_length, user_activities
 from query_api import summaries
-from query_api.deps import EngineDep, PrivacyDep, SettingsDep
+from query_api.deps import DatabasesDep, PrivacyDep, SettingsDep
 from query_api.filters import (
     PagingDep,
     ServiceDep,
@@ -66,17 +66,17 @@ Filters = Annotated[list[ColumnElement[bool]], Depends(user_activity_filters)]
 
 @router.get("", response_model=UserActivityPage)
 def list_user_activities(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, paging: PagingDep, filters: Filters
 ) -> Response:
     """User activities in the window, newest first."""
-    return list_page(engine, settings, user_activities, filters, window, paging)
+    return list_page(databases, settings, user_activities, filters, window, paging)
 
 
 @router.get("/summary", response_model=UserActivitySummary)
 def summarise_user_activities(
-    engine: EngineDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
+    databases: DatabasesDep, settings: SettingsDep, window: WindowDep, size: SummarySizeDep, filters: Filters
 ) -> dict[str, Any]:
     """Per service: counts by activity type, the top pages and the top search queries."""
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(databases, settings, aggregate=True) as conn:
         summary = summaries.user_activity_summary(conn, filters, window, size.limit, size.top)
     return summary | window.echo()

@@ -12,17 +12,18 @@ from sqlalchemy.exc import DBAPIError
 from exporter.schema import user_activities
 from homepot_foundation.database import create_engine
 from homepot_foundation.settings import Settings
+from query_api.databases import Databases
 from query_api.reading import transaction
 from tests.query_api.rows import row
 
 
 def test_reads_are_read_only(engine: Engine, settings: Settings) -> None:
-    with pytest.raises(DBAPIError, match="read-only"), transaction(engine, settings) as conn:
+    with pytest.raises(DBAPIError, match="read-only"), transaction(Databases(engine), settings) as conn:
         conn.execute(insert(user_activities).values(**row(user_activities)))
 
 
 def test_writes_when_asked(engine: Engine, settings: Settings) -> None:
-    with transaction(engine, settings, write=True) as conn:
+    with transaction(Databases(engine), settings, write=True) as conn:
         conn.execute(insert(user_activities).values(**row(user_activities)))
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(user_activities)).scalar_one() == 1
@@ -30,7 +31,7 @@ def test_writes_when_asked(engine: Engine, settings: Settings) -> None:
 
 def test_slow_query_is_cancelled_with_503(engine: Engine, settings: Settings) -> None:
     quick = settings.model_copy(update={"query_timeout_ms": 200})
-    with pytest.raises(HTTPException) as raised, transaction(engine, quick) as conn:
+    with pytest.raises(HTTPException) as raised, transaction(Databases(engine), quick) as conn:
         conn.execute(text("SELECT pg_sleep(5)"))
     assert raised.value.status_code == 503
     assert "HOMEPOT_ANALYTICS_QUERY_TIMEOUT_MS" in raised.value.detail
@@ -43,7 +44,7 @@ def test_unreachable_database_is_503(settings: Settings, tmp_path: Path) -> None
     # A port nothing listens on (loopback only).
     dead = create_engine("postgresql://postgres@127.0.0.1:9/none", connect_args={"connect_timeout": 2})
     try:
-        with pytest.raises(HTTPException) as raised, transaction(dead, settings):
+        with pytest.raises(HTTPException) as raised, transaction(Databases(dead), settings):
             pass
     finally:
         dead.dispose()
@@ -55,13 +56,13 @@ def test_transaction_settings_are_local(engine: Engine, settings: Settings) -> N
     def show(conn: Connection, name: str) -> str:
         return str(conn.execute(text(f"SHOW {name}")).scalar_one())
 
-    with transaction(engine, settings, aggregate=True) as conn:
+    with transaction(Databases(engine), settings, aggregate=True) as conn:
         assert show(conn, "work_mem") == "64MB"
         assert show(conn, "plan_cache_mode") == "force_custom_plan"
         assert show(conn, "TimeZone") == "UTC"
         assert show(conn, "statement_timeout") == "30s"  # the 30000 ms default
         assert show(conn, "transaction_read_only") == "on"
-    with transaction(engine, settings) as conn:
+    with transaction(Databases(engine), settings) as conn:
         assert show(conn, "work_mem") != "64MB"
     with engine.connect() as conn:
         assert show(conn, "plan_cache_mode") == "auto"

@@ -358,3 +358,15 @@ def test_the_point_cap_counts_the_series(client: TestClient) -> None:
 
 def test_admin_only(anonymous: TestClient) -> None:
     assert anonymous.get(f"{PREFIX}/requests/timeseries").status_code == 401
+
+
+def test_latency_reads_the_per_route_histograms_unless_the_status_class_is_needed() -> None:
+    from exporter.rollups.definitions import REQUESTS, ROUTE_LATENCY
+    from query_api import timeseries as series
+
+    spec = series.REQUEST_SERIES
+    assert [spec.latency_rollup_for(g) for g in (None, "route", "service_name", "method")] == [
+        ROUTE_LATENCY
+    ] * 4
+    assert spec.latency_rollup_for("status_class") is REQUESTS
+    assert series.JOB_SERIES.latency_rollup_for("job_type") is series.JOB_SERIES.rollup
