@@ -83,10 +83,10 @@ def test_ingest_figures_feed_the_table_and_the_target() -> None:
     printed = report.table(figures)
     for key in ("ingest_map_rows_per_s", "ingest_map_no_privacy_rows_per_s", "ingest_write_rows_per_s"):
         assert f"{figures[key]:,}" in printed, key
-    assert "0.60x of ceiling" in printed
+    assert "0.600x of ceiling" in printed
     # Against the slower stage of the same round (mapping 9,000 rows/s, writing 20,000): 6000 / 9000.
     assert figures["ingest_share_of_slowest_stage"] == 0.667
-    assert "0.67x of its slowest stage" in printed
+    assert "0.667x of its slowest stage" in printed
     checks = report.targets(figures)
     assert checks["ingest_at_least_0_8x_slowest_stage"] is False
     assert checks["ingest_at_least_0_6x_copy_ceiling"] is True
