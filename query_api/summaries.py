@@ -127,7 +127,7 @@ def _quantiles(
     )
     histograms: dict[tuple[Any, ...], dict[int, int]] = {}
     everything: dict[int, int] = {}
-    for *group, bin_, n in conn.execute(merged):
+    for *group, bin_, n in conn.execute(merged).all():  # one fetch, not a fetch per row
         count = int(n)
         histograms.setdefault(tuple(group), {})[bin_] = count
         everything[bin_] = everything.get(bin_, 0) + count
