@@ -11,7 +11,7 @@ rows from the rollup buckets and from the raw edge rows
 (each raw row one line, its keys and measures computed by the same ``definitions`` the writer
 uses, its latency bucketed by ``histogram.bucket_sql`` with a count of 1). The summary then adds
 counts and sums, takes least/greatest of first/last seen, merges latency bins into
-``histogram.quantiles_sql`` and counts distinct members, so the answer is the raw rows' answer:
+``histogram.quantiles`` and counts distinct members, so the answer is the raw rows' answer:
 counts exact, percentiles within ``histogram.ALPHA``.
 """
 
@@ -19,10 +19,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, Text, cast, func, literal, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    Table,
+    Text,
+    cast,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.sql import Subquery, operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.schema import Column
@@ -42,9 +53,6 @@ class Piece:
     grain: Grain | None
     low: datetime | None
     high: datetime | None
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _floor(moment: datetime, grain: Grain) -> datetime:
@@ -196,10 +204,13 @@ def _raw_keys(rollup: Rollup) -> list[ColumnElement[Any]]:
     return [key.of_sql(rollup.source).label(key.name) for key in rollup.keys]
 
 
-def _union(selects: list[Any], name: str) -> Subquery:
-    if len(selects) == 1:
-        return selects[0].subquery(name)
-    return union_all(*selects).subquery(name)
+def union_of(selects: list[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
+    """The pieces' selects as one (``UNION ALL``; a single piece as it is)."""
+    return selects[0] if len(selects) == 1 else union_all(*selects)
+
+
+def _union(selects: list[Select[Any]], name: str) -> Subquery:
+    return union_of(selects).subquery(name)
 
 
 def groups_source(plan: Plan) -> Subquery:

@@ -138,12 +138,21 @@ def _quantiles(
     return answer(everything), {group: answer(counts) for group, counts in histograms.items()}
 
 
+def _plans(
+    conn: Connection, rollups: Sequence[Rollup], filters: Sequence[ColumnElement[bool]], window: TimeWindow
+) -> list[rollup_reads.Plan | None]:
+    """How to read each of ``rollups`` (of one raw table) over ``window``: from the rollups where
+    they are up to date with the raw rows, from raw rows after (``exporter.rollups.stale``, asked
+    once for the table); None: raw rows only."""
+    stale_from = fresh_until(conn, rollups[0].source)
+    return [rollup_reads.plan(rollup, filters, window, stale_from) for rollup in rollups]
+
+
 def _plan(
     conn: Connection, rollup: Rollup, filters: Sequence[ColumnElement[bool]], window: TimeWindow
 ) -> rollup_reads.Plan | None:
-    """How to read ``rollup`` over ``window``: from the rollups where they are up to date with
-    the raw rows, from raw rows after (``exporter.rollups.stale``); None: raw rows only."""
-    return rollup_reads.plan(rollup, filters, window, fresh_until(conn, rollup.source))
+    [found] = _plans(conn, [rollup], filters, window)
+    return found
 
 
 def request_summary(
@@ -154,11 +163,11 @@ def request_summary(
     *,
     use_rollups: bool = True,
 ) -> dict[str, Any]:
-    found = _plan(conn, REQUESTS, filters, window) if use_rollups else None
-    if found is not None:
-        # Percentiles from the per-route histograms unless a filter needs the status class.
-        latency = _plan(conn, ROUTE_LATENCY, filters, window) or found
-        return _request_summary_from_rollups(conn, found, latency, limit)
+    if use_rollups:
+        found, by_route = _plans(conn, [REQUESTS, ROUTE_LATENCY], filters, window)
+        if found is not None:
+            # Percentiles from the per-route histograms unless a filter needs the status class.
+            return _request_summary_from_rollups(conn, found, by_route or found, limit)
     t = api_request_logs.c
     aggregates = [
         func.count().label("count"),
@@ -235,10 +244,7 @@ def job_summary(
     use_rollups: bool = True,
 ) -> dict[str, Any]:
     if use_rollups:
-        jobs, job_errors = (
-            _plan(conn, JOBS, filters, window),
-            _plan(conn, JOB_ERRORS, filters, window),
-        )
+        jobs, job_errors = _plans(conn, [JOBS, JOB_ERRORS], filters, window)
         if jobs is not None and job_errors is not None:
             return _job_summary_from_rollups(conn, jobs, job_errors, limit, top)
     t = job_outcomes.c

@@ -41,7 +41,6 @@ from sqlalchemy import (
     literal_column,
     select,
     true,
-    union_all,
 )
 from sqlalchemy.sql import ColumnCollection
 
@@ -64,7 +63,7 @@ from exporter.rollups.definitions import (
 )
 from exporter.rollups.schema import tables_of
 from query_api.filters import TimeWindow
-from query_api.rollup_reads import Piece, split
+from query_api.rollup_reads import Piece, split, union_of
 
 INTERVALS: dict[str, timedelta] = {
     "1m": timedelta(minutes=1),
@@ -265,10 +264,6 @@ def pieces(plan: Plan) -> list[Piece]:
     return split(TimeWindow(plan.first, plan.upper), plan.stale_from, grains)
 
 
-def _union(selects: list[Select[Any]]) -> Select[Any] | CompoundSelect[Any]:
-    return selects[0] if len(selects) == 1 else union_all(*selects)
-
-
 def _raw_select(
     rollup: Rollup,
     plan: Plan,
@@ -323,7 +318,7 @@ def _source(
         else _rollup_select(spec.rollup, plan, piece, names, *(_column(n) for n in spec.measures))
         for piece in pieces(plan)
     ]
-    return _union(selects)
+    return union_of(selects)
 
 
 def _column(name: str) -> Callable[[Table], ColumnElement[Any]]:
@@ -361,7 +356,17 @@ def _latency_source(
                     lambda groups: func.unnest(groups.c[LATENCY_COUNTS]).label("count"),
                 )
             )
-    return _union(selects)
+    return union_of(selects)
+
+
+def _series_index(
+    spec: TableSeries, group_by: str | None, groups: Sequence[str], columns: Columns
+) -> ColumnElement[int]:
+    """A row's series: ``i`` for ``groups[i]``, ``len(groups)`` for "other", 0 without groups."""
+    if group_by is None or not groups:
+        return literal(0, Integer)
+    group = spec.group_sql(group_by, columns)
+    return case(*((group == value, i) for i, value in enumerate(groups)), else_=len(groups))
 
 
 def top_groups_sql(
@@ -400,10 +405,7 @@ def series_sql(
     series when ``other``; without ``group_by``, one series 0 of all rows."""
 
     def index_of(columns: Columns) -> ColumnElement[int]:
-        if group_by is None or not groups:
-            return literal(0, Integer)
-        group = spec.group_sql(group_by, columns)
-        return case(*((group == value, i) for i, value in enumerate(groups)), else_=len(groups))
+        return _series_index(spec, group_by, groups, columns)
 
     s = _source(spec, plan, raw_filters, names).subquery("s")
     agg = (
@@ -445,10 +447,7 @@ def histograms_sql(
     Series as in ``series_sql``; a point without rows has no row."""
 
     def index_of(columns: Columns) -> ColumnElement[int]:
-        if group_by is None or not groups:
-            return literal(0, Integer)
-        group = spec.group_sql(group_by, columns)
-        return case(*((group == value, i) for i, value in enumerate(groups)), else_=len(groups))
+        return _series_index(spec, group_by, groups, columns)
 
     l_ = _latency_source(spec.latency_rollup_for(group_by), plan, raw_filters, names).subquery("l")
     idx = index_of(l_.c).label("idx")
