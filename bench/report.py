@@ -32,6 +32,11 @@ TARGET_SHARE_OF_SLOWEST_STAGE = 0.8
 TARGET_STRETCH_INGEST_SHARE = 0.6
 TARGET_SHARE_OF_OTEL = 0.9
 TARGET_TIMES_COMMIT = 2.5
+# What a service pays (issue 19), trivial route: added CPU of its own process, throughput kept,
+# and p99 against the uninstrumented app's on both endpoints.
+TARGET_ADDED_CPU_US = 60.0
+TARGET_SHARE_OF_PLAIN = 0.8
+TARGET_P99_TIMES_PLAIN = 2.0
 
 
 def _median(values: Sequence[float]) -> float:
@@ -128,6 +133,15 @@ def load_figures(result: LoadResult) -> dict[str, Any]:
             figures[f"p99_ms_{variant}{suffix}"] = round(_median([m.p99_ms for m in measured]), 2)
             cpu = [m.server_cpu_s / m.requests * 1e6 for m in measured if m.requests]
             figures[f"server_cpu_us_per_request_{variant}{suffix}"] = round(_median(cpu), 1)
+            worker_cpu = [m.worker_cpu_s / m.requests * 1e6 for m in measured if m.requests]
+            if any(worker_cpu):
+                figures[f"worker_cpu_us_per_request_{variant}{suffix}"] = round(_median(worker_cpu), 1)
+            # The spread over rounds (lowest, highest), beside each median.
+            figures[f"spread_{variant}{suffix}"] = {
+                "rps": [round(min(m.rps for m in measured)), round(max(m.rps for m in measured))],
+                "p99_ms": [min(m.p99_ms for m in measured), max(m.p99_ms for m in measured)],
+                "server_cpu_us": [round(min(cpu), 1), round(max(cpu), 1)] if cpu else None,
+            }
             if variant == "plain":
                 plain_rps = rps
             elif plain_rps and rps:
@@ -164,6 +178,7 @@ def load_figures(result: LoadResult) -> dict[str, Any]:
                     "errors": m.run.errors,
                     "non_2xx": m.run.non_2xx,
                     "server_cpu_s": round(m.run.server_cpu_s, 3),
+                    "worker_cpu_s": round(m.run.worker_cpu_s, 3),
                 }
                 for m in outcome.measurements
             ],
@@ -199,6 +214,18 @@ def targets(figures: dict[str, Any]) -> dict[str, bool | None]:
             None if of_commit is None else of_commit >= TARGET_TIMES_COMMIT
         )
         checks[f"stretch_instrumented_above_otel_null{suffix}"] = None if of_otel is None else of_otel > 1.0
+    # What a service pays (issue 19): its own CPU, its throughput and its tail against plain.
+    added_cpu = figures.get("added_cpu_us_per_request_instrumented")
+    checks["added_cpu_at_most_60us_per_request"] = (
+        None if added_cpu is None else added_cpu <= TARGET_ADDED_CPU_US
+    )
+    of_plain = ratio("rps_instrumented", "rps_plain")
+    checks["instrumented_at_least_0_8x_plain"] = (
+        None if of_plain is None else of_plain >= TARGET_SHARE_OF_PLAIN
+    )
+    for suffix in ("", "_db"):
+        tail = ratio(f"p99_ms_instrumented{suffix}", f"p99_ms_plain{suffix}")
+        checks[f"p99_within_2x_plain{suffix}"] = None if tail is None else tail <= TARGET_P99_TIMES_PLAIN
     if "rows_lost" in figures:
         checks["rows_lost_is_zero"] = (
             figures["rows_lost"] == 0 and figures.get("rows_served_instrumented", 0) > 0
@@ -212,6 +239,10 @@ def _number(value: Any, digits: int = 0) -> str:
     if value is None:
         return "-"
     return f"{value:,.{digits}f}"
+
+
+def _range(values: list[float] | None) -> str:
+    return "-" if not values else f"{values[0]:.1f}-{values[1]:.1f}"
 
 
 def table(figures: dict[str, Any]) -> str:
@@ -244,7 +275,7 @@ def table(figures: dict[str, Any]) -> str:
     if "rps_plain" in figures:
         header = (
             f"{'endpoint':9} {'variant':34} {'req/s':>8} {'x plain':>8} {'p50 ms':>7} {'p99 ms':>7}"
-            f" {'added us/req':>12} {'CPU us/req':>10}"
+            f" {'added us/req':>12} {'CPU us/req':>10} {'p99 range':>13} {'worker CPU':>10}"
         )
         lines += ["Per request (median over rounds):", header, "-" * len(header)]
         for endpoint in ENDPOINTS:
@@ -261,6 +292,8 @@ def table(figures: dict[str, Any]) -> str:
                     f" {_number(figures.get(f'p99_ms_{variant}{suffix}'), 1):>7}"
                     f" {_number(figures.get(f'added_us_per_request_{variant}{suffix}', 0)):>12}"
                     f" {_number(figures.get(f'server_cpu_us_per_request_{variant}{suffix}')):>10}"
+                    f" {_range(figures.get(f'spread_{variant}{suffix}', {}).get('p99_ms')):>13}"
+                    f" {_number(figures.get(f'worker_cpu_us_per_request_{variant}{suffix}')):>10}"
                 )
         lines.append("")
         if "rows_served_instrumented" in figures:

@@ -5,6 +5,11 @@ delivery, the privacy policy and the batch processors' queue and batch sizes, on
 ways records come in use it: ``setup_telemetry`` (spans and log records of an instrumented
 service), the OTLP sink and the frontend intake (both in the analytics service). So a setting
 such as ``HOMEPOT_ANALYTICS_EXPORT_QUEUE_SIZE`` or a privacy rule means the same everywhere.
+
+An instrumented service (``HOMEPOT_ANALYTICS_EXPORT_WORKER=process``, the default) gets a
+``WorkerPipeline``: its processors encode each finished record and send it to an export worker
+process, which builds the in-process ``Pipeline`` (``build_in_process_pipeline``) and delivers
+there. The analytics service builds that one itself: its sink answers only once rows are stored.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from sqlalchemy.pool import NullPool
 
 from exporter.delivery import Delivery
 from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
+from exporter.linked_processors import LinkedLogRecordProcessor, LinkedSpanProcessor
 from exporter.migrations import migrate
 from exporter.privacy import Privacy, privacy_from_settings
 from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
 from exporter.spool import Spool
+from exporter.worker_link import WorkerLink, WorkerStart
 from exporter.writer import RowWriter
 from homepot_foundation.database import create_engine, libpq_url, resolve_database_url
 from homepot_foundation.settings import Settings
@@ -87,17 +94,64 @@ class Pipeline:
         self.delivery.shutdown()
 
 
+@dataclass
+class WorkerPipeline:
+    """The processors of an instrumented service, feeding one export worker process."""
+
+    settings: Settings
+    link: WorkerLink
+    # The worker's spool directory, watched (never written) so /metrics here reports it.
+    watched_spool: Spool | None = None
+    # The delivery lives in the worker; nothing in this process writes.
+    delivery: None = None
+
+    def span_processor(self) -> LinkedSpanProcessor:
+        return LinkedSpanProcessor(self.link)
+
+    def log_processor(self) -> LinkedLogRecordProcessor:
+        return LinkedLogRecordProcessor(self.link)
+
+    def shutdown(self) -> None:
+        """Send what is pending, let the worker store (or spool) it, and stop the worker."""
+        self.link.shutdown()
+
+
+# What build_pipeline gives, and the processors either kind makes.
+ServicePipeline = Pipeline | WorkerPipeline
+OurSpanProcessor = CountingBatchSpanProcessor | LinkedSpanProcessor
+OurLogProcessor = CountingBatchLogRecordProcessor | LinkedLogRecordProcessor
+
+
 def build_pipeline(
     settings: Settings,
     name: str,
     *,
     database_url: str | None = None,
     auto_migrate: bool | None = None,
-) -> Pipeline:
+) -> ServicePipeline:
     """The pipeline of producer ``name`` (its spool directory) under ``settings``.
 
     ``database_url`` overrides the settings' (unset: the embedded PostgreSQL); ``auto_migrate``
-    overrides ``settings.auto_migrate`` (the service migrates itself at start)."""
+    overrides ``settings.auto_migrate`` (the service migrates itself at start). With
+    ``settings.export_worker == "thread"`` the records are delivered in this process's threads."""
+    if settings.export_worker == "process":
+        # Resolved here, not in the worker: a missing extra or an embedded PostgreSQL that cannot
+        # start is the service's error at setup, and every worker it starts shares the one URL.
+        url = database_url or resolve_database_url(settings)
+        link = WorkerLink(WorkerStart(settings, name, url, auto_migrate))
+        watched = Spool(spool_dir(settings, name), settings.spool_max_mb * 1024 * 1024)
+        return WorkerPipeline(settings, link, watched)
+    return build_in_process_pipeline(settings, name, database_url=database_url, auto_migrate=auto_migrate)
+
+
+def build_in_process_pipeline(
+    settings: Settings,
+    name: str,
+    *,
+    database_url: str | None = None,
+    auto_migrate: bool | None = None,
+) -> Pipeline:
+    """The pipeline that maps and writes in this process (the worker's, the analytics service's)."""
     url = database_url or resolve_database_url(settings)
     delivery = create_delivery(
         url,

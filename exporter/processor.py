@@ -20,7 +20,7 @@ import time
 import weakref
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
@@ -35,8 +35,23 @@ from exporter.stats import STATS, DropReporter, ExportStats
 
 logger = exporter_logger(__name__)
 
-# Every counting processor of this process, for the export queue gauge of /metrics.
-_LIVE: weakref.WeakSet[_DropCounter] = weakref.WeakSet()
+
+class QueueView(Protocol):
+    """What the export queue gauge of /metrics reads of a processor."""
+
+    signal: str
+    capacity: int
+
+    def queue_length(self) -> int: ...
+
+
+# Every counting or linked processor of this process, for the export queue gauge of /metrics.
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def register_queue(view: QueueView) -> None:
+    """Show ``view``'s queue in the gauge while it lives (held weakly)."""
+    _LIVE.add(view)
 
 
 class _DropCounter:
@@ -75,7 +90,7 @@ class _DropCounter:
         self._emit = inner.emit
         inner.emit = self.emit
         repair_after_fork(self, _DropCounter._new_lock)
-        _LIVE.add(self)
+        register_queue(self)
 
     def _new_lock(self) -> None:  # a lock held in the parent at fork time stays held
         self._lock = threading.Lock()

@@ -25,6 +25,9 @@ DROP_REASONS = (
     "otlp_after_shutdown",
 )
 
+# Not rows: export worker processes started again after one died (table "").
+WORKER_RESTARTS = "worker_restarts"
+
 Key = tuple[str, str, str]  # (outcome, table, reason); reason is "" except for drops
 
 

@@ -40,8 +40,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from exporter.containment import never_raise
 from exporter.conventions import ERROR_EVENT
 from exporter.own_logging import exporter_logger
-from exporter.pipeline import Pipeline, build_pipeline
-from exporter.processor import CountingBatchLogRecordProcessor, CountingBatchSpanProcessor
+from exporter.pipeline import OurLogProcessor, OurSpanProcessor, ServicePipeline, build_pipeline
 from exporter.routing import ERROR_SEVERITY
 from exporter.sampling import record_all
 from exporter.termination import shut_down_on_sigterm
@@ -57,11 +56,11 @@ class _SharedPipeline:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pipeline: Pipeline | None = None
+        self._pipeline: ServicePipeline | None = None
         self._users = 0
         self._sigterm_registered = False  # once per process, however often a pipeline is rebuilt
 
-    def acquire(self) -> Pipeline:
+    def acquire(self) -> ServicePipeline:
         with self._lock:
             if self._pipeline is None:
                 settings = get_settings()
@@ -103,7 +102,7 @@ class _HandOn:
     """What both zero-code exporters do: hand each record to a processor of the shared pipeline,
     flush it, shut it down (and release the pipeline) once."""
 
-    def __init__(self, processor: CountingBatchSpanProcessor | CountingBatchLogRecordProcessor) -> None:
+    def __init__(self, processor: OurSpanProcessor | OurLogProcessor) -> None:
         self._processor = processor
         self._shut_down = False
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     )
     export_batch_size: int = Field(default=4096, ge=1, description="Records written per COPY batch.")
     export_delay_ms: int = Field(default=1000, ge=10, description="Longest wait before a batch is written.")
+    export_worker: Literal["process", "thread"] = Field(
+        default="process",
+        description="Where an instrumented service maps and writes its records: process (a worker "
+        "process of its own; only encoding the finished record runs in the service) or thread "
+        "(threads of the service's own interpreter).",
+    )
     spool_max_mb: int = Field(default=512, ge=1, description="Disk the exporter's outage spool may use.")
     auto_migrate: bool = Field(
         default=True, description="Create/upgrade the tables on the exporter's first connection."

@@ -30,7 +30,7 @@ from exporter.containment import never_raise
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
 from exporter.own_logging import exporter_logger
-from exporter.pipeline import build_pipeline
+from exporter.pipeline import ServicePipeline, build_pipeline
 from exporter.sampling import configured_sampler, record_all
 from exporter.termination import shut_down_on_sigterm
 from homepot_foundation.settings import DEFAULT_EXCLUDED_PATHS, Settings, get_settings
@@ -53,11 +53,13 @@ class Telemetry:
         tracer_provider: TracerProvider,
         logger_provider: LoggerProvider,
         processors: list[Any],
-        delivery: Delivery | None,
+        pipeline: ServicePipeline | None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.logger_provider = logger_provider
-        self.delivery = delivery
+        self.pipeline = pipeline
+        # In-process delivery only (HOMEPOT_ANALYTICS_EXPORT_WORKER=thread); else it is the worker's.
+        self.delivery: Delivery | None = pipeline.delivery if pipeline is not None else None
         self._processors = processors
         self._shut_down = False
         self.log_capture: log_capture.ErrorLogCapture | None = None
@@ -80,8 +82,8 @@ class Telemetry:
         for processor in self._processors:
             with never_raise("error shutting down %s", type(processor).__name__, logger=logger):
                 processor.shutdown()
-        if self.delivery is not None:
-            self.delivery.shutdown()
+        if self.pipeline is not None:
+            self.pipeline.shutdown()
         _state.configure(None, None)
 
 
@@ -235,12 +237,11 @@ def setup_telemetry(
     tracer_provider, logger_provider = _providers(resource)
 
     processors: list[Any] = []
-    delivery: Delivery | None = None
+    pipeline: ServicePipeline | None = None
     targets = set(settings.export if export is None else export)
     if "postgres" in targets:
         # The same pipeline as the OTLP sink's: spool, queue sizes, privacy.
         pipeline = build_pipeline(settings, service_name, database_url=database_url)
-        delivery = pipeline.delivery
         span_processor, log_processor = pipeline.span_processor(), pipeline.log_processor()
         tracer_provider.add_span_processor(span_processor)
         logger_provider.add_log_record_processor(log_processor)
@@ -271,7 +272,7 @@ def setup_telemetry(
         ),
         user_resolver,
     )
-    telemetry = Telemetry(tracer_provider, logger_provider, processors, delivery)
+    telemetry = Telemetry(tracer_provider, logger_provider, processors, pipeline)
     if settings.log_capture_level != "OFF" and not _logging_exported_already(logger_provider):
         telemetry.log_capture = log_capture.install(logging.getLevelName(settings.log_capture_level))
     app.state.homepot_telemetry = telemetry

@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.migrations import migrate
-from exporter.pipeline import build_pipeline
+from exporter.pipeline import build_in_process_pipeline
 from homepot_foundation.database import resolve_database_url
 from homepot_foundation.settings import Settings, get_settings
 from query_api import dashboard, frontend_errors, intake, metrics, otlp, routes
@@ -51,7 +51,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = databases.primary
         migrated = _try_migrate(engine)
         # Database away at start: the writer creates the tables once it connects.
-        pipeline = build_pipeline(settings, SERVICE_NAME, database_url=url, auto_migrate=not migrated)
+        pipeline = build_in_process_pipeline(
+            settings, SERVICE_NAME, database_url=url, auto_migrate=not migrated
+        )
         # Events received over HTTP (frontend activity) take the same OpenTelemetry log path
         # and exporter as everything else.
         logger_provider = LoggerProvider(resource=Resource.create({"service.name": SERVICE_NAME}))

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 from exporter.processor import queue_usage
 from exporter.schema import TABLES
 from exporter.spool import spool_usage
-from exporter.stats import DROP_REASONS, STATS, ExportStats
+from exporter.stats import DROP_REASONS, STATS, WORKER_RESTARTS, ExportStats
 
 PREFIX = "homepot_analytics"
 
@@ -45,7 +45,7 @@ class ExporterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snapshot = self._stats.snapshot()
-        tables = sorted({*TABLES, *(table for (_, table, _) in snapshot)})
+        tables = sorted({*TABLES, *(table for (outcome, table, _) in snapshot if outcome != WORKER_RESTARTS)})
         for outcome, (name, documentation) in _COUNTERS.items():
             family = CounterMetricFamily(f"{PREFIX}_{name}", documentation, labels=["table"])
             for table in tables:
@@ -61,6 +61,12 @@ class ExporterCollector(Collector):
             for reason in reasons:
                 dropped.add_metric([table, reason], self._stats.get("dropped", table, reason))
         yield dropped
+
+        yield CounterMetricFamily(
+            f"{PREFIX}_worker_restarts",
+            "Export worker processes started again after one died (its unstored frames re-sent).",
+            value=self._stats.get(WORKER_RESTARTS, ""),
+        )
 
         usage = spool_usage().values()
         yield GaugeMetricFamily(

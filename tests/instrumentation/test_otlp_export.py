@@ -17,6 +17,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from pydantic import ValidationError
 
 from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
+from exporter.linked_processors import LinkedLogRecordProcessor, LinkedSpanProcessor
 from homepot_foundation.extras import MissingExtraError
 from homepot_foundation.settings import Settings
 from instrumentation import setup_telemetry
@@ -75,22 +76,39 @@ def test_grpc_without_its_extra_says_what_to_install(
 
 
 def _exporters(telemetry: object) -> set[type]:
-    """The exporter classes behind the batch processors setup_telemetry installed."""
+    """The exporter classes behind the batch processors setup_telemetry installed; the tables'
+    processors hand their records to the export worker (``LinkedSpanProcessor``...)."""
     processors = telemetry._processors  # type: ignore[attr-defined]
-    return {type(processor._batch_processor._exporter) for processor in processors}
+    return {
+        type(processor._batch_processor._exporter)
+        if hasattr(processor, "_batch_processor")
+        else type(processor)
+        for processor in processors
+    }
 
 
 @pytest.mark.parametrize(
-    ("export", "expected"),
+    ("export", "worker", "expected"),
     [
-        (["otlp"], {HttpSpans, HttpLogs}),
-        (["postgres"], {PostgresSpanExporter, PostgresLogExporter}),
-        (["postgres", "otlp"], {HttpSpans, HttpLogs, PostgresSpanExporter, PostgresLogExporter}),
+        (["otlp"], "process", {HttpSpans, HttpLogs}),
+        (["postgres"], "process", {LinkedSpanProcessor, LinkedLogRecordProcessor}),
+        (["postgres"], "thread", {PostgresSpanExporter, PostgresLogExporter}),
+        (
+            ["postgres", "otlp"],
+            "process",
+            {HttpSpans, HttpLogs, LinkedSpanProcessor, LinkedLogRecordProcessor},
+        ),
     ],
 )
 def test_setup_telemetry_exports_where_the_setting_says(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, export: list[str], expected: set[type]
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    export: list[str],
+    worker: str,
+    expected: set[type],
 ) -> None:
+    monkeypatch.setenv("HOMEPOT_ANALYTICS_EXPORT_WORKER", worker)
     monkeypatch.setenv(
         "OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"
     )  # never reached: nothing is recorded
@@ -100,7 +118,7 @@ def test_setup_telemetry_exports_where_the_setting_says(
     telemetry = setup_telemetry(FastAPI(), service_name="otlp-export-test", settings=settings)
     try:
         assert _exporters(telemetry) == expected
-        assert (telemetry.delivery is not None) == ("postgres" in export)
+        assert (telemetry.pipeline is not None) == ("postgres" in export)
     finally:
         telemetry.shutdown()
 
