@@ -154,24 +154,65 @@ def run_sinks(
     return SinkRun(processes, rows, seconds, _stored(database_url) - before)
 
 
+def sink_latencies(database_url: str, *, requests: int, spans_per_request: int = 1000) -> list[float]:
+    """Milliseconds one sink process takes to answer each of ``requests`` OTLP requests of
+    ``spans_per_request`` spans, sent one after the other (the answer comes once stored)."""
+    bodies = [
+        json.dumps(request_traces(spans_per_request, failing_every=5)[0]).encode() for _ in range(requests)
+    ]
+    latencies = []
+    with tempfile.TemporaryDirectory(prefix="homepot-bench-sinks-") as scratch:
+        started = start_sinks(database_url, [1], Path(scratch))
+        try:
+            url = f"{started[0].base_url}/v1/traces"
+            with httpx.Client(timeout=60, headers={"Content-Type": "application/json"}) as client:
+                for body in bodies:
+                    begin = time.perf_counter()
+                    status = client.post(url, content=body).status_code
+                    latencies.append((time.perf_counter() - begin) * 1000)
+                    if status != 200:
+                        raise RuntimeError(
+                            f"an OTLP request of {spans_per_request} spans was refused: {status}"
+                        )
+        finally:
+            stop_sinks(started)
+    return latencies
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
+
+
 def sink_figures(database_url: str, *, requests: int, spans_per_request: int = 200) -> dict[str, object]:
-    """Rows/s with 1 and with 2 sink processes, in that order, on the same database."""
+    """Rows/s with 1 and with 2 sink processes, in that order, on the same database; then one
+    process's own latency for requests of 1,000 spans."""
     runs = [
         run_sinks(database_url, processes=count, requests=requests, spans_per_request=spans_per_request)
         for count in (1, 2)
     ]
+    latencies = sink_latencies(database_url, requests=max(requests // 2, 10))
     return {
         "sink_rows_per_s": {str(run.processes): round(run.rows_per_s) for run in runs},
         "sink_rows_lost": sum(run.rows - run.rows_stored for run in runs),
         "sink_rows_per_run": runs[0].rows,
+        "sink_1000_span_request_ms": {
+            "requests": len(latencies),
+            "p50": round(_percentile(latencies, 0.5), 1),
+            "p99": round(_percentile(latencies, 0.99), 1),
+            "max": round(max(latencies), 1),
+        },
     }
 
 
 def describe(figures: dict[str, object]) -> str:
     rates = figures["sink_rows_per_s"]
-    assert isinstance(rates, dict)
+    latency = figures["sink_1000_span_request_ms"]
+    assert isinstance(rates, dict) and isinstance(latency, dict)
     return (
         f"sinks: {rates['1']:,} rows/s with 1 serve process, {rates['2']:,} with 2 "
         f"({rates['2'] / rates['1']:.2f}x; {figures['sink_rows_per_run']:,} rows each, "
-        f"rows lost {figures['sink_rows_lost']})"
+        f"rows lost {figures['sink_rows_lost']})\n"
+        f"sink latency, requests of 1,000 spans one at a time: p50 {latency['p50']:,} ms, "
+        f"p99 {latency['p99']:,} ms over {latency['requests']} requests"
     )

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from exporter.mapping.values import plain, span_attributes
+from exporter.mapping.values import has_events, plain, span_attributes
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _KINDS = {kind.value: kind for kind in SpanKind}
@@ -91,7 +91,11 @@ def encode_span(span: ReadableSpan, interned: Interned) -> bytes:
     context = span.context
     parent = span.parent
     status = span.status
-    events = [(event.name, event.timestamp, dict(plain(event.attributes))) for event in span.events]
+    events = (
+        [(event.name, event.timestamp, dict(plain(event.attributes))) for event in span.events]
+        if has_events(span)
+        else ()
+    )
     return pickle.dumps(
         (
             span.name,
@@ -100,7 +104,7 @@ def encode_span(span: ReadableSpan, interned: Interned) -> bytes:
             span.kind.value,
             span.start_time,
             span.end_time,
-            dict(span_attributes(span)),
+            _as_dict(span_attributes(span)),
             events,
             status.status_code.value,
             status.description,
@@ -109,6 +113,11 @@ def encode_span(span: ReadableSpan, interned: Interned) -> bytes:
         ),
         _PROTOCOL,
     )
+
+
+def _as_dict(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    # The SDK's own dict as it is (the span has ended: nothing changes it any more).
+    return attributes if type(attributes) is dict else dict(attributes)
 
 
 def encode_log_record(record: ReadableLogRecord, interned: Interned) -> bytes:

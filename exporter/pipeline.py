@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.pool import NullPool
 
-from exporter.delivery import Delivery
+from exporter.delivery import MAX_BACKOFF_S, MIN_BACKOFF_S, Delivery
 from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
 from exporter.linked_processors import LinkedLogRecordProcessor, LinkedSpanProcessor
 from exporter.migrations import migrate
@@ -49,11 +49,14 @@ def create_delivery(
     *,
     spool_max_bytes: int = 512 * 1024 * 1024,
     auto_migrate: bool = True,
+    max_backoff_s: float = MAX_BACKOFF_S,
 ) -> Delivery:
     """A writer for ``database_url`` with an outage spool under ``spool_dir`` (None: no spool)."""
     writer = RowWriter(libpq_url(database_url), on_first_connect=_migrate if auto_migrate else None)
     spool = Spool(spool_dir, spool_max_bytes) if spool_dir is not None else None
-    return Delivery(writer, spool)
+    return Delivery(
+        writer, spool, min_backoff_s=min(MIN_BACKOFF_S, max_backoff_s), max_backoff_s=max_backoff_s
+    )
 
 
 def spool_dir(settings: Settings, name: str) -> Path:
@@ -140,6 +143,8 @@ def build_pipeline(
         url = database_url or resolve_database_url(settings)
         link = WorkerLink(WorkerStart(settings, name, url, auto_migrate))
         watched = Spool(spool_dir(settings, name), settings.spool_max_mb * 1024 * 1024)
+        if watched.has_pending():
+            link.start_worker()  # the last run's spool is replayed now, not with the first record
         return WorkerPipeline(settings, link, watched)
     return build_in_process_pipeline(settings, name, database_url=database_url, auto_migrate=auto_migrate)
 
@@ -157,6 +162,7 @@ def build_in_process_pipeline(
         url,
         spool_dir(settings, name),
         spool_max_bytes=settings.spool_max_mb * 1024 * 1024,
+        max_backoff_s=settings.spool_retry_max_s,
         auto_migrate=settings.auto_migrate if auto_migrate is None else auto_migrate,
     )
     return Pipeline(settings, delivery, privacy_from_settings(settings))

@@ -15,7 +15,6 @@ delivers what it received first.
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import signal
 import sys
@@ -35,6 +34,8 @@ from exporter.stats import ExportStats
 logger = exporter_logger(__name__)
 
 Counts = list[tuple[tuple[str, str, str], int]]
+# How often an idle worker sends what its counters gained (the spool's replay, say).
+_IDLE_COUNTS_S = 1.0
 
 
 class _CountsSince:
@@ -84,6 +85,12 @@ def serve(inbox: Connection, outbox: Connection) -> None:
     try:
         while True:
             try:
+                if not inbox.poll(_IDLE_COUNTS_S):
+                    # Idle: what the spool's replay did meanwhile still reaches the service.
+                    gained = counts.take()
+                    if gained and acknowledging:
+                        acknowledging = _tell(outbox, ("counts", gained))
+                    continue
                 message = pickle.loads(inbox.recv_bytes())
             except EOFError:
                 logger.info("the instrumented service is gone; storing what it sent, then exiting")
@@ -93,15 +100,20 @@ def serve(inbox: Connection, outbox: Connection) -> None:
             _, seq, descriptions, spans, logs = message
             pipeline.delivery.deliver(_frame_rows(pipeline, descriptions, spans, logs).rows)
             if acknowledging:
-                try:
-                    outbox.send_bytes(pickle.dumps(("ack", seq, counts.take()), pickle.HIGHEST_PROTOCOL))
-                except OSError:  # the service is gone; its frames still get stored
-                    acknowledging = False
+                acknowledging = _tell(outbox, ("ack", seq, counts.take()))
     finally:
         pipeline.shutdown()
         if acknowledging:
-            with contextlib.suppress(OSError):  # the service is gone: nobody to tell
-                outbox.send_bytes(pickle.dumps(("stopped", counts.take()), pickle.HIGHEST_PROTOCOL))
+            _tell(outbox, ("stopped", counts.take()))
+
+
+def _tell(outbox: Connection, message: tuple[Any, ...]) -> bool:
+    """Send ``message`` to the service; False when it is gone (its frames still get stored)."""
+    try:
+        outbox.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+    except OSError:
+        return False
+    return True
 
 
 def main(argv: list[str]) -> None:

@@ -138,6 +138,7 @@ class WorkerLink:
         self._finished = 0  # of those, acknowledged
         self._next_seq = 0
         self._flush_wanted = False
+        self._start_wanted = False
         self._closing = False
         self._closed = False
         self._sender: threading.Thread | None = None
@@ -174,6 +175,15 @@ class WorkerLink:
             if self._sender is None or not self._sender.is_alive():
                 self._start_sender()
         return True
+
+    def start_worker(self) -> None:
+        """Start the worker now rather than with the first record: a spool left by the last run
+        is replayed at once (the worker's delivery does that as it starts)."""
+        with self._changed:
+            self._start_wanted = True
+            self._changed.notify_all()
+            if self._sender is None or not self._sender.is_alive():
+                self._start_sender()
 
     @property
     def closed(self) -> bool:
@@ -269,6 +279,7 @@ class WorkerLink:
         return (
             buffered >= self.batch_size
             or self._flush_wanted
+            or self._start_wanted
             or self._closing
             or (self._worker is not None and self._worker.lost and bool(self._unacked))
         )
@@ -278,7 +289,8 @@ class WorkerLink:
         replaced first (after its pause) and gets them all again."""
         with self._changed:
             frames = list(self._unacked.items())
-        if not frames:
+            wanted, self._start_wanted = self._start_wanted, False
+        if not frames and not wanted:
             return
         worker = self._current_worker()
         if worker is None:
@@ -356,7 +368,7 @@ class WorkerLink:
             if kind == "ack":
                 seq, counts = rest
                 self._acknowledged(seq, counts)
-            elif kind == "stopped":
+            elif kind in ("counts", "stopped"):
                 self._add_counts(rest[0])
         if not self._closing:
             self._lost(worker)

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         "process of its own; only encoding the finished record runs in the service) or thread "
         "(threads of the service's own interpreter).",
     )
+    spool_retry_max_s: float = Field(
+        default=30.0,
+        ge=0.1,
+        le=3600,
+        description="Longest wait between two tries to replay the outage spool (from 0.5 s, doubling).",
+    )
     spool_max_mb: int = Field(default=512, ge=1, description="Disk the exporter's outage spool may use.")
     auto_migrate: bool = Field(
         default=True, description="Create/upgrade the tables on the exporter's first connection."

@@ -6,8 +6,6 @@ the replay backoff so a test sees the spool drained within seconds of the databa
 
 from __future__ import annotations
 
-import os
-
 from fastapi import FastAPI
 
 from homepot_foundation.settings import Settings
@@ -48,6 +46,3 @@ def report_error(n: int) -> dict[str, int]:
 
 
 telemetry = setup_telemetry(app, service_name="reliability-app", settings=Settings())
-if telemetry.delivery is not None and "RELIABILITY_APP_MAX_BACKOFF_S" in os.environ:
-    telemetry.delivery.min_backoff_s = 0.1
-    telemetry.delivery.max_backoff_s = float(os.environ["RELIABILITY_APP_MAX_BACKOFF_S"])

@@ -140,7 +140,7 @@ def test_rows_equal_requests_after_a_database_outage(postgres: tuple[Path, str],
         "HOMEPOT_ANALYTICS_DATABASE_URL": url,
         "HOMEPOT_ANALYTICS_DATA_DIR": str(data_dir),
         "HOMEPOT_ANALYTICS_EXPORT_DELAY_MS": "100",
-        "RELIABILITY_APP_MAX_BACKOFF_S": "0.5",
+        "HOMEPOT_ANALYTICS_SPOOL_RETRY_MAX_S": "0.5",
     }
     app = AppProcess(env, tmp_path / "app.log")
     spool = data_dir / "spool" / "reliability-app"
