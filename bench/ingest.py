@@ -41,6 +41,7 @@ from bench.database import count_rows, truncate_tables
 from bench.workload import Stream
 from exporter.delivery import Delivery
 from exporter.exporters import PostgresLogExporter, PostgresSpanExporter
+from exporter.linked_processors import LinkedLogRecordProcessor, LinkedSpanProcessor
 from exporter.mapping import Row, log_record_to_rows, span_to_rows
 from exporter.pipeline import create_delivery
 from exporter.privacy import PASS_THROUGH, Privacy, privacy_from_settings
@@ -49,6 +50,7 @@ from exporter.rollups.stale import SOURCES
 from exporter.rows import RowBatch
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.stats import ExportStats
+from exporter.worker_link import WorkerLink, WorkerStart
 from exporter.writer import RowWriter
 from homepot_foundation.database import create_engine
 from homepot_foundation.settings import Settings
@@ -70,6 +72,9 @@ class IngestResult:
     write_rows_per_s: list[float] = field(default_factory=list)
     write_no_rollups_rows_per_s: list[float] = field(default_factory=list)
     refresh_rows_per_s: list[float] = field(default_factory=list)  # rollups brought up to date
+    # What an instrumented service runs by default: records encoded here, mapped and written by
+    # the export worker process.
+    worker_rows_per_s: list[float] = field(default_factory=list)
 
 
 def _chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -211,6 +216,34 @@ def _run_writer_only(url: str, batches: list[dict[str, list[Row]]], *, rollups: 
     return elapsed
 
 
+def _run_via_worker(url: str, stream: Stream, data_dir: Path) -> float:
+    """Seconds for the whole stream through the export worker: each record encoded as it
+    would be when it ends, until the worker has stored every row. The worker is started (and
+    has built its pipeline) before the clock starts; its connection opens inside it."""
+    settings = Settings(
+        database_url=url,
+        data_dir=data_dir,
+        auto_migrate=False,
+        pseudonym_key=SecretStr(BENCH_PSEUDONYM_KEY),
+    )
+    link = WorkerLink(WorkerStart(settings, "bench-worker", url, False))
+    spans, logs = LinkedSpanProcessor(link), LinkedLogRecordProcessor(link)
+    link.start_worker()
+    spans.on_end(stream.spans[0])  # the worker is up before the clock: this row is stored again below
+    if not spans.force_flush(60_000):
+        raise RuntimeError("the export worker did not start during the ingest benchmark")
+    started = time.perf_counter()
+    for span in stream.spans:
+        spans.on_end(span)
+    for record in stream.logs:
+        logs.on_emit(record)
+    if not spans.force_flush(120_000):
+        raise RuntimeError("the export worker did not finish writing during the ingest benchmark")
+    elapsed = time.perf_counter() - started
+    link.shutdown(30)
+    return elapsed
+
+
 def run_ingest(url: str, stream: Stream, rounds: int, batch_size: int | None = None) -> IngestResult:
     """Alternate ours, the ceiling and the diagnostics over ``rounds`` on empty tables."""
     batch_size = batch_size or Settings().export_batch_size
@@ -239,6 +272,9 @@ def run_ingest(url: str, stream: Stream, rounds: int, batch_size: int | None = N
             truncate_tables(url)
             result.ours_rows_per_s.append(total / _run_ours(url, batches, Path(spool), privacy))
             check_stored("ingest")
+            truncate_tables(url)
+            result.worker_rows_per_s.append(total / _run_via_worker(url, stream, Path(spool)))
+            check_stored("ingest through the export worker")
             truncate_tables(url)
             result.ceiling_rows_per_s.append(total / _run_ceiling(url, dumps))
             truncate_tables(url)

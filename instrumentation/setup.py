@@ -4,8 +4,9 @@
     telemetry = setup_telemetry(app, service_name="homepot-api")
 
 Requests, unhandled exceptions, ``job_span`` blocks and ``record_*`` calls then flow as spans
-and log records through batching processors into the PostgreSQL exporters. Nothing touches the
-database on the request path: the processors' worker threads do, in batches.
+and log records to the pipeline of ``exporter.pipeline``: by default each is encoded as it ends
+and sent to an export worker process that maps and writes it in batches. Nothing touches the
+database on the request path.
 """
 
 from __future__ import annotations
