@@ -154,12 +154,12 @@ class WorkerLink:
 
     # --- the service's side ----------------------------------------------------------------
     def put_span(self, data: bytes) -> bool:
-        return self._put(self._spans, data)
+        return self._put(data, is_span=True)
 
     def put_log_record(self, data: bytes) -> bool:
-        return self._put(self._logs, data)
+        return self._put(data, is_span=False)
 
-    def _put(self, into: list[bytes], data: bytes) -> bool:
+    def _put(self, data: bytes, *, is_span: bool) -> bool:
         """Take one encoded record; False when the link is full or shut down (the caller counts
         the drop: it knows the record's tables)."""
         with self._changed:
@@ -168,7 +168,8 @@ class WorkerLink:
             buffered = len(self._spans) + len(self._logs)
             if buffered + self._in_flight >= self.capacity:
                 return False
-            into.append(data)
+            # The list is looked up under the lock: the sender swaps in new ones as it takes them.
+            (self._spans if is_span else self._logs).append(data)
             self._accepted += 1
             if buffered + 1 >= self.batch_size:
                 self._changed.notify_all()

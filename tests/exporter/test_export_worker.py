@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan
 
 from exporter.linked_processors import LinkedLogRecordProcessor, LinkedSpanProcessor
 from exporter.stats import ExportStats
@@ -247,3 +249,25 @@ def test_sigterm_to_the_process_group_leaves_the_worker_to_the_service(db_url: s
     spans.on_end(request_span("/two"))
     assert link.shutdown(10)
     assert _count(db_url) == 2
+
+
+def test_records_put_while_the_sender_takes_its_buffer_are_all_stored(
+    db_url: str, tmp_path: Path, stats: ExportStats
+) -> None:
+    # Frames of one record: the sender swaps its buffer as often as records arrive, from threads.
+    link = _link(db_url, tmp_path, stats, export_batch_size=1)
+    spans = LinkedSpanProcessor(link)
+    batches = [[request_span(f"/thread-{n}") for _ in range(150)] for n in range(3)]
+
+    def put(batch: list[ReadableSpan]) -> None:
+        for span in batch:
+            spans.on_end(span)
+
+    threads = [threading.Thread(target=put, args=(batch,)) for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert spans.force_flush(60_000)
+    assert _count(db_url) == 450 and stats.total("dropped") == 0
+    link.shutdown(10)
