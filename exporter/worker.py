@@ -16,8 +16,10 @@ delivers what it received first.
 from __future__ import annotations
 
 import pickle
+import queue
 import signal
 import sys
+import threading
 from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any
@@ -69,8 +71,32 @@ def _frame_rows(pipeline: Pipeline, descriptions: Any, spans: list[bytes], logs:
     return batch
 
 
+class _Acknowledger:
+    """Sends acknowledgements and counters to the service, from either thread; stops trying
+    once the service is gone (its frames still get stored)."""
+
+    def __init__(self, outbox: Connection, counts: _CountsSince) -> None:
+        self._outbox = outbox
+        self._counts = counts
+        self._lock = threading.Lock()
+        self.listening = True
+
+    def tell(self, kind: str, *values: Any) -> None:
+        with self._lock:
+            gained = self._counts.take()
+            if not self.listening or (kind == "counts" and not gained):
+                return
+            try:
+                self._outbox.send_bytes(pickle.dumps((kind, *values, gained), pickle.HIGHEST_PROTOCOL))
+            except OSError:
+                self.listening = False
+
+
 def serve(inbox: Connection, outbox: Connection) -> None:
-    """Take frames from ``inbox`` until told to stop or the service is gone; acknowledge each."""
+    """Take frames from ``inbox`` until told to stop or the service is gone; acknowledge each.
+
+    The frame after the one being written is decoded and mapped meanwhile (the write waits on
+    PostgreSQL with the GIL released), as in the in-process pipeline; at most two are in hand."""
     kind, start = pickle.loads(inbox.recv_bytes())
     if kind != "hello":
         raise SystemExit(f"expected hello from the service, got {kind!r}")
@@ -80,16 +106,23 @@ def serve(inbox: Connection, outbox: Connection) -> None:
         database_url=start.database_url,
         auto_migrate=start.auto_migrate,
     )
-    counts = _CountsSince(pipeline.delivery.stats)
-    acknowledging = True
+    acknowledger = _Acknowledger(outbox, _CountsSince(pipeline.delivery.stats))
+    mapped: queue.Queue[tuple[int, RowBatch] | None] = queue.Queue(maxsize=1)
+
+    def write() -> None:
+        suppress_instrumentation()
+        while (item := mapped.get()) is not None:
+            seq, batch = item
+            pipeline.delivery.deliver(batch.rows)
+            acknowledger.tell("ack", seq)
+
+    writer = threading.Thread(target=write, name="homepot-analytics-worker-writer", daemon=True)
+    writer.start()
     try:
         while True:
             try:
                 if not inbox.poll(_IDLE_COUNTS_S):
-                    # Idle: what the spool's replay did meanwhile still reaches the service.
-                    gained = counts.take()
-                    if gained and acknowledging:
-                        acknowledging = _tell(outbox, ("counts", gained))
+                    acknowledger.tell("counts")  # idle: what the spool's replay did meanwhile
                     continue
                 message = pickle.loads(inbox.recv_bytes())
             except EOFError:
@@ -98,22 +131,12 @@ def serve(inbox: Connection, outbox: Connection) -> None:
             if message[0] == "stop":
                 break
             _, seq, descriptions, spans, logs = message
-            pipeline.delivery.deliver(_frame_rows(pipeline, descriptions, spans, logs).rows)
-            if acknowledging:
-                acknowledging = _tell(outbox, ("ack", seq, counts.take()))
+            mapped.put((seq, _frame_rows(pipeline, descriptions, spans, logs)))
     finally:
+        mapped.put(None)
+        writer.join()
         pipeline.shutdown()
-        if acknowledging:
-            _tell(outbox, ("stopped", counts.take()))
-
-
-def _tell(outbox: Connection, message: tuple[Any, ...]) -> bool:
-    """Send ``message`` to the service; False when it is gone (its frames still get stored)."""
-    try:
-        outbox.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-    except OSError:
-        return False
-    return True
+        acknowledger.tell("stopped")
 
 
 def main(argv: list[str]) -> None:

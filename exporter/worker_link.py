@@ -370,7 +370,7 @@ class WorkerLink:
                 seq, counts = rest
                 self._acknowledged(seq, counts)
             elif kind in ("counts", "stopped"):
-                self._add_counts(rest[0])
+                self._add_counts(rest[-1])
         if not self._closing:
             self._lost(worker)
 
