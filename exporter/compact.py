@@ -96,23 +96,36 @@ def encode_span(span: ReadableSpan, interned: Interned) -> bytes:
         if has_events(span)
         else ()
     )
-    return pickle.dumps(
-        (
-            span.name,
-            _context_ids(context),
-            None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote),
-            span.kind.value,
-            span.start_time,
-            span.end_time,
-            _as_dict(span_attributes(span)),
-            events,
-            status.status_code.value,
-            status.description,
-            interned.key(span.resource, _describe_resource),
-            interned.key(span.instrumentation_scope, _describe_scope),
-        ),
-        _PROTOCOL,
+    return encode_span_fields(
+        span.name,
+        _context_ids(context),
+        None if parent is None else (parent.trace_id, parent.span_id, parent.is_remote),
+        span.kind.value,
+        span.start_time,
+        span.end_time,
+        _as_dict(span_attributes(span)),
+        events,
+        status.status_code.value,
+        status.description,
+        interned.key(span.resource, _describe_resource),
+        interned.key(span.instrumentation_scope, _describe_scope),
     )
+
+
+def encode_span_fields(*fields: Any) -> bytes:
+    """The one span format, for spans that are not SDK objects (``instrumentation.request_span``):
+    name, (trace id, span id, flags), parent (trace id, span id, is remote) or None, kind value,
+    start and end (ns), attributes, events [(name, ns, attributes)], status code value, status
+    description, resource key, scope key (keys from ``Interned``)."""
+    return pickle.dumps(fields, _PROTOCOL)
+
+
+def resource_key(interned: Interned, resource: Resource) -> int:
+    return interned.key(resource, _describe_resource)
+
+
+def scope_key(interned: Interned, scope: InstrumentationScope) -> int:
+    return interned.key(scope, _describe_scope)
 
 
 def _as_dict(attributes: Mapping[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from opentelemetry.sdk._logs import LogRecordProcessor, ReadableLogRecord
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 
-from exporter.compact import Interned, encode_log_record, encode_span
+from exporter.compact import Interned, Rebuilt, decode_span, encode_log_record, encode_span
 from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from exporter.processor import register_queue
@@ -98,6 +98,15 @@ class LinkedSpanProcessor(_Linked, SpanProcessor):
     def enqueue(self, span: ReadableSpan) -> None:
         """A finished span another processor handed on (the zero-code exporter)."""
         self.take(span)
+
+    def take_encoded(self, data: bytes) -> None:
+        """A span encoded already (``instrumentation.request_span``); counted like the others
+        when it is not taken (decoded then, to know its tables: the rare path)."""
+        with _ENCODE_GUARD:
+            closed = self._shut_down or self.link.closed
+            if closed or not self.link.put_span(data):
+                span = decode_span(data, Rebuilt(self.link.interned.descriptions()))
+                self._count(span, "after_shutdown" if closed or self.link.closed else "queue_full")
 
 
 class LinkedLogRecordProcessor(_Linked, LogRecordProcessor):

@@ -40,6 +40,7 @@ from instrumentation.detached import enter_request, leave_request
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.log_capture import mark_recorded
 from instrumentation.records import record_error
+from instrumentation.request_span import RequestSpan, RequestSpans
 from instrumentation.stock import StockSpanDetails
 from instrumentation.users import UserResolver
 
@@ -171,6 +172,9 @@ def set_checked_attributes(span: trace.Span, attributes: dict[str, Any]) -> None
 
     Taken only when nothing that validation does could change the result: the SDK's own span
     and attribute container, no value length limit, room for every key. Else the SDK's way."""
+    if type(span) is RequestSpan:
+        span.set_checked_attributes(attributes)
+        return
     bounded = getattr(span, "_attributes", None)
     if (
         type(span) is not _SdkSpan
@@ -202,8 +206,11 @@ class ServerSpanMiddleware:
         trusted_proxies: tuple[Network, ...] = (),
         excluded_paths: ExcludedPaths | None = None,
         record_server_errors: bool = True,
+        request_spans: RequestSpans | None = None,
     ) -> None:
         self.app = app
+        # Spans for the tables only, when nothing else would read them (instrumentation.request_span).
+        self.request_spans = request_spans
         self.record_server_errors = record_server_errors
         self.tracer = tracer
         self.user_resolver = user_resolver
@@ -256,16 +263,16 @@ class ServerSpanMiddleware:
                     declared_length = int(value)
             elif name in trace_headers and parent is None:
                 parent = propagate.extract(scope, getter=_SCOPE_HEADERS)  # type: ignore[arg-type]
-        span = self.tracer.start_span(
-            method,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                c.HTTP_METHOD[0]: method,
-                c.HTTP_PATH[0]: scope["path"],
-                "url.scheme": scope.get("scheme", "http"),
-            },
-        )
+        attributes = {
+            c.HTTP_METHOD[0]: method,
+            c.HTTP_PATH[0]: scope["path"],
+            "url.scheme": scope.get("scheme", "http"),
+        }
+        request_spans = self.request_spans
+        if request_spans is not None and request_spans.usable():
+            span = request_spans.start(method, parent, attributes)
+        else:
+            span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         exchange = _Exchange(span, scope["path"])
         scope[EXCHANGE_KEY] = exchange
         token = otel_context.attach(trace.set_span_in_context(span, parent))

@@ -30,6 +30,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from exporter.containment import never_raise
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.delivery import Delivery
+from exporter.linked_processors import LinkedSpanProcessor
 from exporter.own_logging import exporter_logger
 from exporter.pipeline import ServicePipeline, build_pipeline
 from exporter.sampling import configured_sampler, record_all
@@ -40,6 +41,7 @@ from instrumentation.client_ip import parse_networks
 from instrumentation.exclusions import ExcludedPaths
 from instrumentation.middleware import NESTED_WARNING, ExceptionRecorder, ServerSpanMiddleware
 from instrumentation.otlp import otlp_processors
+from instrumentation.request_span import RequestSpans
 from instrumentation.stock import StockSpanDetails
 from instrumentation.users import UserResolver, user_resolver_for
 
@@ -239,6 +241,7 @@ def setup_telemetry(
 
     processors: list[Any] = []
     pipeline: ServicePipeline | None = None
+    request_spans: RequestSpans | None = None
     targets = set(settings.export if export is None else export)
     if "postgres" in targets:
         # The same pipeline as the OTLP sink's: spool, queue sizes, privacy.
@@ -247,6 +250,13 @@ def setup_telemetry(
         tracer_provider.add_span_processor(span_processor)
         logger_provider.add_log_record_processor(log_processor)
         processors += [span_processor, log_processor]
+        if (
+            isinstance(span_processor, LinkedSpanProcessor)
+            and tracer_provider in _OURS
+            and targets == {"postgres"}
+        ):
+            # Nothing but the tables will read the request spans: they skip the SDK's span.
+            request_spans = RequestSpans(tracer_provider, span_processor)
     if "otlp" in targets:
         otlp_spans, otlp_logs = otlp_processors()
         tracer_provider.add_span_processor(otlp_spans)
@@ -270,6 +280,7 @@ def setup_telemetry(
             trusted_proxies=trusted,
             excluded_paths=excluded,
             record_server_errors=settings.record_server_errors,
+            request_spans=request_spans,
         ),
         user_resolver,
     )
