@@ -266,7 +266,9 @@ class RequestSpans:
             trace_flags=TraceFlags(flags),
             trace_state=result.trace_state,
         )
-        kept = dict(result.attributes) if result.attributes else attributes
+        # Samplers mostly hand the span's own attributes back: then no copy is needed.
+        given = result.attributes
+        kept = attributes if not given or given == attributes else dict(given)
         return RequestSpan(self, name, context, parent, kept)
 
     def finished(self, span: RequestSpan) -> None:
