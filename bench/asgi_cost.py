@@ -144,7 +144,7 @@ def main() -> None:
         )
         return
     # Each in its own process: OpenTelemetry providers are global.
-    for variant in (*VARIANTS[:3], *DIAGNOSTIC_VARIANTS):
+    for variant in (*VARIANTS[:4], *DIAGNOSTIC_VARIANTS):
         subprocess.run(
             [
                 sys.executable,

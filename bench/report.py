@@ -18,11 +18,12 @@ from typing import Any
 from bench.ingest import IngestResult
 from bench.load import ENDPOINTS, LoadResult
 
-VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request")
+VARIANTS = ("plain", "otel_null", "instrumented", "instrumented_threads", "commit_per_request")
 LABELS = {
     "plain": "(a) no instrumentation",
     "otel_null": "(b) stock OTel + null exporter",
     "instrumented": "(c) ours -> PostgreSQL",
+    "instrumented_threads": "(c') ours, in-process threads",
     "commit_per_request": "(d) insert+commit per request",
 }
 TARGET_INGEST_SHARE = 0.5

@@ -34,8 +34,10 @@ commit_log = api_request_logs.to_metadata(MetaData(), name="bench_commit_log")
 
 BENCH_PSEUDONYM_KEY = "homepot-bench-pseudonym-key"
 # service.name of the variants that store rows: the completeness check counts each one's own.
-SERVICE_NAMES = {"instrumented": "bench-instrumented"}
-VARIANTS = ("plain", "otel_null", "instrumented", "commit_per_request")
+SERVICE_NAMES = {"instrumented": "bench-instrumented", "instrumented_threads": "bench-instrumented-threads"}
+# instrumented_threads: ours as it was before the export worker (HOMEPOT_ANALYTICS_EXPORT_WORKER=
+# thread, SDK spans, mapping and COPY in the service's own threads), beside it in the same run.
+VARIANTS = ("plain", "otel_null", "instrumented", "instrumented_threads", "commit_per_request")
 # Diagnostic variant (bench/asgi_cost.py): our instrumentation with the stock null exporter,
 # which separates our request-path cost from the exporter's.
 DIAGNOSTIC_VARIANTS = ("instrumented_null_export",)
@@ -104,7 +106,9 @@ def _settings(database_url: str, data_dir: Path) -> Any:
     )
 
 
-def _instrumented(app: FastAPI, database_url: str, data_dir: Path, *, null_export: bool = False) -> None:
+def _instrumented(
+    app: FastAPI, database_url: str, data_dir: Path, *, null_export: bool = False, threads: bool = False
+) -> None:
     """Ours, as a user sets it up: one call, the exporter writing to PostgreSQL in-process."""
     from instrumentation import setup_telemetry
 
@@ -112,6 +116,9 @@ def _instrumented(app: FastAPI, database_url: str, data_dir: Path, *, null_expor
     if null_export:
         telemetry = setup_telemetry(app, "bench-null-export", settings=settings, export=())
         telemetry.tracer_provider.add_span_processor(_null_processor())
+    elif threads:
+        settings = settings.model_copy(update={"export_worker": "thread"})
+        setup_telemetry(app, SERVICE_NAMES["instrumented_threads"], settings=settings)
     else:
         setup_telemetry(app, SERVICE_NAMES["instrumented"], settings=settings)
 
@@ -186,6 +193,10 @@ def create_app() -> ServedCounter:
         _otel_null(app)
     elif variant == "instrumented":
         _instrumented(app, database_url, Path(os.environ.get("BENCH_DATA_DIR", "/tmp/homepot-bench")))
+    elif variant == "instrumented_threads":
+        _instrumented(
+            app, database_url, Path(os.environ.get("BENCH_DATA_DIR", "/tmp/homepot-bench")), threads=True
+        )
     elif variant == "instrumented_null_export":
         _instrumented(app, database_url, Path("/nonexistent"), null_export=True)
     elif variant == "commit_per_request":
