@@ -22,6 +22,7 @@ from psycopg import errors, sql
 
 from exporter.device_keys import KeyColumn, integer_device_columns, resolve_device_keys
 from exporter.own_logging import exporter_logger
+from exporter.planner_statistics import PartitionStatistics
 from exporter.schema import TABLES, WRITE_COLUMNS
 from exporter.stats import STATS, ExportStats
 from exporter.trace_links import link_traces
@@ -104,6 +105,7 @@ class RowWriter:
         # Per connection: the tables whose device_id is an integer key (usually none).
         self._device_keys: dict[str, KeyColumn] | None = None
         self._lock = threading.Lock()
+        self._partition_statistics = PartitionStatistics()
 
     def write(self, rows: Rows) -> int:
         """Store the rows; returns how many were written. Raises UNAVAILABLE errors."""
@@ -118,6 +120,7 @@ class RowWriter:
                 connection.commit()  # ends the lookups' transaction when no row was left to write
                 for table, count in unknown_devices.items():  # counted once the rest is stored
                     self._stats.add("rejected", table, count)
+                self._partition_statistics.ensure(connection, batch)
                 link_traces(connection, batch, self._stats)
                 return written
             except _SYSTEMIC as error:
