@@ -50,6 +50,8 @@ logger = exporter_logger(__name__)
 _HEALTHY_AFTER_S = 5.0
 _FIRST_RESTART_PAUSE_S = 0.5
 MAX_RESTART_PAUSE_S = 30.0
+# How long a lost worker is given to exit before it is killed.
+_EXIT_WAIT_S = 2.0
 # The directory that holds the ``exporter`` package: the worker imports it from there too.
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
@@ -99,10 +101,15 @@ class _Worker:
             with never_raise("could not close a pipe of the export worker", logger=logger):
                 end.close()
 
-    def status(self) -> str:
-        code = self.process.poll()
-        if code is None:
-            return "is unresponsive"
+    def end(self) -> str:
+        """Make sure the process is gone (one that still runs with its pipe broken is killed:
+        it must not go on writing beside the next), and say how it ended."""
+        try:
+            code = self.process.wait(_EXIT_WAIT_S)  # its pipe closes a moment before it is reaped
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return "was unresponsive and was killed"
         return f"exited with status {code}" if code >= 0 else f"was killed by signal {-code}"
 
 
@@ -315,6 +322,7 @@ class WorkerLink:
             return None
         if worker is not None:
             worker.close()
+            ended = worker.end()
             with self._changed:
                 frames, records = len(self._unacked), self._in_flight
             self.restarts += 1
@@ -323,7 +331,7 @@ class WorkerLink:
                 "analytics export worker (pid %d) %s; starting another and sending it the %d "
                 "frames (%d records) it had not stored",
                 worker.process.pid,
-                worker.status(),
+                ended,
                 frames,
                 records,
             )

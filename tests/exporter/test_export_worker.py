@@ -77,14 +77,20 @@ def test_records_are_stored_by_the_worker_and_its_counts_come_back(
     assert worker is not None and worker.process.pid != os.getpid()
 
 
-def test_a_killed_worker_is_restarted_and_gets_what_it_had_not_stored(
-    db_url: str, link: WorkerLink, stats: ExportStats, caplog: pytest.LogCaptureFixture
-) -> None:
+def _running(link: WorkerLink, path: str) -> tuple[LinkedSpanProcessor, _Worker]:
+    """A span processor on ``link`` whose worker has stored one request (at ``path``)."""
     spans = LinkedSpanProcessor(link)
-    spans.on_end(request_span("/before"))
+    spans.on_end(request_span(path))
     assert spans.force_flush(30_000)
-    first = link._worker
-    assert first is not None
+    worker = link._worker
+    assert worker is not None
+    return spans, worker
+
+
+def test_a_killed_worker_is_restarted_and_gets_what_it_had_not_stored(
+    db_url: str, link: WorkerLink, stats: ExportStats, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spans, first = _running(link, "/before")
     # Stopped, it takes frames into its pipe but stores none: then killed with them in hand.
     os.kill(first.process.pid, signal.SIGSTOP)
     for _ in range(20):
@@ -94,6 +100,9 @@ def test_a_killed_worker_is_restarted_and_gets_what_it_had_not_stored(
     assert spans.force_flush(30_000)
     assert link._worker is not first and link.restarts == 1
     assert stats.get("worker_restarts", "") == 1
+    assert (
+        f"analytics export worker (pid {first.process.pid}) was killed by signal 9" in capsys.readouterr().err
+    )
     assert _count(db_url) == 21  # every record once: none lost, none twice
     for _ in range(3):
         spans.on_end(request_span("/after"))
@@ -133,11 +142,7 @@ def test_a_full_link_counts_what_it_refuses_and_keeps_what_it_took(
     db_url: str, tmp_path: Path, stats: ExportStats
 ) -> None:
     link = _link(db_url, tmp_path, stats, export_queue_size=512, export_batch_size=100)
-    spans = LinkedSpanProcessor(link)
-    spans.on_end(request_span("/warm"))
-    assert spans.force_flush(30_000)
-    worker = link._worker
-    assert worker is not None
+    spans, worker = _running(link, "/warm")
     os.kill(worker.process.pid, signal.SIGSTOP)  # the worker stops taking anything
     try:
         for _ in range(600):
@@ -207,11 +212,7 @@ def _zombie(pid: int) -> bool:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_starts_its_own_worker(db_url: str, link: WorkerLink) -> None:
-    spans = LinkedSpanProcessor(link)
-    spans.on_end(request_span("/parent"))
-    assert spans.force_flush(30_000)
-    parent_worker = link._worker
-    assert parent_worker is not None
+    spans, parent_worker = _running(link, "/parent")
     later = request_span("/parent-again")  # made before the fork: ids the child does not reuse
     pid = os.fork()
     if pid == 0:  # the child (gunicorn --preload forks workers like this)
@@ -237,11 +238,7 @@ def test_a_forked_child_starts_its_own_worker(db_url: str, link: WorkerLink) -> 
 def test_sigterm_to_the_process_group_leaves_the_worker_to_the_service(db_url: str, link: WorkerLink) -> None:
     # A container stop or Ctrl-C reaches every process of the group: the worker stays for the
     # service's own shutdown, which still has records to send.
-    spans = LinkedSpanProcessor(link)
-    spans.on_end(request_span("/one"))
-    assert spans.force_flush(30_000)
-    worker = link._worker
-    assert worker is not None
+    spans, worker = _running(link, "/one")
     os.kill(worker.process.pid, signal.SIGTERM)
     os.kill(worker.process.pid, signal.SIGINT)
     time.sleep(0.3)
