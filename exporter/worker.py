@@ -39,7 +39,7 @@ logger = exporter_logger(__name__)
 
 Counts = list[tuple[tuple[str, str, str], int]]
 # How often an idle worker sends what its counters gained (the spool's replay, say).
-_IDLE_COUNTS_S = 1.0
+_IDLE_COUNTS_S = 0.25
 
 
 class _CountsSince:

@@ -177,7 +177,16 @@ def test_rows_equal_requests_after_a_database_outage(postgres: tuple[Path, str],
         deadline = time.monotonic() + 30
         while table_counts(url) != expected and time.monotonic() < deadline:
             time.sleep(0.25)
+        # The export worker's counters reach the service's /metrics with its next message (well
+        # within a second when idle): the replay is counted there shortly after the rows land.
+        deadline = time.monotonic() + 10
         metrics_text = httpx.get(f"{app.base_url}/metrics", timeout=5).text
+        while (
+            metric(metrics_text, "homepot_analytics_rows_replayed_total", "api_request_logs") == 0
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+            metrics_text = httpx.get(f"{app.base_url}/metrics", timeout=5).text
     finally:
         app.stop()
 
