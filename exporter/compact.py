@@ -107,8 +107,8 @@ def encode_span(span: ReadableSpan, interned: Interned) -> bytes:
         events,
         status.status_code.value,
         status.description,
-        interned.key(span.resource, _describe_resource),
-        interned.key(span.instrumentation_scope, _describe_scope),
+        resource_key(interned, span.resource),
+        scope_key(interned, span.instrumentation_scope),
     )
 
 
@@ -120,11 +120,11 @@ def encode_span_fields(*fields: Any) -> bytes:
     return pickle.dumps(fields, _PROTOCOL)
 
 
-def resource_key(interned: Interned, resource: Resource) -> int:
+def resource_key(interned: Interned, resource: Resource | None) -> int:
     return interned.key(resource, _describe_resource)
 
 
-def scope_key(interned: Interned, scope: InstrumentationScope) -> int:
+def scope_key(interned: Interned, scope: InstrumentationScope | None) -> int:
     return interned.key(scope, _describe_scope)
 
 
@@ -148,8 +148,8 @@ def encode_log_record(record: ReadableLogRecord, interned: Interned) -> bytes:
         log.body,
         dict(plain(log.attributes)),
         getattr(log, "event_name", None),
-        interned.key(record.resource, _describe_resource),
-        interned.key(record.instrumentation_scope, _describe_scope),
+        resource_key(interned, record.resource),
+        scope_key(interned, record.instrumentation_scope),
     ]
     try:
         return pickle.dumps(tuple(fields), _PROTOCOL)

@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from exporter.compact import Interned, Rebuilt, decode_span, encode_log_record, encode_span
 from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
-from exporter.processor import register_queue
+from exporter.processor import count_dropped, register_queue
 from exporter.routing import log_tables, span_tables
 from exporter.stats import DropReporter
 from exporter.worker_link import WorkerLink
@@ -54,19 +54,15 @@ class _Linked:
 
     def take(self, record: Any) -> None:
         with _ENCODE_GUARD:
-            if self._shut_down or self.link.closed:
-                self._count(record, "after_shutdown")
-            elif not self._put(self._encode(record, self.link.interned)):
-                self._count(record, "after_shutdown" if self.link.closed else "queue_full")
+            self._offer(lambda: self._encode(record, self.link.interned), lambda: record)
 
-    def _count(self, record: Any, reason: str) -> None:
-        counts: dict[str, int] = {}
-        for table in self._tables_of(record):
-            counts[table] = counts.get(table, 0) + 1
-        for table, count in counts.items():
-            self.link.stats.add("dropped", table, count, reason=reason)
-        if counts:
-            self._drops.report(reason, counts)
+    def _offer(self, data: Callable[[], bytes], record: Callable[[], Any]) -> None:
+        """Hand ``data()`` over unless shut down; what is not taken is counted (``record()``
+        gives the record, to know its tables)."""
+        if not (self._shut_down or self.link.closed) and self._put(data()):
+            return
+        reason = "after_shutdown" if self._shut_down or self.link.closed else "queue_full"
+        count_dropped([record()], self._tables_of, self.link.stats, self._drops, reason)
 
     def queue_length(self) -> int:
         return self.link.queued
@@ -103,10 +99,7 @@ class LinkedSpanProcessor(_Linked, SpanProcessor):
         """A span encoded already (``instrumentation.request_span``); counted like the others
         when it is not taken (decoded then, to know its tables: the rare path)."""
         with _ENCODE_GUARD:
-            closed = self._shut_down or self.link.closed
-            if closed or not self.link.put_span(data):
-                span = decode_span(data, Rebuilt(self.link.interned.descriptions()))
-                self._count(span, "after_shutdown" if closed or self.link.closed else "queue_full")
+            self._offer(lambda: data, lambda: decode_span(data, Rebuilt(self.link.interned.descriptions())))
 
 
 class LinkedLogRecordProcessor(_Linked, LogRecordProcessor):

@@ -18,7 +18,7 @@ import collections
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol
 
@@ -52,6 +52,25 @@ _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 def register_queue(view: QueueView) -> None:
     """Show ``view``'s queue in the gauge while it lives (held weakly)."""
     _LIVE.add(view)
+
+
+def count_dropped(
+    records: Iterable[Any],
+    tables_of: Callable[[Any], list[str]],
+    stats: ExportStats,
+    drops: DropReporter,
+    reason: str,
+) -> None:
+    """Count the rows ``records`` would have become as dropped for ``reason``, per table, and
+    say so in the log (every processor of ours, whatever it queues)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        for table in tables_of(record):
+            counts[table] = counts.get(table, 0) + 1
+    for table, count in counts.items():
+        stats.add("dropped", table, count, reason=reason)
+    if counts:
+        drops.report(reason, counts)
 
 
 class _DropCounter:
@@ -113,14 +132,7 @@ class _DropCounter:
     def _count(self, items: list[Any], reason: str) -> None:
         # Counting must never break the request that ended the span.
         with never_raise("could not count a dropped %s", self.signal, logger=logger):
-            counts: dict[str, int] = {}
-            for item in items:
-                for table in self._tables_of(item):
-                    counts[table] = counts.get(table, 0) + 1
-            for table, count in counts.items():
-                self._stats.add("dropped", table, count, reason=reason)
-            if counts:
-                self._drops.report(reason, counts)
+            count_dropped(items, self._tables_of, self._stats, self._drops, reason)
 
     def queue_length(self) -> int:
         return len(self._queue)

@@ -147,7 +147,6 @@ class WorkerLink:
         self._flush_wanted = False
         self._start_wanted = False
         self._closing = False
-        self._closed = False
         self._sender: threading.Thread | None = None
         self._worker: _Worker | None = None
         self._pause_s = 0.0
@@ -180,8 +179,7 @@ class WorkerLink:
             self._accepted += 1
             if buffered + 1 >= self.batch_size:
                 self._changed.notify_all()
-            if self._sender is None or not self._sender.is_alive():
-                self._start_sender()
+            self._ensure_sender()
         return True
 
     def start_worker(self) -> None:
@@ -190,8 +188,7 @@ class WorkerLink:
         with self._changed:
             self._start_wanted = True
             self._changed.notify_all()
-            if self._sender is None or not self._sender.is_alive():
-                self._start_sender()
+            self._ensure_sender()
 
     @property
     def closed(self) -> bool:
@@ -211,8 +208,7 @@ class WorkerLink:
                 return True
             self._flush_wanted = True
             self._changed.notify_all()
-            if self._sender is None or not self._sender.is_alive():
-                self._start_sender()
+            self._ensure_sender()
             return self._changed.wait_for(lambda: self._finished >= target, timeout_s)
 
     def shutdown(self, timeout_s: float = 5.0) -> bool:
@@ -228,7 +224,7 @@ class WorkerLink:
             sender.join(max(deadline - time.monotonic(), 0))
         if not flushed:
             with self._changed:
-                waiting = len(self._spans) + len(self._logs) + self._in_flight
+                waiting = self.queued
             logger.warning(
                 "analytics export worker still busy after %.1f s at shutdown: %d records not yet "
                 "acknowledged (the worker goes on while it lives)",
@@ -244,12 +240,13 @@ class WorkerLink:
         except subprocess.TimeoutExpired:
             logger.warning("analytics export worker (pid %d) still stopping", worker.process.pid)
             return False
-        finally:
-            self._closed = True
         return flushed
 
     # --- the sender thread ------------------------------------------------------------------
-    def _start_sender(self) -> None:
+    def _ensure_sender(self) -> None:
+        """Start the sender thread unless it runs (called with ``_changed`` held)."""
+        if self._sender is not None and self._sender.is_alive():
+            return
         thread = threading.Thread(target=self._send_loop, name="homepot-analytics-sender", daemon=True)
         try:
             thread.start()

@@ -226,6 +226,10 @@ class RequestSpans:
         self._provider = provider
         self._processor = processor
         self._processors = provider._active_span_processor
+        # Fixed when the provider is made: no attribute length limit to apply, the SDK enabled.
+        self._eligible = provider._span_limits.max_span_attribute_length is None and not getattr(
+            provider, "_disabled", False
+        )
         link = processor.link
         self._resource = resource_key(link.interned, provider.resource)
         self._scope = scope_key(link.interned, InstrumentationScope(INSTRUMENTATION_NAME))
@@ -235,11 +239,10 @@ class RequestSpans:
         an application may add its own processor at any time)."""
         processors = getattr(self._processors, "_span_processors", None)
         return (
-            processors is not None
+            self._eligible
+            and processors is not None
             and len(processors) == 1
             and processors[0] is self._processor
-            and self._provider._span_limits.max_span_attribute_length is None
-            and not getattr(self._provider, "_disabled", False)
         )
 
     def start(self, name: str, parent_context: Context | None, attributes: dict[str, Any]) -> trace.Span:
