@@ -24,8 +24,17 @@ from exporter.containment import never_raise
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
-from exporter.rollups.definitions import COARSE, DAILY, GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS
-from exporter.rollups.rebuild import rebuild_all, rebuild_days_from_hours
+from exporter.rollups.definitions import (
+    COARSE,
+    DAILY,
+    GRAINS,
+    LATENCY_BINS,
+    LATENCY_COUNTS,
+    ROLLUPS,
+    STORED_QUANTILES,
+    Rollup,
+)
+from exporter.rollups.rebuild import rank_unranked, rebuild_all, rebuild_days_from_hours
 from exporter.rollups.schema import rollup_metadata
 from exporter.rollups.stale import TRIGGERS_DDL
 from exporter.schema import TABLES, metadata
@@ -203,8 +212,9 @@ def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
     daily = [rollup.table_name(DAILY) for rollup in ROLLUPS]
     missing = [name for name in daily if not inspect(conn).has_table(name)]
     # A rollup migration 6 did not have at all (route_latency) is built from the raw rows.
-    new = [r for r in ROLLUPS if not inspect(conn).has_table(r.table_name(COARSE))]
+    new = _missing_rollups(conn)
     rollup_metadata.create_all(conn, checkfirst=True)
+    _add_stored_quantile_columns(conn)  # the rebuild below ranks them (migration 8's columns)
     if new:
         hours = rebuild_all(conn, commit_each=False)
         logger.info("rollups built from the stored rows: %d hours", hours)
@@ -216,6 +226,38 @@ def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
     for statement in TRIGGERS_DDL:
         conn.execute(text(statement))
     return changed
+
+
+def _missing_rollups(conn: Connection) -> list[Rollup]:
+    return [rollup for rollup in ROLLUPS if not inspect(conn).has_table(rollup.table_name(COARSE))]
+
+
+def _add_stored_quantile_columns(conn: Connection) -> None:
+    for rollup in ROLLUPS:
+        for grain in GRAINS:
+            name = rollup.table_name(grain)
+            if rollup.latency is None or not inspect(conn).has_table(name):
+                continue
+            added = ", ".join(
+                f"ADD COLUMN IF NOT EXISTS {column} double precision" for column in STORED_QUANTILES.values()
+            )
+            conn.execute(text(f"ALTER TABLE {name} {added}"))
+
+
+def _stored_quantiles_and_job_latency(conn: Connection) -> list[str]:
+    """Each latency rollup row keeps its quantiles, ranked from its bins (so the history older than
+    the raw rows gets them too); job_latency (a type's durations across statuses) is new, built
+    from the raw rows still there."""
+    new = _missing_rollups(conn)
+    rollup_metadata.create_all(conn, checkfirst=True)
+    _add_stored_quantile_columns(conn)
+    if new:
+        hours = rebuild_all(conn, commit_each=False, rollups=new)
+        logger.info("%s built from the stored rows: %d hours", ", ".join(r.name for r in new), hours)
+    days = rank_unranked(conn)
+    if days:
+        logger.info("rollup quantiles stored for %d days", days)
+    return []
 
 
 MIGRATIONS: list[Migration] = [
@@ -231,6 +273,11 @@ MIGRATIONS: list[Migration] = [
         7,
         "rollups kept by triggers and refresh; histograms in their group rows; daily rollups",
         _rollups_refreshed_by_triggers,
+    ),
+    Migration(
+        8,
+        "latency rollups keep each row's quantiles; job_latency (durations per job type)",
+        _stored_quantiles_and_job_latency,
     ),
 ]
 

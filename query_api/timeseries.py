@@ -31,8 +31,10 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     CompoundSelect,
+    Double,
     Integer,
     Select,
+    SmallInteger,
     Table,
     case,
     cast,
@@ -42,6 +44,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ColumnCollection
 
 from exporter.histogram import arrays_sql, bucket_sql, quantiles
@@ -53,11 +56,13 @@ from exporter.rollups.definitions import (
     ERRORS,
     FINE,
     GRAINS,
+    JOB_LATENCY,
     JOBS,
     LATENCY_BINS,
     LATENCY_COUNTS,
     REQUESTS,
     ROUTE_LATENCY,
+    STORED_QUANTILES,
     Grain,
     Rollup,
 )
@@ -161,6 +166,7 @@ JOB_SERIES = TableSeries(
         ),
     },
     quantiles={"p50_duration_ms": 0.5, "p95_duration_ms": 0.95},
+    latency_rollup=JOB_LATENCY,
 )
 ERROR_SERIES = TableSeries(
     "errors",
@@ -325,13 +331,17 @@ def _column(name: str) -> Callable[[Table], ColumnElement[Any]]:
     return lambda groups: groups.c[name]
 
 
-def _latency_source(
+def _latency_sources(
     rollup: Rollup, plan: Plan, raw_filters: Sequence[ColumnElement[bool]], names: Sequence[str]
-) -> Select[Any] | CompoundSelect[Any]:
-    """``(bucket, keys..., bin, count)`` rows of ``rollup``'s latency histogram."""
+) -> tuple[list[Select[Any]], list[Select[Any]]]:
+    """``rollup``'s latency over the plan's pieces, in two parts: the rollup rows of the plan's own
+    grain, ``(bucket, keys..., bins, counts, stored quantiles...)`` (each a whole point's worth of
+    its group), and the rest in long format, ``(bucket, keys..., bin, count)``: the finer buckets
+    towards a stale edge, unnested, and raw rows, a count of 1 each."""
     assert rollup.latency is not None
     latency = rollup.source.c[rollup.latency]
-    selects: list[Select[Any]] = []
+    whole: list[Select[Any]] = []
+    long: list[Select[Any]] = []
     for piece in pieces(plan):
         if piece.grain is None:
             raw = _raw_select(
@@ -343,10 +353,13 @@ def _latency_source(
                 bucket_sql(latency).label("bin"),
                 cast(literal(1), BigInteger).label("count"),
             )
-            selects.append(raw.where(latency.is_not(None)))
+            long.append(raw.where(latency.is_not(None)))
+        elif piece.grain.width == plan.width:
+            stored = [LATENCY_BINS, LATENCY_COUNTS, *STORED_QUANTILES.values()]
+            whole.append(_rollup_select(rollup, plan, piece, names, *(_column(name) for name in stored)))
         else:
             # Two unnests in one select list walk their arrays side by side: (bin, count) pairs.
-            selects.append(
+            long.append(
                 _rollup_select(
                     rollup,
                     plan,
@@ -356,7 +369,7 @@ def _latency_source(
                     lambda groups: func.unnest(groups.c[LATENCY_COUNTS]).label("count"),
                 )
             )
-    return union_of(selects)
+    return whole, long
 
 
 def _series_index(
@@ -441,23 +454,76 @@ def histograms_sql(
     *,
     raw_filters: Sequence[ColumnElement[bool]] = (),
     names: Sequence[str] = (),
-) -> Select[Any]:
-    """Rows ``(bucket, idx, bins, counts)``: each point's latency histogram, its bins added up in
-    SQL (one pass, no sort of every bin) and ranked by ``histogram.quantiles`` in ``assemble``.
-    Series as in ``series_sql``; a point without rows has no row."""
+) -> CompoundSelect[Any] | Select[Any]:
+    """Rows ``(bucket, idx, bins, counts, stored quantiles...)``, one per point with rows, ranked
+    in ``assemble``. A point that is one rollup row of the plan's grain (a route's hour) comes
+    with the quantiles stored in that row and no bins: nothing to add up, whatever the row
+    holds. Any other point (several groups, the "other" series, a stale edge) comes with its bins
+    added up in SQL (one pass, no sort of every bin) for ``histogram.quantiles``, and no stored
+    quantiles. Series as in ``series_sql``."""
 
     def index_of(columns: Columns) -> ColumnElement[int]:
         return _series_index(spec, group_by, groups, columns)
 
-    l_ = _latency_source(spec.latency_rollup_for(group_by), plan, raw_filters, names).subquery("l")
-    idx = index_of(l_.c).label("idx")
-    merged = (
-        select(l_.c.bucket, idx, l_.c.bin, cast(func.sum(l_.c["count"]), BigInteger).label("n"))
-        .where(l_.c.bin.is_not(None))
-        .group_by(literal_position(1), literal_position(2), literal_position(3))
-        .subquery("merged")
-    )
-    return arrays_sql(merged, ["bucket", "idx"], count_column="n")
+    rollup = spec.latency_rollup_for(group_by)
+    whole, long_parts = _latency_sources(rollup, plan, raw_filters, names)
+    long = [_indexed(part, index_of) for part in long_parts]  # (bucket, idx, bin, count)
+    stored = list(STORED_QUANTILES.values())
+    answers: list[Select[Any]] = []
+    if whole:
+        w = union_of(whole).subquery("w")
+        idx = index_of(w.c)
+        rows = select(
+            w.c.bucket,
+            idx.label("idx"),
+            w.c[LATENCY_BINS],
+            w.c[LATENCY_COUNTS],
+            *(w.c[name] for name in stored),
+            func.count().over(partition_by=[w.c.bucket, idx]).label("rows_in_point"),
+        ).subquery("rows")
+        alone = rows.c.rows_in_point == 1
+        answers.append(
+            select(
+                rows.c.bucket,
+                rows.c.idx,
+                cast(literal(None), ARRAY(SmallInteger)).label("bins"),
+                cast(literal(None), ARRAY(BigInteger)).label("counts"),
+                *(rows.c[name] for name in stored),
+            ).where(alone)
+        )
+        long.append(
+            select(
+                rows.c.bucket,
+                rows.c.idx,
+                func.unnest(rows.c[LATENCY_BINS]).label("bin"),
+                func.unnest(rows.c[LATENCY_COUNTS]).label("count"),
+            ).where(~alone)
+        )
+    if long:
+        l_ = union_of(long).subquery("l")
+        merged = (
+            select(l_.c.bucket, l_.c.idx, l_.c.bin, cast(func.sum(l_.c["count"]), BigInteger).label("n"))
+            .where(l_.c.bin.is_not(None))
+            .group_by(literal_position(1), literal_position(2), literal_position(3))
+            .subquery("merged")
+        )
+        ranked_later = arrays_sql(merged, ["bucket", "idx"], count_column="n").subquery("ranked_later")
+        answers.append(
+            select(
+                ranked_later.c.bucket,
+                ranked_later.c.idx,
+                ranked_later.c.bins,
+                ranked_later.c.counts,
+                *(cast(literal(None), Double).label(name) for name in stored),
+            )
+        )
+    return union_of(answers)
+
+
+def _indexed(part: Select[Any], index_of: Callable[[Columns], ColumnElement[int]]) -> Select[Any]:
+    """A long-format ``(bucket, keys..., bin, count)`` select as ``(bucket, idx, bin, count)``."""
+    inner = part.subquery()
+    return select(inner.c.bucket, index_of(inner.c).label("idx"), inner.c.bin, inner.c["count"])
 
 
 def literal_position(position: int) -> ColumnElement[Any]:
@@ -497,6 +563,13 @@ def _count_point(row: dict[str, Any], seconds: float) -> dict[str, Any]:
 _POINTS = {"requests": _request_point, "jobs": _job_point}
 
 
+def _ranked(found: Mapping[str, Any], fractions: Mapping[str, float]) -> dict[str, float | None]:
+    """A point's quantiles: stored in its one rollup row, or ranked from its merged bins."""
+    if found["bins"] is None:
+        return {label: found[STORED_QUANTILES[q]] for label, q in fractions.items()}
+    return quantiles(dict(zip(found["bins"], found["counts"], strict=True)), fractions)
+
+
 def assemble(
     spec: TableSeries,
     plan: Plan,
@@ -520,10 +593,6 @@ def assemble(
     empty = dict.fromkeys(spec.quantiles)
     for row in rows:
         found = by_point.get((row["bucket"], row["idx"]))
-        ranked = (
-            empty
-            if found is None
-            else quantiles(dict(zip(found["bins"], found["counts"], strict=True)), spec.quantiles)
-        )
+        ranked = empty if found is None else _ranked(found, spec.quantiles)
         series[row["idx"]]["points"].append(point(dict(row) | ranked, seconds))
     return series

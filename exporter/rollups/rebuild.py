@@ -12,16 +12,18 @@ its hours before the oldest raw row still count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Float,
     Table,
     Text,
     cast,
+    column,
     delete,
     func,
     insert,
@@ -29,10 +31,11 @@ from sqlalchemy import (
     literal_column,
     select,
     update,
+    values,
 )
 from sqlalchemy.sql import Select, Subquery
 
-from exporter.histogram import arrays_sql, bucket_sql
+from exporter.histogram import arrays_sql, bucket_sql, quantiles
 from exporter.rollups.definitions import (
     COARSE,
     DAILY,
@@ -40,6 +43,7 @@ from exporter.rollups.definitions import (
     LATENCY_BINS,
     LATENCY_COUNTS,
     ROLLUPS,
+    STORED_QUANTILES,
     Grain,
     Rollup,
 )
@@ -114,6 +118,37 @@ def _set_histograms(conn: Connection, groups: Table, keys: list[str], long_rows:
     )
 
 
+_RANKED_PER_STATEMENT = 1000  # rows whose quantiles one UPDATE sets (a few bound values per row)
+
+
+def _store_quantiles(
+    conn: Connection, groups: Table, keys: list[str], since: datetime, until: datetime
+) -> None:
+    """Rank and store the quantiles (``STORED_QUANTILES``) of each row of ``groups`` in
+    ``[since, until)`` from its bins, by ``histogram.quantiles``: the one ranking there is."""
+    pk = ["bucket", *keys]
+    rows = conn.execute(
+        select(*(groups.c[name] for name in pk), groups.c[LATENCY_BINS], groups.c[LATENCY_COUNTS]).where(
+            groups.c.bucket >= since, groups.c.bucket < until
+        )
+    ).all()
+    fractions = {name: q for q, name in STORED_QUANTILES.items()}
+    ranked = [
+        (*row[: len(pk)], *quantiles(dict(zip(row[-2], row[-1], strict=True)), fractions).values())
+        for row in rows
+    ]
+    columns = [column(name, groups.c[name].type) for name in pk]
+    columns += [column(name, Float()) for name in fractions]
+    for at in range(0, len(ranked), _RANKED_PER_STATEMENT):
+        found = values(*columns, name="ranked").data(ranked[at : at + _RANKED_PER_STATEMENT])
+        conn.execute(
+            update(groups)
+            .where(*(groups.c[name] == found.c[name] for name in pk))
+            # Cast: a column of NULLs alone (rows without bins) would come out of VALUES as text.
+            .values({name: cast(found.c[name], Float) for name in fractions})
+        )
+
+
 def _insert(conn: Connection, table: Table, query: Select[Any]) -> None:
     conn.execute(insert(table).from_select([c.name for c in query.selected_columns], query))
 
@@ -131,15 +166,16 @@ def rebuild_from_raw(
         if rollup.latency is not None:
             long_rows = _latency_select(rollup, grain, since, until).subquery("long_rows")
             _set_histograms(conn, tables["groups"], keys, long_rows)
+            _store_quantiles(conn, tables["groups"], keys, since, until)
         if "members" in tables:
             _insert(conn, tables["members"], _members_select(rollup, grain, since, until))
 
 
-def rebuild_hour(conn: Connection, since: datetime) -> None:
-    """Rebuild every rollup's 5-minute and hourly buckets in ``[since, since + 1 h)`` (``since`` on
+def rebuild_hour(conn: Connection, since: datetime, rollups: Sequence[Rollup] = ROLLUPS) -> None:
+    """Rebuild the rollups' 5-minute and hourly buckets in ``[since, since + 1 h)`` (``since`` on
     the hour) from raw rows; the day holding them is ``rebuild_day``'s."""
     for grain in HOURLY_AND_FINER:
-        rebuild_from_raw(conn, ROLLUPS, grain, since, since + COARSE.width)
+        rebuild_from_raw(conn, rollups, grain, since, since + COARSE.width)
 
 
 def roll_up(
@@ -180,6 +216,7 @@ def roll_up(
                 .subquery("long_rows")
             )
             _set_histograms(conn, target["groups"], keys, long_rows)
+            _store_quantiles(conn, target["groups"], keys, bucket, until)
         if "members" in target:
             members = source["members"]
             query = (
@@ -194,30 +231,32 @@ def roll_up(
             _insert(conn, target["members"], query)
 
 
-def rebuild_day(conn: Connection, day: datetime) -> None:
-    """Rebuild every rollup's daily bucket ``day`` from its hourly buckets."""
-    roll_up(conn, ROLLUPS, COARSE, DAILY, day)
+def rebuild_day(conn: Connection, day: datetime, rollups: Sequence[Rollup] = ROLLUPS) -> None:
+    """Rebuild the rollups' daily bucket ``day`` from their hourly buckets."""
+    roll_up(conn, rollups, COARSE, DAILY, day)
 
 
-def oldest_raw_row(conn: Connection) -> datetime | None:
+def oldest_raw_row(conn: Connection, rollups: Sequence[Rollup] = ROLLUPS) -> datetime | None:
     """The oldest timestamp in any raw table the rollups read (None: all empty)."""
     oldest = [
         conn.execute(select(func.min(table.c.timestamp))).scalar()
-        for table in {rollup.source for rollup in ROLLUPS}
+        for table in {rollup.source for rollup in rollups}
     ]
     found = [moment for moment in oldest if moment is not None]
     return min(found) if found else None
 
 
-def _hours_with_rows(conn: Connection, since: datetime, until: datetime) -> list[datetime]:
+def _hours_with_rows(
+    conn: Connection, since: datetime, until: datetime, rollups: Sequence[Rollup]
+) -> list[datetime]:
     """The hours in ``[since, until)`` that hold raw rows or rollup buckets (the others have
     nothing to rebuild: a range of years with a few rows costs a few hours, not thousands)."""
     hours: set[datetime] = set()
-    for source in {rollup.source for rollup in ROLLUPS}:
+    for source in {rollup.source for rollup in rollups}:
         hour = COARSE.bucket_sql(source.c.timestamp)
         query = select(hour).where(source.c.timestamp >= since, source.c.timestamp < until).distinct()
         hours.update(conn.execute(query).scalars())
-    for rollup in ROLLUPS:
+    for rollup in rollups:
         groups = tables_of(rollup, COARSE)["groups"]
         query = select(groups.c.bucket).where(groups.c.bucket >= since, groups.c.bucket < until).distinct()
         hours.update(conn.execute(query).scalars())
@@ -231,25 +270,47 @@ def rebuild(
     progress: Progress | None = None,
     *,
     commit_each: bool = True,
+    rollups: Sequence[Rollup] = ROLLUPS,
 ) -> int:
     """Rebuild the hours that overlap ``[start, end)`` and hold rows, clamped to where raw rows
     exist; returns how many hours were rebuilt. Each hour is committed on its own unless
     ``commit_each`` is False (a migration, which runs in one transaction)."""
-    oldest = oldest_raw_row(conn)
+    oldest = oldest_raw_row(conn, rollups)
     if oldest is None:
         return 0
     since = COARSE.bucket(max(start, oldest))
-    hours = _hours_with_rows(conn, since, end)
+    hours = _hours_with_rows(conn, since, end, rollups)
     for done, hour in enumerate(hours, start=1):
-        rebuild_hour(conn, hour)
+        rebuild_hour(conn, hour, rollups)
         next_day = DAILY.bucket(hour + COARSE.width)
         if done == len(hours) or DAILY.bucket(hours[done]) >= next_day:  # the day's last hour
-            rebuild_day(conn, DAILY.bucket(hour))
+            rebuild_day(conn, DAILY.bucket(hour), rollups)
         if commit_each:
             conn.commit()
         if progress is not None:
             progress(done, len(hours))
     return len(hours)
+
+
+def rank_unranked(conn: Connection) -> int:
+    """Store the quantiles of every latency rollup row that has none yet, from its bins (the
+    migration that adds them: also the buckets older than the raw rows); a day at a time, so a
+    year of 5-minute rows is never in memory at once. Returns the days ranked."""
+    days = 0
+    for rollup in ROLLUPS:
+        if rollup.latency is None:
+            continue
+        keys = [key.name for key in rollup.keys]
+        for grain in GRAINS:
+            groups = tables_of(rollup, grain)["groups"]
+            unranked = groups.c[STORED_QUANTILES[0.5]].is_(None) & (
+                func.cardinality(groups.c[LATENCY_BINS]) > 0
+            )
+            day = DAILY.bucket_sql(groups.c.bucket)
+            for (start,) in conn.execute(select(day).where(unranked).distinct().order_by(day)):
+                _store_quantiles(conn, groups, keys, start, start + DAILY.width)
+                days += 1
+    return days
 
 
 def rebuild_days_from_hours(conn: Connection) -> int:
@@ -264,9 +325,10 @@ def rebuild_days_from_hours(conn: Connection) -> int:
     return len(days)
 
 
-def rebuild_all(conn: Connection, *, commit_each: bool = True) -> int:
-    """Rebuild from the oldest raw row to now (the migration that creates the rollups)."""
-    oldest = oldest_raw_row(conn)
+def rebuild_all(conn: Connection, *, commit_each: bool = True, rollups: Sequence[Rollup] = ROLLUPS) -> int:
+    """Rebuild ``rollups`` from the oldest raw row to now (the migrations that create rollups)."""
+    oldest = oldest_raw_row(conn, rollups)
     if oldest is None:
         return 0
-    return rebuild(conn, oldest, datetime.now(oldest.tzinfo) + timedelta(hours=1), commit_each=commit_each)
+    end = datetime.now(oldest.tzinfo) + timedelta(hours=1)
+    return rebuild(conn, oldest, end, commit_each=commit_each, rollups=rollups)

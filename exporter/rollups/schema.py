@@ -29,7 +29,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
 
-from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS, Grain, Rollup
+from exporter.rollups.definitions import (
+    GRAINS,
+    LATENCY_BINS,
+    LATENCY_COUNTS,
+    ROLLUPS,
+    STORED_QUANTILES,
+    Grain,
+    Rollup,
+)
 
 rollup_metadata = MetaData()
 
@@ -53,6 +61,7 @@ def _histogram_columns(rollup: Rollup) -> list[Column[Any]]:
     return [
         Column(LATENCY_BINS, ARRAY(SmallInteger), nullable=False, server_default=text("'{}'")),
         Column(LATENCY_COUNTS, ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
+        *(Column(name, Float, nullable=True) for name in STORED_QUANTILES.values()),
     ]
 
 

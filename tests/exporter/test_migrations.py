@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -57,6 +58,14 @@ def _columns(url: str, table: str) -> dict[str, str]:
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = %s", (table,)
         ).fetchall()
     return dict(rows)
+
+
+def _rows_of(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
+    """A table's rows by column name (a migration may add a column back in another position)."""
+    cursor = conn.execute(f"SELECT * FROM {table}")
+    names = [column.name for column in cursor.description or ()]
+    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return sorted(rows, key=lambda row: repr(sorted(row.items())))
 
 
 def test_create_tables_twice_second_run_changes_nothing(empty_database: str) -> None:
@@ -121,7 +130,7 @@ def test_migration_3_adds_the_release_columns_to_existing_tables_keeping_rows(em
                 "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms,"
                 " event_id) VALUES (now(), '/kept', 'GET', 200, 1, gen_random_uuid())"
             )
-        assert [migration.version for migration in migrate(engine)] == [3, 4, 5, 6, 7]
+        assert [migration.version for migration in migrate(engine)] == [3, 4, 5, 6, 7, 8]
     finally:
         engine.dispose()
     for table in TABLES:
@@ -143,7 +152,7 @@ def test_an_insert_without_event_id_gets_one_also_after_migration_5_upgrades_old
             for table in TABLES:
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN event_id DROP DEFAULT")
             conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 5")
-        assert [migration.version for migration in migrate(engine)] == [5, 6, 7]
+        assert [migration.version for migration in migrate(engine)] == [5, 6, 7, 8]
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
@@ -189,7 +198,7 @@ def test_migration_7_folds_latency_tables_into_their_groups_and_sums_days_from_h
             rebuild(conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 7, tzinfo=UTC))
         with psycopg.connect(empty_database, autocommit=True) as conn:
             expected = {
-                name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall())
+                name: _rows_of(conn, name)
                 for name in (rollup.table_name(grain) for rollup in ROLLUPS for grain in GRAINS)
             }
             # Back to the first shape of migration 6, then the raw rows of the first day purged.
@@ -215,11 +224,11 @@ def test_migration_7_folds_latency_tables_into_their_groups_and_sums_days_from_h
                     )
             conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 7")
             conn.execute("DELETE FROM api_request_logs WHERE timestamp < '2026-11-02+00'")
-        assert [migration.version for migration in migrate(engine)] == [7]
+        assert [migration.version for migration in migrate(engine)] == [7, 8]
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
-        found = {name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall()) for name in expected}
+        found = {name: _rows_of(conn, name) for name in expected}
         latency_tables = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE tablename LIKE '%latency'"
         ).fetchone()
@@ -229,7 +238,74 @@ def test_migration_7_folds_latency_tables_into_their_groups_and_sums_days_from_h
     }
     # The new rollup is built from the raw rows still there (from 2 November on).
     assert found["rollup_route_latency_1h"] == [
-        row for row in expected["rollup_route_latency_1h"] if row[0] >= datetime(2026, 11, 2, tzinfo=UTC)
+        row
+        for row in expected["rollup_route_latency_1h"]
+        if row["bucket"] >= datetime(2026, 11, 2, tzinfo=UTC)
     ]
-    assert found["rollup_requests_1d"][0][0] == datetime(2026, 11, 1, tzinfo=UTC)  # a purged day kept
+    assert found["rollup_requests_1d"][0]["bucket"] == datetime(2026, 11, 1, tzinfo=UTC)  # a purged day kept
     assert latency_tables == (0,)
+
+
+def test_migration_8_ranks_every_latency_row_and_builds_job_latency_from_the_raw_rows(
+    empty_database: str,
+) -> None:
+    """Stored quantiles are ranked from each row's own bins, also in buckets whose raw rows are
+    gone; job_latency, new, is built from the raw rows still there."""
+    from exporter.rollups.definitions import GRAINS, JOB_LATENCY, ROLLUPS, STORED_QUANTILES
+    from exporter.rollups.rebuild import rebuild
+
+    quantile_columns = ", ".join(STORED_QUANTILES.values())
+    engine = create_engine(empty_database)
+    try:
+        migrate(engine)
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO api_request_logs (timestamp, endpoint, route, method, status_code, "
+                "response_time_ms) SELECT timestamp '2026-11-01 00:00+00' + i * interval '37 minutes', "
+                "'/d', '/d', 'GET', 200, i % 97 + 0.5 FROM generate_series(1, 200) AS i"
+            )
+            conn.execute(
+                "INSERT INTO job_outcomes (timestamp, job_id, job_type, status, duration_ms) "
+                "SELECT timestamp '2026-11-01 00:00+00' + i * interval '41 minutes', 'j' || i, "
+                "'restart', CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'success' END, i * 13 "
+                "FROM generate_series(1, 200) AS i"
+            )
+        with engine.connect() as conn:
+            rebuild(conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 7, tzinfo=UTC))
+        latency_tables = [
+            rollup.table_name(grain) for rollup in ROLLUPS if rollup.latency is not None for grain in GRAINS
+        ]
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            expected = {name: _rows_of(conn, name) for name in latency_tables}
+            assert conn.execute(
+                "SELECT count(*) FROM rollup_requests_1h WHERE latency_p50 IS NULL"
+            ).fetchone() == (0,)
+            # Back to version 7: no stored quantiles, no job_latency; then a day of raw rows purged.
+            for name in latency_tables:
+                if name.startswith(f"rollup_{JOB_LATENCY.name}_"):
+                    conn.execute(f"DROP TABLE {name}")
+                else:
+                    dropped = ", ".join(f"DROP COLUMN {c}" for c in STORED_QUANTILES.values())
+                    conn.execute(f"ALTER TABLE {name} {dropped}")
+            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 8")
+            conn.execute("DELETE FROM api_request_logs WHERE timestamp < '2026-11-02+00'")
+            conn.execute("DELETE FROM job_outcomes WHERE timestamp < '2026-11-02+00'")
+            conn.execute("DELETE FROM rollup_stale_buckets")
+        assert [migration.version for migration in migrate(engine)] == [8]
+    finally:
+        engine.dispose()
+    with psycopg.connect(empty_database) as conn:
+        found = {name: _rows_of(conn, name) for name in latency_tables}
+        unranked = conn.execute(
+            f"SELECT count(*) FROM rollup_requests_5m WHERE ({quantile_columns}) IS NULL"
+        ).fetchone()
+    built = {name for name in latency_tables if name.startswith(f"rollup_{JOB_LATENCY.name}_")}
+    # Every older rollup row, the purged day's included, has the quantiles a rebuild gives it.
+    assert {k: v for k, v in found.items() if k not in built} == {
+        k: v for k, v in expected.items() if k not in built
+    }
+    assert unranked == (0,)
+    # The new rollup from the raw rows still there (from 2 November on).
+    assert found["rollup_job_latency_1h"] == [
+        row for row in expected["rollup_job_latency_1h"] if row["bucket"] >= datetime(2026, 11, 2, tzinfo=UTC)
+    ]

@@ -13,6 +13,8 @@ import pytest
 from sqlalchemy import create_engine
 
 from exporter import conventions as c
+from exporter.histogram import quantiles
+from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS, STORED_QUANTILES
 from exporter.rollups.rebuild import rebuild
 from exporter.rollups.refresh import REFRESH_LOCK_KEY, RefreshResult, refresh
 from exporter.rollups.schema import ROLLUP_TABLES
@@ -147,6 +149,30 @@ def test_refreshed_rollups_equal_a_rebuild_from_raw_rows(db_url: str) -> None:
         engine.dispose()
     assert hours >= 2
     assert snapshot(db_url) == written
+
+
+def test_every_latency_row_stores_the_quantiles_of_its_own_bins(db_url: str) -> None:
+    plain = RowWriter(db_url, stats=ExportStats())
+    try:
+        plain.write(mixed_batch(datetime(2026, 11, 30, 10, 0, tzinfo=UTC)))
+    finally:
+        plain.close()
+    refreshed(db_url)
+    fractions = {name: q for q, name in STORED_QUANTILES.items()}
+    checked = 0
+    with psycopg.connect(db_url) as conn:
+        for rollup in ROLLUPS:
+            for grain in GRAINS:
+                if rollup.latency is None:
+                    continue
+                rows = conn.execute(
+                    f"SELECT {LATENCY_BINS}, {LATENCY_COUNTS}, {', '.join(fractions)} "
+                    f"FROM {rollup.table_name(grain)}"
+                ).fetchall()
+                for bins, counts, *stored in rows:
+                    assert stored == list(quantiles(dict(zip(bins, counts, strict=True)), fractions).values())
+                    checked += 1
+    assert checked > 20
 
 
 def test_a_replayed_batch_counts_once_and_a_late_row_lands_in_its_own_bucket(

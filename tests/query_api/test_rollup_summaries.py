@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import ColumnElement, Connection, Engine
 
 from exporter.rollups.definitions import DEVICE_STATES, ERRORS, JOB_ERRORS, JOBS, REQUESTS, SEARCHES
+from exporter.rollups.refresh import refresh
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
@@ -131,7 +132,8 @@ def _activities(count: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def stored(database_url: str, engine: Engine) -> Iterator[Engine]:
-    """Random rows in the five tables, written by the writer (rollups kept), once per module."""
+    """Random rows in the five tables, written by the writer, once per module, and the rollups
+    refreshed (else every read would take the raw rows standing in for stale buckets)."""
     empty_tables(database_url)
     writer = RowWriter(database_url, stats=ExportStats())
     try:
@@ -147,6 +149,8 @@ def stored(database_url: str, engine: Engine) -> Iterator[Engine]:
             )
     finally:
         writer.close()
+    with engine.connect() as conn:
+        assert refresh(conn).buckets > 0  # the rollups up to date, as the service keeps them
     yield engine
     empty_tables(database_url)
 

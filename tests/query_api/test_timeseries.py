@@ -1,5 +1,5 @@
-"""GET /<table>/timeseries: rows written through the writer (so the rollups are kept), each series
-checked against SQL over the raw rows: counts exactly, quantiles within 1 % of percentile_cont,
+"""GET /<table>/timeseries: rows written through the writer, the rollups refreshed or not yet,
+each series checked against SQL over the raw rows: counts exactly, quantiles within 1 % of percentile_cont,
 zeros for empty buckets, the "other" series, the raw fallback, and the 422s."""
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from typing import Any
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.pool import NullPool
 
 from exporter import conventions as c
+from exporter.rollups.refresh import refresh
 from exporter.rollups.schema import ROLLUP_TABLES
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
+from homepot_foundation.database import create_engine
 from query_api.timeseries import MAX_POINTS
 from tests.query_api.conftest import PREFIX
 from tests.support.telemetry import event_log, failing_request_span, job_span, request_span, rows_by_table
@@ -85,9 +88,10 @@ def dataset() -> dict[str, list[Row]]:
     return batch
 
 
-@pytest.fixture()
-def loaded(db_url: str) -> Iterator[str]:
-    """The dataset written by the writer on emptied raw and rollup tables."""
+@pytest.fixture(params=["refreshed", "not refreshed yet"])
+def loaded(db_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The dataset written by the writer on emptied raw and rollup tables, then the rollups
+    refreshed (read from them), or not yet (raw rows stand in for the stale buckets)."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         for parts in ROLLUP_TABLES.values():
             for table in parts.values():
@@ -97,6 +101,13 @@ def loaded(db_url: str) -> Iterator[str]:
         writer.write(dataset())
     finally:
         writer.close()
+    if request.param == "refreshed":
+        engine = create_engine(db_url, poolclass=NullPool)
+        try:
+            with engine.connect() as conn:
+                assert refresh(conn).buckets > 0
+        finally:
+            engine.dispose()
     yield db_url
 
 
@@ -193,6 +204,49 @@ def test_top_groups_get_a_series_and_the_rest_sum_into_other(client: TestClient,
             assert point["count"] == count, (key, bucket)
             assert near(point["p95_ms"], p95), (key, bucket, point["p95_ms"], p95)
     assert sum(p["count"] for s in answer["series"] for p in s["points"]) == 600 + 150
+
+
+def test_a_point_of_one_rollup_row_reads_its_stored_quantiles(client: TestClient, db_url: str) -> None:
+    """A route's hour is one row of rollup_route_latency_1h: its point takes the quantiles stored
+    there (changed here by hand, to see which are read); the "other" series adds up its bins."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        for parts in ROLLUP_TABLES.values():
+            for table in parts.values():
+                conn.execute(f"DELETE FROM {table.name}")
+    writer = RowWriter(db_url, stats=ExportStats())
+    try:
+        writer.write(dataset())
+    finally:
+        writer.close()
+    engine = create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            refresh(conn)
+    finally:
+        engine.dispose()
+    window = {"start_date": T0.isoformat(), "end_date": (T0 + timedelta(hours=3)).isoformat()}
+    window |= {"service_name": "svc-a"}  # a route of one service: one row per hour
+    before = get(client, "requests", interval="1h", group_by="route", top=3, **window)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("UPDATE rollup_route_latency_1h SET latency_p95 = -1")
+        rows_per_point = {
+            (bucket, route): rows
+            for bucket, route, rows in conn.execute(
+                "SELECT bucket, route, count(*) FROM rollup_route_latency_1h"
+                " WHERE service_name = 'svc-a' GROUP BY 1, 2"
+            )
+        }
+    after = get(client, "requests", interval="1h", group_by="route", top=3, **window)
+    alone = 0
+    for old, new in zip(before["series"], after["series"], strict=True):
+        for old_point, new_point in zip(old["points"], new["points"], strict=True):
+            bucket = datetime.fromisoformat(old_point["bucket"])
+            if not old["other"] and rows_per_point.get((bucket, old["group"])) == 1:
+                assert new_point == old_point | {"p95_ms": -1}
+                alone += 1
+            else:  # several rows (methods), the "other" series, or none: ranked from the bins
+                assert new_point == old_point
+    assert alone > 0
 
 
 def test_a_day_is_the_sum_of_its_hours(client: TestClient, loaded: str) -> None:
@@ -361,7 +415,7 @@ def test_admin_only(anonymous: TestClient) -> None:
 
 
 def test_latency_reads_the_per_route_histograms_unless_the_status_class_is_needed() -> None:
-    from exporter.rollups.definitions import REQUESTS, ROUTE_LATENCY
+    from exporter.rollups.definitions import JOB_LATENCY, REQUESTS, ROUTE_LATENCY
     from query_api import timeseries as series
 
     spec = series.REQUEST_SERIES
@@ -369,4 +423,5 @@ def test_latency_reads_the_per_route_histograms_unless_the_status_class_is_neede
         ROUTE_LATENCY
     ] * 4
     assert spec.latency_rollup_for("status_class") is REQUESTS
-    assert series.JOB_SERIES.latency_rollup_for("job_type") is series.JOB_SERIES.rollup
+    assert series.JOB_SERIES.latency_rollup_for("job_type") is JOB_LATENCY
+    assert series.JOB_SERIES.latency_rollup_for("status") is series.JOB_SERIES.rollup
