@@ -27,6 +27,7 @@ from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
 from exporter.rollups.definitions import (
     COARSE,
     DAILY,
+    ERRORS,
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
@@ -214,7 +215,7 @@ def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
     # A rollup migration 6 did not have at all (route_latency) is built from the raw rows.
     new = _missing_rollups(conn)
     rollup_metadata.create_all(conn, checkfirst=True)
-    _add_stored_quantile_columns(conn)  # the rebuild below ranks them (migration 8's columns)
+    _add_rollup_columns_of_migration_8(conn)  # the rebuild below fills them
     if new:
         hours = rebuild_all(conn, commit_each=False)
         logger.info("rollups built from the stored rows: %d hours", hours)
@@ -232,7 +233,10 @@ def _missing_rollups(conn: Connection) -> list[Rollup]:
     return [rollup for rollup in ROLLUPS if not inspect(conn).has_table(rollup.table_name(COARSE))]
 
 
-def _add_stored_quantile_columns(conn: Connection) -> None:
+def _add_rollup_columns_of_migration_8(conn: Connection) -> bool:
+    """The stored quantiles of the latency rollups, and the status measures of the error rollups
+    (for a bucket already there: open, as nothing says otherwise, and no known latest occurrence
+    until it is rebuilt). True when the error rollups got them here (they need a rebuild)."""
     for rollup in ROLLUPS:
         for grain in GRAINS:
             name = rollup.table_name(grain)
@@ -242,18 +246,36 @@ def _add_stored_quantile_columns(conn: Connection) -> None:
                 f"ADD COLUMN IF NOT EXISTS {column} double precision" for column in STORED_QUANTILES.values()
             )
             conn.execute(text(f"ALTER TABLE {name} {added}"))
+    added_status = False
+    for grain in GRAINS:
+        name = ERRORS.table_name(grain)
+        columns = {column["name"] for column in inspect(conn).get_columns(name)}
+        if "unresolved" in columns:
+            continue
+        conn.execute(
+            text(
+                f"ALTER TABLE {name} ADD COLUMN unresolved bigint, ADD COLUMN latest_open timestamptz, "
+                "ADD COLUMN latest_resolved_at timestamptz, ADD COLUMN latest_occurrence numeric"
+            )
+        )
+        conn.execute(text(f"UPDATE {name} SET unresolved = count"))
+        conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN unresolved SET NOT NULL"))
+        added_status = True
+    return added_status
 
 
-def _stored_quantiles_and_job_latency(conn: Connection) -> list[str]:
+def _rollup_quantiles_error_status_and_job_latency(conn: Connection) -> list[str]:
     """Each latency rollup row keeps its quantiles, ranked from its bins (so the history older than
-    the raw rows gets them too); job_latency (a type's durations across statuses) is new, built
-    from the raw rows still there."""
+    the raw rows gets them too); the error rollups keep what a group's status needs (rebuilt from
+    the raw rows still there); job_latency (a type's durations across statuses) is new, built
+    from the raw rows."""
     new = _missing_rollups(conn)
     rollup_metadata.create_all(conn, checkfirst=True)
-    _add_stored_quantile_columns(conn)
-    if new:
-        hours = rebuild_all(conn, commit_each=False, rollups=new)
-        logger.info("%s built from the stored rows: %d hours", ", ".join(r.name for r in new), hours)
+    rebuild_errors = _add_rollup_columns_of_migration_8(conn)
+    rebuilt = [*new, *([ERRORS] if rebuild_errors and ERRORS not in new else [])]
+    if rebuilt:
+        hours = rebuild_all(conn, commit_each=False, rollups=rebuilt)
+        logger.info("%s rebuilt from the stored rows: %d hours", ", ".join(r.name for r in rebuilt), hours)
     days = rank_unranked(conn)
     if days:
         logger.info("rollup quantiles stored for %d days", days)
@@ -276,8 +298,8 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(
         8,
-        "latency rollups keep each row's quantiles; job_latency (durations per job type)",
-        _stored_quantiles_and_job_latency,
+        "rollup rows keep their quantiles, error rollups their groups' status; job_latency",
+        _rollup_quantiles_error_status_and_job_latency,
     ),
 ]
 

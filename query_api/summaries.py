@@ -9,6 +9,7 @@ every row and come from the same scan as the groups (``ROLLUP``), so a summary r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import (
@@ -39,6 +40,7 @@ from exporter.rollups.definitions import (
     ROUTE_LATENCY,
     SEARCHES,
     Rollup,
+    occurrence_id_sql,
 )
 from exporter.rollups.stale import fresh_until
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
@@ -471,23 +473,30 @@ def _error_summary_from_rollups(
     window: TimeWindow,
     limit: int,
 ) -> list[dict[str, Any]] | None:
-    """Groups, counts and first/last seen from rollup_errors; None when a row without a fingerprint
-    (written before fingerprints existed: the raw path groups it by its text) is in the window.
-    Resolution changes after a row is written, so ``unresolved``, ``resolved`` and the latest
-    occurrence come from the raw rows of the groups returned."""
+    """Groups, counts, first/last seen and what their status needs (open occurrences, the latest
+    open one, the latest resolution, the latest occurrence) from rollup_errors; affected users
+    from its members, for the groups returned only; the latest occurrence's text from its raw row.
+    None (read raw rows) when a row without a fingerprint (written before fingerprints existed:
+    the raw path groups it by its text) is in the window, or a latest occurrence is gone (purged:
+    the rollups outlive the raw rows)."""
     u = rollup_reads.groups_source(plan)
     if conn.execute(select(select(u.c.fingerprint).where(u.c.fingerprint == "").exists())).scalar():
         return None
     service = _blank_is_null(u.c.service_name, "service_name")
     count = _sum(u.c["count"], "count")
     last_seen = func.max(u.c.last_seen)
+    latest = func.max(u.c.latest_occurrence)
     statement = (
         select(
             service,
             u.c.fingerprint,
             count,
+            _sum(u.c.unresolved, "unresolved"),
             func.min(u.c.first_seen).label("first_seen"),
             last_seen.label("last_seen"),
+            occurrence_id_sql(latest).label("latest_id"),
+            func.max(u.c.latest_open).label("latest_open"),
+            func.max(u.c.latest_resolved_at).label("window_resolved_at"),
         )
         .group_by(service, u.c.fingerprint)
         .order_by(count.desc(), last_seen.desc(), service, u.c.fingerprint)
@@ -496,51 +505,57 @@ def _error_summary_from_rollups(
     rows = [row._asdict() for row in conn.execute(statement)]
     if not rows:
         return []
-    t = error_logs.c
-    latest = func.max(array([func.extract("epoch", t.timestamp), cast(t.id, Numeric)]), type_=ARRAY(Numeric))
-    resolution = (
-        select(
-            t.service_name,
-            t.fingerprint,
-            func.count().filter(t.resolved.is_(False)).label("unresolved"),
-            func.bool_and(t.resolved).label("resolved"),
-            cast(latest[2], BigInteger).label("latest_id"),
-            *_window_resolution(t),
-        )
-        .where(
-            *filters,
-            *window.conditions(t.timestamp),
-            t.fingerprint.in_(sorted({row["fingerprint"] for row in rows})),
-        )
-        .group_by(t.service_name, t.fingerprint)
+    if any(row["latest_id"] is None for row in rows):
+        return None
+    fingerprints = sorted({row["fingerprint"] for row in rows})
+    returned = replace(
+        plan,
+        key_filters=[*plan.key_filters, lambda table: table.c.fingerprint.in_(fingerprints)],
+        raw_filters=[*plan.raw_filters, error_logs.c.fingerprint.in_(fingerprints)],
     )
-    by_group = {(r.service_name, r.fingerprint): r._asdict() for r in conn.execute(resolution)}
-    if any((row["service_name"], row["fingerprint"]) not in by_group for row in rows):
-        return None  # a group's raw rows are gone (purged; the rollups outlive them)
+    m = rollup_reads.members_source(returned)
+    users = select(
+        _blank_is_null(m.c.service_name, "service_name"), m.c.fingerprint, func.count(m.c.member.distinct())
+    ).group_by(m.c.service_name, m.c.fingerprint)
+    by_group = {(name, fingerprint): n for name, fingerprint, n in conn.execute(users)}
+    t = error_logs.c
     samples = select(t.id, t.category, t.severity, t.error_code, t.error_message).where(
-        t.id.in_([group["latest_id"] for group in by_group.values()])
+        t.id.in_([row["latest_id"] for row in rows])
     )
     by_id = {sample.id: sample._asdict() for sample in conn.execute(samples)}
+    if any(row["latest_id"] not in by_id for row in rows):
+        return None
     for row in rows:
-        group = by_group[row["service_name"], row["fingerprint"]]
-        del group["service_name"], group["fingerprint"]
-        sample = dict(by_id[group["latest_id"]])
+        sample = dict(by_id[row["latest_id"]])
         del sample["id"]
-        counted, first, last = row.pop("count"), row.pop("first_seen"), row.pop("last_seen")
+        latest_open, resolved_at = row.pop("latest_open"), row.pop("window_resolved_at")
         # In the raw path's column order: the shape stays the same, key for key.
         row.update(
-            count=counted,
-            unresolved=group["unresolved"],
-            resolved=group["resolved"],
-            first_seen=first,
-            last_seen=last,
-            latest_id=group["latest_id"],
-            users=group["users"],
-            latest_open=group["latest_open"],
-            window_resolved_at=group["window_resolved_at"],
+            resolved=row["unresolved"] == 0,
+            users=by_group.get((row["service_name"], row["fingerprint"]), 0),
+            latest_open=latest_open,
+            window_resolved_at=resolved_at,
         )
-        row.update(sample)
+        ordered = {key: row[key] for key in _ERROR_GROUP_COLUMNS}
+        row.clear()
+        row.update(ordered, **sample)
     return rows
+
+
+# The raw path's columns, in its order (``_error_groups``).
+_ERROR_GROUP_COLUMNS = (
+    "service_name",
+    "fingerprint",
+    "count",
+    "unresolved",
+    "resolved",
+    "first_seen",
+    "last_seen",
+    "latest_id",
+    "users",
+    "latest_open",
+    "window_resolved_at",
+)
 
 
 def device_state_summary(

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, case, cast, func, literal
+from sqlalchemy import BigInteger, ColumnElement, Numeric, Table, case, cast, func, literal, literal_column
 from sqlalchemy import String as SqlString
 
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
@@ -59,12 +59,14 @@ class Key:
 
 @dataclass(frozen=True)
 class Measure:
-    """``kind``: ``sum`` (counts, bytes), ``min`` / ``max`` (first/last seen)."""
+    """``kind``: ``sum`` (counts, bytes), ``min`` / ``max`` (first/last seen). A ``nullable``
+    measure is NULL in a group none of whose rows has a value (``max`` of no open occurrence)."""
 
     name: str
     kind: str
-    sql_type: str  # "bigint", "float" or "timestamptz"
+    sql_type: str  # "bigint", "float", "numeric" or "timestamptz"
     of_sql: Callable[[Table], ColumnElement[Any]]
+    nullable: bool = False
 
 
 # The groups-table columns holding a rollup's latency histogram: sorted bins, their counts.
@@ -181,6 +183,21 @@ JOB_ERRORS = Rollup(
     only_if_sql=lambda table: table.c.error_code.is_not(None),
 )
 
+# The latest occurrence of a group as one number that max() ranks as the raw rows' order (by
+# timestamp, then id): microseconds since the epoch, then the id in the last 20 digits.
+_ID_DIGITS = literal_column("100000000000000000000::numeric", Numeric)
+
+
+def _occurrence_key(table: Table) -> ColumnElement[Any]:
+    micros = func.floor(func.extract("epoch", table.c.timestamp) * 1_000_000)
+    return cast(micros, Numeric) * _ID_DIGITS + table.c.id
+
+
+def occurrence_id_sql(key: ColumnElement[Any]) -> ColumnElement[int]:
+    """The raw row id in a ``latest_occurrence``."""
+    return cast(func.mod(key, _ID_DIGITS), BigInteger)
+
+
 ERRORS = Rollup(
     "errors",
     error_logs,
@@ -189,6 +206,25 @@ ERRORS = Rollup(
         _count(),
         Measure("first_seen", "min", "timestamptz", lambda table: table.c.timestamp),
         Measure("last_seen", "max", "timestamptz", lambda table: table.c.timestamp),
+        # What a group's status needs (``query_api.error_status``): resolution is a column of the
+        # raw rows, changed by an UPDATE, which the triggers mark like any other write.
+        Measure("unresolved", "sum", "bigint", lambda table: case((table.c.resolved, 0), else_=1)),
+        Measure(
+            "latest_open",
+            "max",
+            "timestamptz",
+            lambda table: case((~table.c.resolved, table.c.timestamp)),
+            nullable=True,
+        ),
+        Measure(
+            "latest_resolved_at",
+            "max",
+            "timestamptz",
+            lambda table: case((table.c.resolved, table.c.resolved_at)),
+            nullable=True,
+        ),
+        # NULL only in buckets older than migration 8 whose raw rows were already purged.
+        Measure("latest_occurrence", "max", "numeric", _occurrence_key, nullable=True),
     ),
     members="user_id",
 )

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Identity,
     Index,
     MetaData,
+    Numeric,
     SmallInteger,
     Table,
     Text,
@@ -44,6 +45,7 @@ rollup_metadata = MetaData()
 _MEASURE_TYPES: dict[str, Callable[[], TypeEngine[Any]]] = {
     "bigint": BigInteger,
     "float": Float,
+    "numeric": Numeric,
     "timestamptz": lambda: DateTime(timezone=True),
 }
 
@@ -71,7 +73,7 @@ def _tables(rollup: Rollup, grain: Grain) -> dict[str, Table]:
             rollup.table_name(grain),
             rollup_metadata,
             *_key_columns(rollup),
-            *(Column(m.name, _MEASURE_TYPES[m.sql_type](), nullable=False) for m in rollup.measures),
+            *(Column(m.name, _MEASURE_TYPES[m.sql_type](), nullable=m.nullable) for m in rollup.measures),
             *_histogram_columns(rollup),
         )
     }

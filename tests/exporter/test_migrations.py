@@ -246,12 +246,13 @@ def test_migration_7_folds_latency_tables_into_their_groups_and_sums_days_from_h
     assert latency_tables == (0,)
 
 
-def test_migration_8_ranks_every_latency_row_and_builds_job_latency_from_the_raw_rows(
+def test_migration_8_ranks_latency_rows_rebuilds_error_status_and_builds_job_latency(
     empty_database: str,
 ) -> None:
     """Stored quantiles are ranked from each row's own bins, also in buckets whose raw rows are
-    gone; job_latency, new, is built from the raw rows still there."""
-    from exporter.rollups.definitions import GRAINS, JOB_LATENCY, ROLLUPS, STORED_QUANTILES
+    gone; the error rollups' status measures and job_latency, new, come from the raw rows still
+    there (a purged bucket's errors are taken as open, their latest occurrence unknown)."""
+    from exporter.rollups.definitions import ERRORS, GRAINS, JOB_LATENCY, ROLLUPS, STORED_QUANTILES
     from exporter.rollups.rebuild import rebuild
 
     quantile_columns = ", ".join(STORED_QUANTILES.values())
@@ -270,13 +271,22 @@ def test_migration_8_ranks_every_latency_row_and_builds_job_latency_from_the_raw
                 "'restart', CASE WHEN i % 3 = 0 THEN 'failed' ELSE 'success' END, i * 13 "
                 "FROM generate_series(1, 200) AS i"
             )
+            conn.execute(
+                "INSERT INTO error_logs (timestamp, category, severity, error_message, fingerprint, "
+                "resolved, resolved_at) SELECT timestamp '2026-11-01 00:00+00' + i * interval '43 minutes', "
+                "'api', 'error', 'boom', 'fp' || (i % 3), i % 4 = 0, "
+                "CASE WHEN i % 4 = 0 THEN timestamp '2026-11-08 00:00+00' END "
+                "FROM generate_series(1, 200) AS i"
+            )
         with engine.connect() as conn:
             rebuild(conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 7, tzinfo=UTC))
         latency_tables = [
             rollup.table_name(grain) for rollup in ROLLUPS if rollup.latency is not None for grain in GRAINS
         ]
+        error_tables = [ERRORS.table_name(grain) for grain in GRAINS]
+        status_columns = ["unresolved", "latest_open", "latest_resolved_at", "latest_occurrence"]
         with psycopg.connect(empty_database, autocommit=True) as conn:
-            expected = {name: _rows_of(conn, name) for name in latency_tables}
+            expected = {name: _rows_of(conn, name) for name in [*latency_tables, *error_tables]}
             assert conn.execute(
                 "SELECT count(*) FROM rollup_requests_1h WHERE latency_p50 IS NULL"
             ).fetchone() == (0,)
@@ -287,19 +297,23 @@ def test_migration_8_ranks_every_latency_row_and_builds_job_latency_from_the_raw
                 else:
                     dropped = ", ".join(f"DROP COLUMN {c}" for c in STORED_QUANTILES.values())
                     conn.execute(f"ALTER TABLE {name} {dropped}")
+            for name in error_tables:
+                conn.execute(f"ALTER TABLE {name} " + ", ".join(f"DROP COLUMN {c}" for c in status_columns))
             conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 8")
             conn.execute("DELETE FROM api_request_logs WHERE timestamp < '2026-11-02+00'")
             conn.execute("DELETE FROM job_outcomes WHERE timestamp < '2026-11-02+00'")
+            conn.execute("DELETE FROM error_logs WHERE timestamp < '2026-11-02+00'")
             conn.execute("DELETE FROM rollup_stale_buckets")
         assert [migration.version for migration in migrate(engine)] == [8]
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
-        found = {name: _rows_of(conn, name) for name in latency_tables}
+        found = {name: _rows_of(conn, name) for name in [*latency_tables, *error_tables]}
         unranked = conn.execute(
             f"SELECT count(*) FROM rollup_requests_5m WHERE ({quantile_columns}) IS NULL"
         ).fetchone()
     built = {name for name in latency_tables if name.startswith(f"rollup_{JOB_LATENCY.name}_")}
+    built |= set(error_tables)
     # Every older rollup row, the purged day's included, has the quantiles a rebuild gives it.
     assert {k: v for k, v in found.items() if k not in built} == {
         k: v for k, v in expected.items() if k not in built
@@ -309,3 +323,12 @@ def test_migration_8_ranks_every_latency_row_and_builds_job_latency_from_the_raw
     assert found["rollup_job_latency_1h"] == [
         row for row in expected["rollup_job_latency_1h"] if row["bucket"] >= datetime(2026, 11, 2, tzinfo=UTC)
     ]
+    kept_from = datetime(2026, 11, 2, tzinfo=UTC)
+    for name in error_tables:
+        for old, new in zip(expected[name], found[name], strict=True):
+            if old["bucket"] >= kept_from:
+                assert new == old  # rebuilt from the raw rows
+            else:  # purged: the counts kept, taken as open, the latest occurrence unknown
+                unknown = {"unresolved": old["count"], "latest_open": None, "latest_resolved_at": None}
+                assert new == old | unknown | {"latest_occurrence": None}
+    assert any(row["unresolved"] < row["count"] for row in found["rollup_errors_1d"])
