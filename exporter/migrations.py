@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection, Engine, inspect, text
 
@@ -35,9 +36,9 @@ from exporter.rollups.definitions import (
     STORED_QUANTILES,
     Rollup,
 )
-from exporter.rollups.rebuild import rank_unranked, rebuild_all, rebuild_days_from_hours
+from exporter.rollups.rebuild import oldest_raw_row, rank_unranked, rebuild_all, rebuild_days_from_hours
 from exporter.rollups.schema import rollup_metadata
-from exporter.rollups.stale import TRIGGERS_DDL
+from exporter.rollups.stale import TRIGGERS_DDL, mark_all
 from exporter.schema import TABLES, metadata
 from exporter.trace_links import PENDING_JOINS_DDL
 
@@ -233,10 +234,10 @@ def _missing_rollups(conn: Connection) -> list[Rollup]:
     return [rollup for rollup in ROLLUPS if not inspect(conn).has_table(rollup.table_name(COARSE))]
 
 
-def _add_rollup_columns_of_migration_8(conn: Connection) -> bool:
+def _add_rollup_columns_of_migration_8(conn: Connection) -> None:
     """The stored quantiles of the latency rollups, and the status measures of the error rollups
     (for a bucket already there: open, as nothing says otherwise, and no known latest occurrence
-    until it is rebuilt). True when the error rollups got them here (they need a rebuild)."""
+    until it is rebuilt)."""
     for rollup in ROLLUPS:
         for grain in GRAINS:
             name = rollup.table_name(grain)
@@ -246,7 +247,6 @@ def _add_rollup_columns_of_migration_8(conn: Connection) -> bool:
                 f"ADD COLUMN IF NOT EXISTS {column} double precision" for column in STORED_QUANTILES.values()
             )
             conn.execute(text(f"ALTER TABLE {name} {added}"))
-    added_status = False
     for grain in GRAINS:
         name = ERRORS.table_name(grain)
         columns = {column["name"] for column in inspect(conn).get_columns(name)}
@@ -260,25 +260,27 @@ def _add_rollup_columns_of_migration_8(conn: Connection) -> bool:
         )
         conn.execute(text(f"UPDATE {name} SET unresolved = count"))
         conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN unresolved SET NOT NULL"))
-        added_status = True
-    return added_status
 
 
 def _rollup_quantiles_error_status_and_job_latency(conn: Connection) -> list[str]:
-    """Each latency rollup row keeps its quantiles, ranked from its bins (so the history older than
-    the raw rows gets them too); the error rollups keep what a group's status needs (rebuilt from
-    the raw rows still there); job_latency (a type's durations across statuses) is new, built
-    from the raw rows."""
-    new = _missing_rollups(conn)
+    """Each latency rollup row keeps its quantiles, the error rollups what a group's status needs,
+    and job_latency (a type's durations across statuses) is new. Every bucket that still has raw
+    rows is marked stale: ``refresh`` (the service's, or ``rollups refresh``) rebuilds them in the
+    background, and reads take the raw rows until it has, so the upgrade itself is quick and no
+    answer is wrong meanwhile. The older buckets, whose raw rows are gone, get their quantiles
+    ranked here from their bins (the rest of what they hold stays)."""
     rollup_metadata.create_all(conn, checkfirst=True)
-    rebuild_errors = _add_rollup_columns_of_migration_8(conn)
-    rebuilt = [*new, *([ERRORS] if rebuild_errors and ERRORS not in new else [])]
-    if rebuilt:
-        hours = rebuild_all(conn, commit_each=False, rollups=rebuilt)
-        logger.info("%s rebuilt from the stored rows: %d hours", ", ".join(r.name for r in rebuilt), hours)
-    days = rank_unranked(conn)
+    _add_rollup_columns_of_migration_8(conn)
+    oldest: dict[str, datetime | None] = {}
+    for source in sorted({rollup.source for rollup in ROLLUPS}, key=lambda table: table.name):
+        oldest[source.name] = oldest_raw_row(conn, [r for r in ROLLUPS if r.source is source])
+        marked = mark_all(conn, source)
+        if marked:
+            logger.info("%s: %d 5-minute buckets to rebuild in the background", source.name, marked)
+    far_future = datetime.max.replace(tzinfo=UTC)
+    days = rank_unranked(conn, {name: moment or far_future for name, moment in oldest.items()})
     if days:
-        logger.info("rollup quantiles stored for %d days", days)
+        logger.info("rollup quantiles stored for %d days older than the raw rows", days)
     return []
 
 

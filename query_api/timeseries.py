@@ -23,7 +23,7 @@ Pure: this module builds statements and plans; ``query_api.routes.timeseries`` r
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -391,7 +391,11 @@ def top_groups_sql(
     names: Sequence[str] = (),
 ) -> Select[Any]:
     """Up to ``top + 1`` groups ``(grp, count)`` over the window, most rows first (ties by
-    name): the first ``top`` get a series each; a ``top + 1``-th means an "other" series."""
+    name): the first ``top`` get a series each; a ``top + 1``-th means an "other" series. Window
+    totals: read from the coarsest buckets that fit (a 30-day hourly series ranks its groups
+    from 30 days, not 720 hours)."""
+    if plan.grain is not None:
+        plan = replace(plan, grain=GRAINS[-1])
     s = _source(spec, plan, raw_filters, names).subquery("s")
     group = spec.group_sql(group_by, s.c).label("grp")
     total = func.sum(s.c["count"])

@@ -12,7 +12,7 @@ its hours before the oldest raw row still count.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -292,23 +292,27 @@ def rebuild(
     return len(hours)
 
 
-def rank_unranked(conn: Connection) -> int:
-    """Store the quantiles of every latency rollup row that has none yet, from its bins (the
-    migration that adds them: also the buckets older than the raw rows); a day at a time, so a
-    year of 5-minute rows is never in memory at once. Returns the days ranked."""
+def rank_unranked(conn: Connection, before: Mapping[str, datetime | None]) -> int:
+    """Store the quantiles of the latency rollup rows that have none yet and are older than
+    ``before`` (per source table: its oldest raw row; newer buckets are rebuilt from the raw rows),
+    from their bins; a day at a time, so a year of 5-minute rows is never in memory at once.
+    The migration that adds them. Returns the days ranked."""
     days = 0
     for rollup in ROLLUPS:
-        if rollup.latency is None:
+        oldest = before.get(rollup.source.name)
+        if rollup.latency is None or oldest is None:
             continue
         keys = [key.name for key in rollup.keys]
         for grain in GRAINS:
             groups = tables_of(rollup, grain)["groups"]
-            unranked = groups.c[STORED_QUANTILES[0.5]].is_(None) & (
-                func.cardinality(groups.c[LATENCY_BINS]) > 0
+            unranked = (
+                groups.c[STORED_QUANTILES[0.5]].is_(None)
+                & (func.cardinality(groups.c[LATENCY_BINS]) > 0)
+                & (groups.c.bucket < oldest)
             )
             day = DAILY.bucket_sql(groups.c.bucket)
-            for (start,) in conn.execute(select(day).where(unranked).distinct().order_by(day)):
-                _store_quantiles(conn, groups, keys, start, start + DAILY.width)
+            for (start,) in conn.execute(select(day).where(unranked).distinct().order_by(day)).all():
+                _store_quantiles(conn, groups, keys, start, min(start + DAILY.width, oldest))
                 days += 1
     return days
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, func, select
+from sqlalchemy import Connection, Table, func, insert, literal, select
 
 from exporter.rollups.definitions import FINE, ROLLUPS
 from exporter.rollups.schema import stale_buckets
@@ -61,6 +61,19 @@ TRIGGERS_DDL: list[str] = [
         for statement in _trigger(table, event, transition)
     ),
 ]
+
+
+def mark_all(conn: Connection, source: Table) -> int:
+    """Mark every 5-minute bucket holding rows of ``source`` stale (a migration that changes what
+    the rollups keep: ``refresh`` rebuilds them in the background, and reads take the raw rows
+    until it has); returns how many were marked."""
+    bucket = FINE.bucket_sql(source.c.timestamp)
+    marked = conn.execute(
+        insert(stale_buckets).from_select(
+            ["source", "bucket"], select(literal(source.name), bucket).distinct()
+        )
+    )
+    return int(marked.rowcount)
 
 
 def fresh_until(conn: Connection, source: Table) -> datetime | None:

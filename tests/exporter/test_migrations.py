@@ -251,9 +251,11 @@ def test_migration_8_ranks_latency_rows_rebuilds_error_status_and_builds_job_lat
 ) -> None:
     """Stored quantiles are ranked from each row's own bins, also in buckets whose raw rows are
     gone; the error rollups' status measures and job_latency, new, come from the raw rows still
-    there (a purged bucket's errors are taken as open, their latest occurrence unknown)."""
+    there, rebuilt by the refresh (a purged bucket's errors are taken as open, their latest
+    occurrence unknown)."""
     from exporter.rollups.definitions import ERRORS, GRAINS, JOB_LATENCY, ROLLUPS, STORED_QUANTILES
     from exporter.rollups.rebuild import rebuild
+    from exporter.rollups.refresh import refresh
 
     quantile_columns = ", ".join(STORED_QUANTILES.values())
     engine = create_engine(empty_database)
@@ -305,6 +307,8 @@ def test_migration_8_ranks_latency_rows_rebuilds_error_status_and_builds_job_lat
             conn.execute("DELETE FROM error_logs WHERE timestamp < '2026-11-02+00'")
             conn.execute("DELETE FROM rollup_stale_buckets")
         assert [migration.version for migration in migrate(engine)] == [8]
+        with engine.connect() as conn:  # the buckets with raw rows, rebuilt in the background
+            assert refresh(conn).buckets > 0
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
