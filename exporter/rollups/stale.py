@@ -68,12 +68,13 @@ def mark_all(conn: Connection, source: Table) -> int:
     the rollups keep: ``refresh`` rebuilds them in the background, and reads take the raw rows
     until it has); returns how many were marked."""
     bucket = FINE.bucket_sql(source.c.timestamp)
+    # Counted from RETURNING: a cursor's rowcount for INSERT ... SELECT is -1 when it inserts none.
     marked = conn.execute(
-        insert(stale_buckets).from_select(
-            ["source", "bucket"], select(literal(source.name), bucket).distinct()
-        )
+        insert(stale_buckets)
+        .from_select(["source", "bucket"], select(literal(source.name), bucket).distinct())
+        .returning(stale_buckets.c.id)
     )
-    return int(marked.rowcount)
+    return len(marked.all())
 
 
 def fresh_until(conn: Connection, source: Table) -> datetime | None:
