@@ -145,7 +145,8 @@ GENERATORS: dict[str, dict[str, str]] = {
         **_CONTEXT,
     },
     "error_logs": {
-        "category": _pick(CATEGORIES, "i"),
+        # One category per fingerprint, as the mapping makes them (the type is in both).
+        "category": _pick(CATEGORIES, "i % 200"),
         "severity": _pick(SEVERITIES, "i / 7"),
         "error_code": "'E_' || (i % 50)",
         "error_message": "'Error ' || (i % 200) || ' on request ' || i",
