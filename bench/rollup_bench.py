@@ -11,6 +11,7 @@ one, and the size of the rollup tables against the raw ones. A throwaway databas
 
     .venv/bin/python -m bench.rollup_bench                      # 1M rows per table, a few minutes
     .venv/bin/python -m bench.rollup_bench --rows 10000000      # the full figure
+    .venv/bin/python -m bench.rollup_bench --rows 10000000 --tables api_request_logs job_outcomes error_logs
 """
 
 from __future__ import annotations
@@ -44,9 +45,20 @@ PERCENTILES = {"p50_ms", "p95_ms", "p99_ms", "max_ms", "p50_duration_ms", "p95_d
 Run = Callable[[Connection, bool], Any]
 
 
-def generate(url: str, rows: int, days: int) -> None:
-    """``rows`` rows per table over ``days`` days ending LAST_DAY, by ``bench.query_bench``'s
-    expressions (columns it does not know, such as service_version, left NULL), indexes after."""
+# The summaries' names and the tables they read.
+SUMMARY_TABLES = {
+    "requests": "api_request_logs",
+    "jobs": "job_outcomes",
+    "errors": "error_logs",
+    "device states": "device_state_history",
+    "user activities": "user_activities",
+}
+
+
+def generate(url: str, rows: int, days: int, tables: list[str]) -> None:
+    """``rows`` rows in each of ``tables`` over ``days`` days ending LAST_DAY, by
+    ``bench.query_bench``'s expressions (columns it does not know, such as service_version, left
+    NULL), indexes after."""
     start = datetime.combine(LAST_DAY - timedelta(days=days - 1), datetime.min.time(), tzinfo=UTC)
     step_ms = days * 86_400_000 / rows
     engine = create_engine(url, poolclass=NullPool)
@@ -54,7 +66,8 @@ def generate(url: str, rows: int, days: int) -> None:
         conn.execute(text("SET maintenance_work_mem = '512MB'"))
         raw = conn.connection.driver_connection
         assert raw is not None
-        for name, expressions in GENERATORS.items():
+        for name in tables:
+            expressions = GENERATORS[name]
             table = TABLES[name]
             known = {column: expressions[column] for column in WRITE_COLUMNS[name] if column in expressions}
             _monthly_partitions(url, name, start, days)
@@ -82,8 +95,8 @@ def generate(url: str, rows: int, days: int) -> None:
     engine.dispose()
 
 
-def _summaries(window: TimeWindow) -> dict[str, Run]:
-    return {
+def _summaries(window: TimeWindow, tables: list[str]) -> dict[str, Run]:
+    every: dict[str, Run] = {
         "requests": lambda c, r: summaries.request_summary(c, [], window, 100, use_rollups=r),
         "jobs": lambda c, r: summaries.job_summary(c, [], window, 100, 10, use_rollups=r),
         "errors": lambda c, r: summaries.error_summary(c, [], window, 100, use_rollups=r),
@@ -92,6 +105,7 @@ def _summaries(window: TimeWindow) -> dict[str, Run]:
             c, [], window, 100, 10, use_rollups=r
         ),
     }
+    return {name: run for name, run in every.items() if SUMMARY_TABLES[name] in tables}
 
 
 def _hourly_series(window: TimeWindow, spec: ts.TableSeries, group_by: str) -> Run:
@@ -157,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--database", help="use (and keep) this database instead of a throwaway one")
     parser.add_argument(
+        "--tables",
+        nargs="+",
+        choices=list(GENERATORS),
+        default=list(GENERATORS),
+        help="generate and time these tables only (default all five)",
+    )
+    parser.add_argument(
         "--reuse", action="store_true", help="with --database: time the rows a previous run left there"
     )
     args = parser.parse_args(argv)
@@ -175,29 +196,38 @@ def main(argv: list[str] | None = None) -> int:
         if args.reuse:
             logger.info("reusing the rows already in %s", args.database)
         else:
-            generate(url, args.rows, args.days)
+            generate(url, args.rows, args.days, args.tables)
         loaded = time.perf_counter() - began
         engine = create_engine(url, poolclass=NullPool)
         began = time.perf_counter()
         with engine.connect() as conn:
-            refreshed = refresh(conn)  # the generated rows' stale buckets, as ``serve`` would
+            # the generated rows' stale buckets, as ``serve`` would
+            refreshed = refresh(conn, lambda done, total: logger.info("refresh: %d of %d", done, total))
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for parts in ROLLUP_TABLES.values():
                 for table in parts.values():
                     conn.execute(text(f"VACUUM ANALYZE {table.name}"))
         built = time.perf_counter() - began
+        series = [
+            ("api_request_logs", "requests by route", ts.REQUEST_SERIES, "route"),
+            ("job_outcomes", "jobs by type", ts.JOB_SERIES, "job_type"),
+            ("error_logs", "errors by fingerprint", ts.ERROR_SERIES, "fingerprint"),
+        ]
         cases: list[tuple[str, Run]] = [
-            *((f"30-day summary: {name}", run) for name, run in _summaries(month).items()),
-            ("30-day hourly series: requests by route", _hourly_series(month, ts.REQUEST_SERIES, "route")),
-            ("30-day hourly series: jobs by type", _hourly_series(month, ts.JOB_SERIES, "job_type")),
-            (
-                "30-day hourly series: errors by fingerprint",
-                _hourly_series(month, ts.ERROR_SERIES, "fingerprint"),
+            *((f"30-day summary: {name}", run) for name, run in _summaries(month, args.tables).items()),
+            *(
+                (f"30-day hourly series: {label}", _hourly_series(month, spec, group_by))
+                for table, label, spec, group_by in series
+                if table in args.tables
             ),
-            *((f"one-day summary (ragged): {name}", run) for name, run in _summaries(day).items()),
+            *(
+                (f"one-day summary (ragged): {name}", run)
+                for name, run in _summaries(day, args.tables).items()
+            ),
         ]
         print(
-            f"\n{args.rows:,} rows per table over {args.days} days; load {loaded:.0f} s, "
+            f"\n{args.rows:,} rows in each of {', '.join(args.tables)} over {args.days} days; "
+            f"load {loaded:.0f} s, "
             f"rollups refreshed ({refreshed.buckets:,} 5-minute buckets) in {built:.0f} s"
         )
         print(
