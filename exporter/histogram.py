@@ -48,6 +48,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import accumulate
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import (
@@ -134,15 +136,29 @@ def merge(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
 
 
 def arrays_sql(
-    source: FromClause, group_by: Sequence[str], *, bin_column: str = "bin", count_column: str = "count"
+    source: FromClause,
+    group_by: Sequence[str],
+    *,
+    bin_column: str = "bin",
+    count_column: str = "count",
+    sorted_bins: bool = True,
 ) -> Select[Any]:
     """Long-format rows ``(group..., bin, count)`` (one per group and bin) as one row per group:
-    ``(group..., bins, counts)``, the stored form."""
-    bin_, count = source.c[bin_column], source.c[count_column]
+    ``(group..., bins, counts)``, the stored form (bins in order). ``sorted_bins=False`` for a
+    reader that ranks them itself (``quantiles`` sorts): PostgreSQL can then hash the groups
+    instead of sorting every (group, bin) row first, the larger part of merging many bins."""
+    bin_, count = cast(source.c[bin_column], SmallInteger), cast(source.c[count_column], BigInteger)
+    bins: ColumnElement[Any] = bin_
+    counts: ColumnElement[Any] = count
+    if sorted_bins:
+        bins, counts = (
+            aggregate_order_by(bin_, source.c[bin_column]),
+            aggregate_order_by(count, source.c[bin_column]),
+        )
     return select(
         *(source.c[name] for name in group_by),
-        func.array_agg(aggregate_order_by(cast(bin_, SmallInteger), bin_)).label("bins"),
-        func.array_agg(aggregate_order_by(cast(count, BigInteger), bin_)).label("counts"),
+        func.array_agg(bins).label("bins"),
+        func.array_agg(counts).label("counts"),
     ).group_by(*(source.c[name] for name in group_by))
 
 
@@ -173,16 +189,14 @@ def quantiles(counts: Mapping[int, int], fractions: Mapping[str, float]) -> dict
     for q in fractions.values():
         if not 0 <= q <= 1:
             raise ValueError(f"a quantile is between 0 and 1, not {q}")
-    bins = sorted((bucket, count) for bucket, count in counts.items() if count)
-    total = sum(count for _, count in bins)
+    # Sorted and summed in C (a series ranks thousands of points): a bin of count 0 needs no
+    # filtering, its running count equals the one before it, so bisect_right never lands on it.
+    bins = sorted(counts.items())
+    running = list(accumulate(map(itemgetter(1), bins)))
+    total = running[-1] if running else 0
     if not total:
         return dict.fromkeys(fractions)
-    # Running counts, then for each rank the first bin whose running count passes it.
-    running: list[int] = []
-    seen = 0
-    for _, count in bins:
-        seen += count
-        running.append(seen)
+    # For each rank, the first bin whose running count passes it.
 
     def bucket_at(index: int) -> int:
         return bins[bisect.bisect_right(running, index)][0]

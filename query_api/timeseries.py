@@ -22,6 +22,7 @@ Pure: this module builds statements and plans; ``query_api.routes.timeseries`` r
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -459,19 +460,20 @@ def histograms_sql(
     raw_filters: Sequence[ColumnElement[bool]] = (),
     names: Sequence[str] = (),
 ) -> CompoundSelect[Any] | Select[Any]:
-    """Rows ``(bucket, idx, bins, counts, stored quantiles...)``, one per point with rows, ranked
-    in ``assemble``. A point that is one rollup row of the plan's grain (a route's hour) comes
-    with the quantiles stored in that row and no bins: nothing to add up, whatever the row
-    holds. Any other point (several groups, the "other" series, a stale edge) comes with its bins
-    added up in SQL (one pass, no sort of every bin) for ``histogram.quantiles``, and no stored
-    quantiles. Series as in ``series_sql``."""
+    """Rows ``(bucket, idx, bins, counts, stored quantiles...)`` for ``assemble`` to rank. A point
+    that is one rollup row of the plan's grain (a route's hour) comes as that row's stored
+    quantiles and no bins: nothing to add up, whatever the row holds. A point of several such
+    rows (the "other" series, a route under two methods) comes as those rows' own bins, added up
+    in ``assemble``: returning the stored arrays is cheaper than unnesting and re-aggregating
+    every (point, bin) pair in SQL (a 30-day hourly "other" series: 600k pairs, about 1 s of
+    hashing there). The finer buckets towards a stale edge and raw rows come merged in SQL, one
+    row per point (a raw row is one bin each). Series as in ``series_sql``."""
 
     def index_of(columns: Columns) -> ColumnElement[int]:
         return _series_index(spec, group_by, groups, columns)
 
     rollup = spec.latency_rollup_for(group_by)
     whole, long_parts = _latency_sources(rollup, plan, raw_filters, names)
-    long = [_indexed(part, index_of) for part in long_parts]  # (bucket, idx, bin, count)
     stored = list(STORED_QUANTILES.values())
     answers: list[Select[Any]] = []
     if whole:
@@ -495,29 +497,31 @@ def histograms_sql(
                 *(rows.c[name] for name in stored),
             ).where(alone)
         )
-        long.append(
+        answers.append(
             select(
                 rows.c.bucket,
                 rows.c.idx,
-                func.unnest(rows.c[LATENCY_BINS]).label("bin"),
-                func.unnest(rows.c[LATENCY_COUNTS]).label("count"),
+                rows.c[LATENCY_BINS].label("bins"),
+                rows.c[LATENCY_COUNTS].label("counts"),
+                *(cast(literal(None), Double).label(name) for name in stored),
             ).where(~alone)
         )
-    if long:
-        l_ = union_of(long).subquery("l")
+    if long_parts:
+        l_ = union_of([_indexed(part, index_of) for part in long_parts]).subquery("l")
         merged = (
             select(l_.c.bucket, l_.c.idx, l_.c.bin, cast(func.sum(l_.c["count"]), BigInteger).label("n"))
             .where(l_.c.bin.is_not(None))
             .group_by(literal_position(1), literal_position(2), literal_position(3))
             .subquery("merged")
         )
-        ranked_later = arrays_sql(merged, ["bucket", "idx"], count_column="n").subquery("ranked_later")
+        unsorted = arrays_sql(merged, ["bucket", "idx"], count_column="n", sorted_bins=False)
+        edges = unsorted.subquery("edges")
         answers.append(
             select(
-                ranked_later.c.bucket,
-                ranked_later.c.idx,
-                ranked_later.c.bins,
-                ranked_later.c.counts,
+                edges.c.bucket,
+                edges.c.idx,
+                edges.c.bins,
+                edges.c.counts,
                 *(cast(literal(None), Double).label(name) for name in stored),
             )
         )
@@ -567,11 +571,17 @@ def _count_point(row: dict[str, Any], seconds: float) -> dict[str, Any]:
 _POINTS = {"requests": _request_point, "jobs": _job_point}
 
 
-def _ranked(found: Mapping[str, Any], fractions: Mapping[str, float]) -> dict[str, float | None]:
-    """A point's quantiles: stored in its one rollup row, or ranked from its merged bins."""
-    if found["bins"] is None:
-        return {label: found[STORED_QUANTILES[q]] for label, q in fractions.items()}
-    return quantiles(dict(zip(found["bins"], found["counts"], strict=True)), fractions)
+def _ranked(found: Sequence[Mapping[str, Any]], fractions: Mapping[str, float]) -> dict[str, float | None]:
+    """A point's quantiles: stored in its one rollup row, or ranked from the bins of its rows
+    added up."""
+    if len(found) == 1 and found[0]["bins"] is None:
+        return {label: found[0][STORED_QUANTILES[q]] for label, q in fractions.items()}
+    first, *rest = found
+    counts: dict[int, int] = dict(zip(first["bins"], first["counts"], strict=True))
+    for row in rest:
+        for bin_, count in zip(row["bins"], row["counts"], strict=True):
+            counts[bin_] = counts.get(bin_, 0) + count
+    return quantiles(counts, fractions)
 
 
 def assemble(
@@ -584,7 +594,7 @@ def assemble(
     histograms: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """The series of ``series_sql``'s rows: ``groups[i]`` for idx ``i``, then "other"; each
-    point's quantiles from its row of ``histograms_sql`` (none: NULL)."""
+    point's quantiles from its rows of ``histograms_sql`` (none: NULL)."""
     point = _POINTS.get(spec.name, _count_point)
     seconds = plan.width.total_seconds()
     names: list[tuple[str | None, bool]] = [(group, False) for group in groups]
@@ -593,10 +603,12 @@ def assemble(
     series: list[dict[str, Any]] = [
         {"group": group, "other": is_other, "points": []} for group, is_other in names
     ]
-    by_point = {(h["bucket"], h["idx"]): h for h in histograms}
+    by_point: dict[tuple[Any, int], list[Mapping[str, Any]]] = defaultdict(list)
+    for histogram in histograms:
+        by_point[histogram["bucket"], histogram["idx"]].append(histogram)
     empty = dict.fromkeys(spec.quantiles)
     for row in rows:
         found = by_point.get((row["bucket"], row["idx"]))
-        ranked = empty if found is None else _ranked(found, spec.quantiles)
+        ranked = empty if not found else _ranked(found, spec.quantiles)
         series[row["idx"]]["points"].append(point(dict(row) | ranked, seconds))
     return series
