@@ -88,6 +88,7 @@ def generate(url: str, rows: int, days: int, tables: list[str]) -> None:
                     f"FROM generate_series({low}::bigint, {high}::bigint) AS i, "
                     "LATERAL (SELECT random() + 0 * i AS r) AS x".encode()
                 )
+                logger.info("%s: %d of %d rows", name, high, rows)
             for index in table.indexes:
                 index.create(conn, checkfirst=True)
             conn.execute(text(f"VACUUM ANALYZE {name}"))
