@@ -60,6 +60,14 @@ def _columns(url: str, table: str) -> dict[str, str]:
     return dict(rows)
 
 
+# 200 requests, one every 37 minutes from 2026-11-01: about six days of hours.
+REQUESTS_OVER_SIX_DAYS = (
+    "INSERT INTO api_request_logs (timestamp, endpoint, route, method, status_code, "
+    "response_time_ms) SELECT timestamp '2026-11-01 00:00+00' + i * interval '37 minutes', "
+    "'/d', '/d', 'GET', 200, i % 97 + 0.5 FROM generate_series(1, 200) AS i"
+)
+
+
 def _rows_of(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
     """A table's rows by column name (a migration may add a column back in another position)."""
     cursor = conn.execute(f"SELECT * FROM {table}")
@@ -189,11 +197,7 @@ def test_migration_7_folds_latency_tables_into_their_groups_and_sums_days_from_h
     try:
         migrate(engine)
         with psycopg.connect(empty_database, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO api_request_logs (timestamp, endpoint, route, method, status_code, "
-                "response_time_ms) SELECT timestamp '2026-11-01 00:00+00' + i * interval '37 minutes', "
-                "'/d', '/d', 'GET', 200, i % 97 + 0.5 FROM generate_series(1, 200) AS i"
-            )
+            conn.execute(REQUESTS_OVER_SIX_DAYS)
         with engine.connect() as conn:
             rebuild(conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 7, tzinfo=UTC))
         with psycopg.connect(empty_database, autocommit=True) as conn:
@@ -262,11 +266,7 @@ def test_migration_8_ranks_latency_rows_rebuilds_error_status_and_builds_job_lat
     try:
         migrate(engine)
         with psycopg.connect(empty_database, autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO api_request_logs (timestamp, endpoint, route, method, status_code, "
-                "response_time_ms) SELECT timestamp '2026-11-01 00:00+00' + i * interval '37 minutes', "
-                "'/d', '/d', 'GET', 200, i % 97 + 0.5 FROM generate_series(1, 200) AS i"
-            )
+            conn.execute(REQUESTS_OVER_SIX_DAYS)
             conn.execute(
                 "INSERT INTO job_outcomes (timestamp, job_id, job_type, status, duration_ms) "
                 "SELECT timestamp '2026-11-01 00:00+00' + i * interval '41 minutes', 'j' || i, "

@@ -92,6 +92,12 @@ def dataset() -> dict[str, list[Row]]:
 def loaded(db_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """The dataset written by the writer on emptied raw and rollup tables, then the rollups
     refreshed (read from them), or not yet (raw rows stand in for the stale buckets)."""
+    write_dataset(db_url, refreshed=request.param == "refreshed")
+    yield db_url
+
+
+def write_dataset(db_url: str, *, refreshed: bool) -> None:
+    """Empty the rollups, write the dataset through the writer, and refresh the rollups or not."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         for parts in ROLLUP_TABLES.values():
             for table in parts.values():
@@ -101,14 +107,13 @@ def loaded(db_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
         writer.write(dataset())
     finally:
         writer.close()
-    if request.param == "refreshed":
+    if refreshed:
         engine = create_engine(db_url, poolclass=NullPool)
         try:
             with engine.connect() as conn:
                 assert refresh(conn).buckets > 0
         finally:
             engine.dispose()
-    yield db_url
 
 
 def raw(db_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -209,21 +214,7 @@ def test_top_groups_get_a_series_and_the_rest_sum_into_other(client: TestClient,
 def test_a_point_of_one_rollup_row_reads_its_stored_quantiles(client: TestClient, db_url: str) -> None:
     """A route's hour is one row of rollup_route_latency_1h: its point takes the quantiles stored
     there (changed here by hand, to see which are read); the "other" series adds up its bins."""
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        for parts in ROLLUP_TABLES.values():
-            for table in parts.values():
-                conn.execute(f"DELETE FROM {table.name}")
-    writer = RowWriter(db_url, stats=ExportStats())
-    try:
-        writer.write(dataset())
-    finally:
-        writer.close()
-    engine = create_engine(db_url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            refresh(conn)
-    finally:
-        engine.dispose()
+    write_dataset(db_url, refreshed=True)
     window = {"start_date": T0.isoformat(), "end_date": (T0 + timedelta(hours=3)).isoformat()}
     window |= {"service_name": "svc-a"}  # a route of one service: one row per hour
     before = get(client, "requests", interval="1h", group_by="route", top=3, **window)
