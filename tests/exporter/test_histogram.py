@@ -329,3 +329,16 @@ def test_quantiles_of_one_pass_are_each_quantile() -> None:
     assert histogram.quantiles({}, {"p50": 0.5}) == {"p50": None}
     with pytest.raises(ValueError):
         histogram.quantiles({1: 1}, {"bad": 1.5})
+
+
+def test_bins_of_count_zero_change_no_quantile() -> None:
+    """A merged histogram may hold a bin whose count is 0 (at either end or between others):
+    ``quantiles`` ranks as if it were not there."""
+    rng = random.Random(12)
+    counts = histogram.histogram_of(rng.lognormvariate(3, 1.5) for _ in range(500))
+    fractions = {"p0": 0.0, "p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
+    low, high = min(counts), max(counts)
+    padded = {low - 7: 0, **counts, (low + high) // 2 + 1000: 0, high + 9: 0}
+    padded.update({bin_: 0 for bin_ in range(low, high) if bin_ not in counts})
+    assert histogram.quantiles(padded, fractions) == histogram.quantiles(counts, fractions)
+    assert histogram.quantiles({3: 0, 4: 0}, fractions) == dict.fromkeys(fractions)
