@@ -10,6 +10,7 @@ its orchestrator starts asyncio workers on first use); none of its code is copie
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,15 @@ def current_user(request: Request) -> str:
 
 
 class Orchestrator:
-    """Long-lived workers started by the first job request (they inherit its context)."""
+    """Long-lived workers started by the first job request (they inherit its context). They
+    take jobs once ``released`` is set: a test sets it when the requests that submitted them
+    have returned, so the jobs run after those requests, as HOMEPOT's do once the queue is
+    behind (a fixed sleep here lost that race on a loaded machine)."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self.worker: asyncio.Task[None] | None = None
+        self.released = threading.Event()
         self.done = 0
 
     def submit(self, job_id: str) -> None:
@@ -56,7 +61,8 @@ class Orchestrator:
     async def _work(self) -> None:
         while True:
             job_id = await self.queue.get()
-            await asyncio.sleep(0.01)  # the request that started us has answered by now
+            while not self.released.is_set():
+                await asyncio.sleep(0.005)
             async with job_span(
                 job_id, "firmware_update", device_id="42", initiated_by="orchestrator"
             ) as job:
@@ -179,6 +185,7 @@ def test_orchestrator_jobs_get_traces_of_their_own_linked_to_the_request(db_url:
             for job_id in ("job-1", "job-2bad", "job-3"):
                 assert client.post(f"/api/v1/jobs/{job_id}").status_code == 200
             assert client.post("/api/v1/devices/dev-9/restart").status_code == 200
+            orchestrator.released.set()  # every request above has returned: its ASGI call is over
             deadline = 200
             while orchestrator.done < 3 and deadline:
                 client.get("/api/v1/health")  # keeps the loop turning
