@@ -210,16 +210,16 @@ def main(argv: list[str] | None = None) -> int:
                     conn.execute(text(f"VACUUM ANALYZE {table.name}"))
         built = time.perf_counter() - began
         series = [
-            ("api_request_logs", "requests by route", ts.REQUEST_SERIES, "route"),
-            ("job_outcomes", "jobs by type", ts.JOB_SERIES, "job_type"),
-            ("error_logs", "errors by fingerprint", ts.ERROR_SERIES, "fingerprint"),
+            ("requests by route", ts.REQUEST_SERIES, "route"),
+            ("jobs by type", ts.JOB_SERIES, "job_type"),
+            ("errors by fingerprint", ts.ERROR_SERIES, "fingerprint"),
         ]
         cases: list[tuple[str, Run]] = [
             *((f"30-day summary: {name}", run) for name, run in _summaries(month, args.tables).items()),
             *(
                 (f"30-day hourly series: {label}", _hourly_series(month, spec, group_by))
-                for table, label, spec, group_by in series
-                if table in args.tables
+                for label, spec, group_by in series
+                if spec.rollup.source.name in args.tables
             ),
             *(
                 (f"one-day summary (ragged): {name}", run)

@@ -82,6 +82,7 @@ __all__ = [
     "histogram_of",
     "histogram_sql",
     "merge",
+    "merge_stored",
     "quantile",
     "quantiles",
     "quantiles_sql",
@@ -129,9 +130,16 @@ def histogram_of(values: Iterable[float]) -> dict[int, int]:
 
 def merge(a: Mapping[int, int], b: Mapping[int, int]) -> dict[int, int]:
     """The histogram of both histograms' values: the counts added, bucket by bucket."""
-    merged = dict(a)
-    for bucket, count in b.items():
-        merged[bucket] = merged.get(bucket, 0) + count
+    return merge_stored([(a.keys(), a.values()), (b.keys(), b.values())])
+
+
+def merge_stored(stored: Iterable[tuple[Iterable[int], Iterable[int]]]) -> dict[int, int]:
+    """The histogram of several histograms in their stored form, ``(bins, counts)`` side by side
+    (``arrays_sql``'s rows), into one dict: the counts added, bucket by bucket."""
+    merged: dict[int, int] = {}
+    for bins, counts in stored:
+        for bucket, count in zip(bins, counts, strict=True):
+            merged[bucket] = merged.get(bucket, 0) + count
     return merged
 
 

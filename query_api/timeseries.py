@@ -48,7 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ColumnCollection
 
-from exporter.histogram import arrays_sql, bucket_sql, quantiles
+from exporter.histogram import arrays_sql, bucket_sql, merge_stored, quantiles
 from exporter.rollups.definitions import (
     ACTIVITIES,
     COARSE,
@@ -576,12 +576,7 @@ def _ranked(found: Sequence[Mapping[str, Any]], fractions: Mapping[str, float]) 
     added up."""
     if len(found) == 1 and found[0]["bins"] is None:
         return {label: found[0][STORED_QUANTILES[q]] for label, q in fractions.items()}
-    first, *rest = found
-    counts: dict[int, int] = dict(zip(first["bins"], first["counts"], strict=True))
-    for row in rest:
-        for bin_, count in zip(row["bins"], row["counts"], strict=True):
-            counts[bin_] = counts.get(bin_, 0) + count
-    return quantiles(counts, fractions)
+    return quantiles(merge_stored((row["bins"], row["counts"]) for row in found), fractions)
 
 
 def assemble(

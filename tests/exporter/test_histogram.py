@@ -167,6 +167,8 @@ def test_halves_merge_into_the_whole(conn: Connection) -> None:
         whole = histogram_of(values)
         assert merge(parts.get((name, 0), {}), parts.get((name, 1), {})) == whole
         assert merge(histogram_of(values[::2]), histogram_of(values[1::2])) == whole
+        thirds = [histogram_of(values[i::3]) for i in range(3)]
+        assert histogram.merge_stored((list(t), list(t.values())) for t in thirds) == whole
         for q in FRACTIONS.values():
             assert quantile(merge(histogram_of(values[:7]), histogram_of(values[7:])), q) == quantile(
                 whole, q
