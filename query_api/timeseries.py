@@ -35,7 +35,6 @@ from sqlalchemy import (
     Double,
     Integer,
     Select,
-    SmallInteger,
     Table,
     case,
     cast,
@@ -45,7 +44,6 @@ from sqlalchemy import (
     select,
     true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.sql import ColumnCollection
 
 from exporter.histogram import arrays_sql, bucket_sql, merge_stored, quantiles
@@ -488,23 +486,16 @@ def histograms_sql(
             func.count().over(partition_by=[w.c.bucket, idx]).label("rows_in_point"),
         ).subquery("rows")
         alone = rows.c.rows_in_point == 1
+        # One pass over the rows: a row alone in its point gives its stored quantiles, any
+        # other its bins.
         answers.append(
             select(
                 rows.c.bucket,
                 rows.c.idx,
-                cast(literal(None), ARRAY(SmallInteger)).label("bins"),
-                cast(literal(None), ARRAY(BigInteger)).label("counts"),
-                *(rows.c[name] for name in stored),
-            ).where(alone)
-        )
-        answers.append(
-            select(
-                rows.c.bucket,
-                rows.c.idx,
-                rows.c[LATENCY_BINS].label("bins"),
-                rows.c[LATENCY_COUNTS].label("counts"),
-                *(cast(literal(None), Double).label(name) for name in stored),
-            ).where(~alone)
+                case((alone, None), else_=rows.c[LATENCY_BINS]).label("bins"),
+                case((alone, None), else_=rows.c[LATENCY_COUNTS]).label("counts"),
+                *(case((alone, rows.c[name]), else_=None).label(name) for name in stored),
+            )
         )
     if long_parts:
         l_ = union_of([_indexed(part, index_of) for part in long_parts]).subquery("l")
