@@ -18,10 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, select, text, update
+from sqlalchemy import column as sql_column
+from sqlalchemy import table as sql_table
 
 from exporter.columns import COLUMNS
 from exporter.containment import never_raise
+from exporter.distinct_sketch import SKETCH_BITS, sketch_sql, union_sql
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
@@ -32,12 +35,13 @@ from exporter.rollups.definitions import (
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
+    MEMBERS_SKETCH,
     ROLLUPS,
     STORED_QUANTILES,
     Rollup,
 )
 from exporter.rollups.rebuild import oldest_raw_row, rank_unranked, rebuild_all, rebuild_days_from_hours
-from exporter.rollups.schema import rollup_metadata
+from exporter.rollups.schema import rollup_metadata, tables_of
 from exporter.rollups.stale import TRIGGERS_DDL, mark_all
 from exporter.schema import TABLES, metadata
 from exporter.trace_links import PENDING_JOINS_DDL
@@ -217,6 +221,7 @@ def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
     new = _missing_rollups(conn)
     rollup_metadata.create_all(conn, checkfirst=True)
     _add_rollup_columns_of_migration_8(conn)  # the rebuild below fills them
+    _add_sketch_columns(conn)  # ... and these, of migration 9
     if new:
         hours = rebuild_all(conn, commit_each=False)
         logger.info("rollups built from the stored rows: %d hours", hours)
@@ -262,6 +267,55 @@ def _add_rollup_columns_of_migration_8(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN unresolved SET NOT NULL"))
 
 
+def _add_sketch_columns(conn: Connection) -> None:
+    """The distinct sketch column of the rollups that count members (empty until built)."""
+    for rollup in ROLLUPS:
+        for grain in GRAINS:
+            name = rollup.table_name(grain)
+            if rollup.members is None or not inspect(conn).has_table(name):
+                continue
+            conn.execute(
+                text(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {MEMBERS_SKETCH} bit({SKETCH_BITS})")
+            )
+
+
+def _distinct_sketches(conn: Connection) -> list[str]:
+    """Distinct counts (affected users, sessions) from a sketch in each group's row
+    (``exporter.distinct_sketch``) instead of a row per member and bucket, which cost a 30-day
+    count as many rows as the raw table. The buckets that still have raw rows are marked stale,
+    for ``refresh`` to rebuild in the background (reads take the raw rows until it has); the
+    older ones, whose raw rows were purged, get their sketches from their members here. Then the
+    members tables go."""
+    _add_sketch_columns(conn)
+    changed: list[str] = []
+    for rollup in ROLLUPS:
+        if rollup.members is None:
+            continue
+        oldest = oldest_raw_row(conn, [rollup])
+        marked = mark_all(conn, rollup.source)
+        if marked:
+            logger.info("%s: %d 5-minute buckets to rebuild in the background", rollup.source.name, marked)
+        for grain in GRAINS:
+            groups, members = tables_of(rollup, grain)["groups"], rollup.table_name(grain, "members")
+            if not inspect(conn).has_table(members):
+                continue
+            pk = ["bucket", *(key.name for key in rollup.keys)]
+            old = sql_table(members, *(sql_column(name) for name in pk), sql_column("member"))
+            group = [old.c[name] for name in pk]
+            query = select(*group, union_sql(sketch_sql(old.c.member)).label("sketch")).group_by(*group)
+            if oldest is not None:  # newer buckets are rebuilt from their raw rows
+                query = query.where(old.c.bucket < grain.bucket(oldest))
+            sketches = query.subquery("sketches")
+            conn.execute(
+                update(groups)
+                .where(*(groups.c[name] == sketches.c[name] for name in pk))
+                .values({MEMBERS_SKETCH: sketches.c.sketch})
+            )
+            conn.execute(text(f"DROP TABLE {members}"))
+            changed.append(f"{members} folded into {groups.name}.{MEMBERS_SKETCH}")
+    return changed
+
+
 def _rollup_quantiles_error_status_and_job_latency(conn: Connection) -> list[str]:
     """Each latency rollup row keeps its quantiles, the error rollups what a group's status needs,
     and job_latency (a type's durations across statuses) is new. Every bucket that still has raw
@@ -302,6 +356,11 @@ MIGRATIONS: list[Migration] = [
         8,
         "rollup rows keep their quantiles, error rollups their groups' status; job_latency",
         _rollup_quantiles_error_status_and_job_latency,
+    ),
+    Migration(
+        9,
+        "distinct counts of the rollups from a sketch in each group row, not a row per member",
+        _distinct_sketches,
     ),
 ]
 

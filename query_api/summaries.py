@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql import Subquery
 
+from exporter.distinct_sketch import estimate, union_sql
 from exporter.histogram import quantiles
 from exporter.rollups.definitions import (
     DEVICE_STATES,
@@ -475,7 +476,9 @@ def _error_summary_from_rollups(
 ) -> list[dict[str, Any]] | None:
     """Groups, counts, first/last seen and what their status needs (open occurrences, the latest
     open one, the latest resolution, the latest occurrence) from rollup_errors; affected users
-    from its members, for the groups returned only; the latest occurrence's text from its raw row.
+    estimated from its distinct sketches (``exporter.distinct_sketch``: within a few per cent,
+    where raw rows count them exactly), for the groups returned only; the latest occurrence's
+    text from its raw row.
     None (read raw rows) when a row without a fingerprint (written before fingerprints existed:
     the raw path groups it by its text) is in the window, or a latest occurrence is gone (purged:
     the rollups outlive the raw rows)."""
@@ -513,11 +516,11 @@ def _error_summary_from_rollups(
         key_filters=[*plan.key_filters, lambda table: table.c.fingerprint.in_(fingerprints)],
         raw_filters=[*plan.raw_filters, error_logs.c.fingerprint.in_(fingerprints)],
     )
-    m = rollup_reads.members_source(returned)
+    m = rollup_reads.sketches_source(returned)
     users = select(
-        _blank_is_null(m.c.service_name, "service_name"), m.c.fingerprint, func.count(m.c.member.distinct())
+        _blank_is_null(m.c.service_name, "service_name"), m.c.fingerprint, union_sql(m.c.sketch)
     ).group_by(m.c.service_name, m.c.fingerprint)
-    by_group = {(name, fingerprint): n for name, fingerprint, n in conn.execute(users)}
+    by_group = {(name, fingerprint): estimate(sketch) for name, fingerprint, sketch in conn.execute(users)}
     t = error_logs.c
     samples = select(t.id, t.category, t.severity, t.error_code, t.error_message).where(
         t.id.in_([row["latest_id"] for row in rows])

@@ -9,8 +9,9 @@ Each rollup is kept at three grains: 5 minutes (time series, the edges of a wind
 1 day (long windows: a 30-day window is 30 daily buckets and its hourly and 5-minute edges). Per
 bucket and group it keeps counts and sums, first/last seen (least/greatest), a
 latency histogram (``exporter.histogram``: the bins and their counts as two arrays in the group's
-own row, merged by adding counts) and, for distinct counts (affected users, sessions), the members
-themselves (one row each, so any union of buckets counts them exactly).
+own row, merged by adding counts) and, for distinct counts (affected users, sessions), a distinct
+sketch (``exporter.distinct_sketch``: a HyperLogLog in the group's row, merged by ``bit_or``, so
+any union of buckets estimates its distinct members within a few per cent).
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ LATENCY_COUNTS = "latency_counts"
 # ... and its quantiles, ranked when the row is built: a time-series point that is exactly one
 # row (a route's hour) reads them instead of adding up the row's bins (fraction -> column).
 STORED_QUANTILES: dict[float, str] = {0.5: "latency_p50", 0.95: "latency_p95", 0.99: "latency_p99"}
+# The groups-table column holding the distinct sketch of a rollup's ``members``.
+MEMBERS_SKETCH = "members_sketch"
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,7 @@ class Rollup:
     keys: tuple[Key, ...]
     measures: tuple[Measure, ...]
     latency: str | None = None  # the source column whose histogram is kept (``LATENCY_BINS`` ...)
-    members: str | None = None  # the source column whose distinct values are kept
+    members: str | None = None  # the source column whose distinct values are counted (``MEMBERS_SKETCH``)
     only_if_sql: Callable[[Table], ColumnElement[bool]] | None = None
 
     def table_name(self, grain: Grain, part: str = "") -> str:

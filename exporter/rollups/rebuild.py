@@ -21,7 +21,6 @@ from sqlalchemy import (
     Connection,
     Float,
     Table,
-    Text,
     cast,
     column,
     delete,
@@ -35,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import Select, Subquery
 
+from exporter.distinct_sketch import sketch_sql, union_sql
 from exporter.histogram import arrays_sql, bucket_sql, quantiles
 from exporter.rollups.definitions import (
     COARSE,
@@ -42,6 +42,7 @@ from exporter.rollups.definitions import (
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
+    MEMBERS_SKETCH,
     ROLLUPS,
     STORED_QUANTILES,
     Grain,
@@ -82,6 +83,8 @@ def _group_select(rollup: Rollup, grain: Grain, since: datetime, until: datetime
     measures: list[ColumnElement[Any]] = [
         _AGGREGATES[m.kind](m.of_sql(source)).label(m.name) for m in rollup.measures
     ]
+    if rollup.members is not None:
+        measures.append(union_sql(sketch_sql(source.c[rollup.members])).label(MEMBERS_SKETCH))
     query = select(bucket, *keys, *measures).group_by(*_positions(len(keys) + 1))
     return _filtered(rollup, query, since, until)
 
@@ -94,17 +97,6 @@ def _latency_select(rollup: Rollup, grain: Grain, since: datetime, until: dateti
     latency = source.c[rollup.latency]
     query = select(bucket, *keys, bucket_sql(latency).label("bin"), func.count().label("count"))
     query = query.where(latency.is_not(None)).group_by(*_positions(len(keys) + 2))
-    return _filtered(rollup, query, since, until)
-
-
-def _members_select(rollup: Rollup, grain: Grain, since: datetime, until: datetime) -> Select[Any]:
-    source = rollup.source
-    assert rollup.members is not None
-    bucket = grain.bucket_sql(source.c.timestamp).label("bucket")
-    keys = [key.of_sql(source).label(key.name) for key in rollup.keys]
-    member = source.c[rollup.members]
-    query = select(bucket, *keys, cast(member, Text).label("member"))
-    query = query.where(member.is_not(None)).distinct()
     return _filtered(rollup, query, since, until)
 
 
@@ -167,8 +159,6 @@ def rebuild_from_raw(
             long_rows = _latency_select(rollup, grain, since, until).subquery("long_rows")
             _set_histograms(conn, tables["groups"], keys, long_rows)
             _store_quantiles(conn, tables["groups"], keys, since, until)
-        if "members" in tables:
-            _insert(conn, tables["members"], _members_select(rollup, grain, since, until))
 
 
 def rebuild_hour(conn: Connection, since: datetime, rollups: Sequence[Rollup] = ROLLUPS) -> None:
@@ -182,7 +172,7 @@ def roll_up(
     conn: Connection, rollups: Iterable[Rollup], finer: Grain, coarser: Grain, bucket: datetime
 ) -> None:
     """Rebuild ``rollups``' ``coarser`` bucket ``bucket`` from its ``finer`` buckets: sums added,
-    first and last seen the least and greatest, histograms merged, members united."""
+    first and last seen the least and greatest, histograms merged, distinct sketches united."""
     until = bucket + coarser.width
     for rollup in rollups:
         keys = [key.name for key in rollup.keys]
@@ -193,6 +183,8 @@ def roll_up(
         inside = (parts.c.bucket >= bucket, parts.c.bucket < until)
         start = literal(bucket, parts.c.bucket.type).label("bucket")
         measures = [_AGGREGATES[m.kind](parts.c[m.name]).label(m.name) for m in rollup.measures]
+        if rollup.members is not None:
+            measures.append(union_sql(parts.c[MEMBERS_SKETCH]).label(MEMBERS_SKETCH))
         groups = select(start, *(parts.c[name] for name in keys), *measures).where(*inside)
         _insert(conn, target["groups"], groups.group_by(*(parts.c[name] for name in keys)))
         if rollup.latency is not None:
@@ -217,18 +209,6 @@ def roll_up(
             )
             _set_histograms(conn, target["groups"], keys, long_rows)
             _store_quantiles(conn, target["groups"], keys, bucket, until)
-        if "members" in target:
-            members = source["members"]
-            query = (
-                select(
-                    literal(bucket, members.c.bucket.type).label("bucket"),
-                    *(members.c[name] for name in keys),
-                    members.c.member,
-                )
-                .where(members.c.bucket >= bucket, members.c.bucket < until)
-                .distinct()
-            )
-            _insert(conn, target["members"], query)
 
 
 def rebuild_day(conn: Connection, day: datetime, rollups: Sequence[Rollup] = ROLLUPS) -> None:

@@ -1,8 +1,8 @@
 """The rollup tables, built from ``definitions``: per rollup and grain, a table of groups (the
-bucket, the keys, the measures and the latency histogram), and beside it the distinct members.
+bucket, the keys, the measures, the latency histogram and the distinct sketch of the members).
 
 Kept in their own ``MetaData``: the five analytics tables' ``create_all`` and partitioning never
-touch them. Every table's primary key is (bucket, keys...[, member]): the upsert target. A histogram is two
+touch them. Every table's primary key is (bucket, keys...): the upsert target. A histogram is two
 arrays in its group's row (sorted bins, their counts) rather than a row per bin: a 30-day read
 visits one row per group and day, and a write upserts one row per group.
 Rows are only ever in whole buckets of their grain, so a purge by ``bucket`` keeps them whole.
@@ -30,10 +30,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.types import TypeEngine
 
+from exporter.distinct_sketch import SKETCH_TYPE
 from exporter.rollups.definitions import (
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
+    MEMBERS_SKETCH,
     ROLLUPS,
     STORED_QUANTILES,
     Grain,
@@ -67,27 +69,25 @@ def _histogram_columns(rollup: Rollup) -> list[Column[Any]]:
     ]
 
 
+def _sketch_columns(rollup: Rollup) -> list[Column[Any]]:
+    # NULL: no member in the group (all its rows without one), as ``bit_or`` of none gives.
+    return [] if rollup.members is None else [Column(MEMBERS_SKETCH, SKETCH_TYPE, nullable=True)]
+
+
 def _tables(rollup: Rollup, grain: Grain) -> dict[str, Table]:
-    tables = {
+    return {
         "groups": Table(
             rollup.table_name(grain),
             rollup_metadata,
             *_key_columns(rollup),
             *(Column(m.name, _MEASURE_TYPES[m.sql_type](), nullable=m.nullable) for m in rollup.measures),
             *_histogram_columns(rollup),
+            *_sketch_columns(rollup),
         )
     }
-    if rollup.members is not None:
-        tables["members"] = Table(
-            rollup.table_name(grain, "members"),
-            rollup_metadata,
-            *_key_columns(rollup),
-            Column("member", Text, primary_key=True),
-        )
-    return tables
 
 
-# (rollup name, grain name) -> {"groups" | "members": Table}
+# (rollup name, grain name) -> {"groups": Table}
 ROLLUP_TABLES: dict[tuple[str, str], dict[str, Table]] = {
     (rollup.name, grain.name): _tables(rollup, grain) for rollup in ROLLUPS for grain in GRAINS
 }

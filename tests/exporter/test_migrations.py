@@ -68,6 +68,11 @@ REQUESTS_OVER_SIX_DAYS = (
 )
 
 
+def _from(version: int) -> list[int]:
+    """The versions a database at ``version - 1`` is migrated through."""
+    return list(range(version, LATEST_VERSION + 1))
+
+
 def _rows_of(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
     """A table's rows by column name (a migration may add a column back in another position)."""
     cursor = conn.execute(f"SELECT * FROM {table}")
@@ -138,7 +143,7 @@ def test_migration_3_adds_the_release_columns_to_existing_tables_keeping_rows(em
                 "INSERT INTO api_request_logs (timestamp, endpoint, method, status_code, response_time_ms,"
                 " event_id) VALUES (now(), '/kept', 'GET', 200, 1, gen_random_uuid())"
             )
-        assert [migration.version for migration in migrate(engine)] == [3, 4, 5, 6, 7, 8]
+        assert [migration.version for migration in migrate(engine)] == _from(3)
     finally:
         engine.dispose()
     for table in TABLES:
@@ -160,7 +165,7 @@ def test_an_insert_without_event_id_gets_one_also_after_migration_5_upgrades_old
             for table in TABLES:
                 conn.execute(f"ALTER TABLE {table} ALTER COLUMN event_id DROP DEFAULT")
             conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 5")
-        assert [migration.version for migration in migrate(engine)] == [5, 6, 7, 8]
+        assert [migration.version for migration in migrate(engine)] == _from(5)
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
@@ -212,8 +217,6 @@ def test_migration_7_folds_latency_tables_into_their_groups_and_sums_days_from_h
                 if rollup is ROUTE_LATENCY:
                     continue
                 conn.execute(f"DROP TABLE {rollup.table_name(DAILY)}")
-                if rollup.members is not None:
-                    conn.execute(f"DROP TABLE {rollup.table_name(DAILY, 'members')}")
                 if rollup.latency is None:
                     continue
                 keys = ", ".join(key.name for key in rollup.keys)
@@ -228,7 +231,7 @@ def test_migration_7_folds_latency_tables_into_their_groups_and_sums_days_from_h
                     )
             conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 7")
             conn.execute("DELETE FROM api_request_logs WHERE timestamp < '2026-11-02+00'")
-        assert [migration.version for migration in migrate(engine)] == [7, 8]
+        assert [migration.version for migration in migrate(engine)] == _from(7)
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
@@ -306,7 +309,7 @@ def test_migration_8_ranks_latency_rows_rebuilds_error_status_and_builds_job_lat
             conn.execute("DELETE FROM job_outcomes WHERE timestamp < '2026-11-02+00'")
             conn.execute("DELETE FROM error_logs WHERE timestamp < '2026-11-02+00'")
             conn.execute("DELETE FROM rollup_stale_buckets")
-        assert [migration.version for migration in migrate(engine)] == [8]
+        assert [migration.version for migration in migrate(engine)] == _from(8)
         with engine.connect() as conn:  # the buckets with raw rows, rebuilt in the background
             assert refresh(conn).buckets > 0
     finally:
@@ -336,3 +339,63 @@ def test_migration_8_ranks_latency_rows_rebuilds_error_status_and_builds_job_lat
                 unknown = {"unresolved": old["count"], "latest_open": None, "latest_resolved_at": None}
                 assert new == old | unknown | {"latest_occurrence": None}
     assert any(row["unresolved"] < row["count"] for row in found["rollup_errors_1d"])
+
+
+def test_migration_9_turns_member_rows_into_the_sketches_a_rebuild_gives(empty_database: str) -> None:
+    """Version 8 kept a row per (bucket, group, member) for distinct counts. Migration 9 folds the
+    members of buckets whose raw rows are gone into their groups' sketches, marks the rest for the
+    refresh, and drops the members tables: every sketch is then bit for bit the one a rebuild from
+    the raw rows gives (so the purged day's affected users are still counted), and the summary
+    reads them."""
+    from exporter.rollups.definitions import GRAINS, MEMBERS_SKETCH, ROLLUPS
+    from exporter.rollups.rebuild import rebuild
+    from exporter.rollups.refresh import refresh
+
+    counted = [rollup for rollup in ROLLUPS if rollup.members is not None]
+    tables = [rollup.table_name(grain) for rollup in counted for grain in GRAINS]
+    engine = create_engine(empty_database)
+    try:
+        migrate(engine)
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO error_logs (timestamp, category, severity, error_message, fingerprint, user_id) "
+                "SELECT timestamp '2026-11-01 00:00+00' + i * interval '3 minutes', 'api', 'error', 'boom', "
+                "'fp' || (i % 3), CASE WHEN i % 10 <> 0 THEN 'user' || (i % 700) END "
+                "FROM generate_series(1, 2000) AS i"
+            )
+            conn.execute(
+                "INSERT INTO user_activities (timestamp, activity_type, page_url, session_id) "
+                "SELECT timestamp '2026-11-01 00:00+00' + i * interval '7 minutes', 'page_view', '/sites', "
+                "'s' || (i % 90) FROM generate_series(1, 600) AS i"
+            )
+        with engine.connect() as conn:
+            rebuild(conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 6, tzinfo=UTC))
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            expected = {name: _rows_of(conn, name) for name in tables}
+            # Back to version 8: the members of each bucket in a table of their own, no sketches.
+            for rollup in counted:
+                keys = ", ".join(f"coalesce({key.name}::text, '') AS {key.name}" for key in rollup.keys)
+                for grain in GRAINS:
+                    seconds = int(grain.width.total_seconds())
+                    conn.execute(
+                        f"CREATE TABLE {rollup.table_name(grain, 'members')} AS SELECT DISTINCT "
+                        f"date_bin(interval '{seconds} seconds', timestamp, '1970-01-01+00') AS bucket, "
+                        f"{keys}, {rollup.members}::text AS member FROM {rollup.source.name} "
+                        f"WHERE {rollup.members} IS NOT NULL"
+                    )
+                    conn.execute(f"ALTER TABLE {rollup.table_name(grain)} DROP COLUMN {MEMBERS_SKETCH}")
+            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 9")
+            conn.execute("DELETE FROM error_logs WHERE timestamp < '2026-11-02+00'")
+            conn.execute("DELETE FROM user_activities WHERE timestamp < '2026-11-02+00'")
+            conn.execute("DELETE FROM rollup_stale_buckets")
+        assert [migration.version for migration in migrate(engine)] == _from(9)
+        with engine.connect() as conn:  # the buckets with raw rows, rebuilt in the background
+            assert refresh(conn).buckets > 0
+    finally:
+        engine.dispose()
+    with psycopg.connect(empty_database) as conn:
+        found = {name: _rows_of(conn, name) for name in tables}
+        left = conn.execute("SELECT array_agg(tablename) FROM pg_tables WHERE tablename LIKE 'rollup%members'").fetchone()
+    assert found == expected
+    assert left == (None,)
+    assert any(row[MEMBERS_SKETCH] for row in found["rollup_errors_1d"] if row["bucket"].day == 1)
