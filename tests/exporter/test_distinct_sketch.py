@@ -35,7 +35,8 @@ DATASETS = {
     "skewed": "SELECT 'skewed', i % 3, 'u' || floor(sqrt(abs(hashint4(i)) % 4000000)) "
     "FROM generate_series(1, 30000) AS i",
     "hundreds": "SELECT 'hundreds', i % 3, md5(i::text) FROM generate_series(1, 700) AS i",
-    "thousands": "SELECT 'thousands', i % 3, 'u_' || md5((i % 4321)::text) FROM generate_series(1, 20000) AS i",
+    "thousands": "SELECT 'thousands', i % 3, 'u_' || md5((i % 4321)::text) "
+    "FROM generate_series(1, 20000) AS i",
     "crossover": "SELECT 'crossover', i % 3, 's' || i FROM generate_series(1, 11000) AS i",
     "many": "SELECT 'many', i % 3, i::text FROM generate_series(1, 200000) AS i",
     "integers": "SELECT 'integers', i % 3, (i * 7919) % 1000003 FROM generate_series(1, 60000) AS i",

@@ -395,7 +395,8 @@ def test_migration_9_turns_member_rows_into_the_sketches_a_rebuild_gives(empty_d
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
         found = {name: _rows_of(conn, name) for name in tables}
-        left = conn.execute("SELECT array_agg(tablename) FROM pg_tables WHERE tablename LIKE 'rollup%members'").fetchone()
+        members_tables = "SELECT array_agg(tablename) FROM pg_tables WHERE tablename LIKE 'rollup%members'"
+        left = conn.execute(members_tables).fetchone()
     assert found == expected
     assert left == (None,)
     assert any(row[MEMBERS_SKETCH] for row in found["rollup_errors_1d"] if row["bucket"].day == 1)
