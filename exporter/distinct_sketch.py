@@ -56,7 +56,8 @@ SKETCH_TYPE = BIT(SKETCH_BITS)
 _CELL_CHANCE = [2.0**-rank / REGISTERS for rank in range(1, RANK_BITS)] + [
     2.0 ** -(RANK_BITS - 1) / REGISTERS
 ]
-_BISECTIONS = 48  # [0.5, 2^63] in log steps: the last one is under 1e-12 of n
+_NEWTON_STEPS = 100  # a cap: it converges in under 10 on every sketch of the tests
+_SATURATED = 2**63  # the estimate of a sketch with every bit set
 
 
 def _one_hot(position: ColumnElement[int]) -> ColumnElement[Any]:
@@ -95,17 +96,25 @@ def estimate(sketch: str | None) -> int:
     if not any(filled):
         return 0
 
-    # The log-likelihood's slope in n, decreasing: sum over planes of c * (b / (e^(c n) - 1) - (m - b)),
-    # with c the chance of one value landing in one cell of the plane. Its zero, by bisection in log n.
-    def slope(n: float) -> float:
-        return sum(
-            # Past e^700 (a double's range) a plane's set cells weigh nothing any more.
-            cell * ((set_ / math.expm1(cell * n) if cell * n < 700 else 0.0) - (REGISTERS - set_))
-            for cell, set_ in zip(_CELL_CHANCE, filled, strict=True)
-        )
-
-    low, high = 0.5, 2.0**63
-    for _ in range(_BISECTIONS):
-        middle = math.sqrt(low * high)
-        low, high = (middle, high) if slope(middle) > 0 else (low, middle)
-    return round(math.sqrt(low * high))
+    # The log-likelihood's slope in n is sum over planes of c * (b / (e^(c n) - 1) - (m - b)), with
+    # c the chance of one value landing in one cell of the plane and b its cells set: convex and
+    # decreasing, so Newton's method from linear counting on the planes that are not full (left of
+    # the zero once a plane fills) converges to its zero from the left, in a few steps.
+    planes = [(cell, set_) for cell, set_ in zip(_CELL_CHANCE, filled, strict=True) if set_]
+    empty = sum(cell * (REGISTERS - set_) for cell, set_ in zip(_CELL_CHANCE, filled, strict=True))
+    if empty == 0:  # every cell set: more values than a sketch can tell apart
+        return _SATURATED
+    n = sum(REGISTERS * math.log(REGISTERS / (REGISTERS - set_)) for set_ in filled if set_ < REGISTERS)
+    for _ in range(_NEWTON_STEPS):
+        slope, curvature = -empty, 0.0
+        for cell, set_ in planes:
+            grown = cell * n
+            if grown < 700:  # past e^700 (a double's range) a plane's set cells weigh nothing
+                excess = math.expm1(grown)
+                slope += cell * set_ / excess
+                curvature += cell * cell * set_ * (excess + 1) / (excess * excess)
+        step = slope / curvature if curvature else 0.0
+        n = n + step if n + step > 0 else n / 2
+        if abs(step) <= 1e-9 * n:
+            break
+    return min(round(n), _SATURATED)

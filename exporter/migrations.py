@@ -29,16 +29,17 @@ from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
 from exporter.rollups.definitions import (
+    ACTIVITIES,
     COARSE,
     DAILY,
     ERRORS,
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
-    MEMBERS_SKETCH,
     ROLLUPS,
     STORED_QUANTILES,
     Rollup,
+    sketch_column,
 )
 from exporter.rollups.rebuild import oldest_raw_row, rank_unranked, rebuild_all, rebuild_days_from_hours
 from exporter.rollups.schema import rollup_metadata, tables_of
@@ -221,7 +222,7 @@ def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
     new = _missing_rollups(conn)
     rollup_metadata.create_all(conn, checkfirst=True)
     _add_rollup_columns_of_migration_8(conn)  # the rebuild below fills them
-    _add_sketch_columns(conn)  # ... and these, of migration 9
+    _add_columns_of_migration_9(conn)  # ... and these
     if new:
         hours = rebuild_all(conn, commit_each=False)
         logger.info("rollups built from the stored rows: %d hours", hours)
@@ -267,37 +268,54 @@ def _add_rollup_columns_of_migration_8(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE {name} ALTER COLUMN unresolved SET NOT NULL"))
 
 
-def _add_sketch_columns(conn: Connection) -> None:
-    """The distinct sketch column of the rollups that count members (empty until built)."""
+def _add_columns_of_migration_9(conn: Connection) -> None:
+    """The distinct sketches of the rollups, and the measures added with them (the activities'
+    durations): empty (NULL, 0) until their buckets are rebuilt."""
     for rollup in ROLLUPS:
         for grain in GRAINS:
             name = rollup.table_name(grain)
-            if rollup.members is None or not inspect(conn).has_table(name):
+            if not inspect(conn).has_table(name):
                 continue
-            conn.execute(
-                text(f"ALTER TABLE {name} ADD COLUMN IF NOT EXISTS {MEMBERS_SKETCH} bit({SKETCH_BITS})")
-            )
+            columns = {column["name"] for column in inspect(conn).get_columns(name)}
+            added = [
+                f"ADD COLUMN {sketch_column(counted)} bit({SKETCH_BITS})"
+                for counted in rollup.distinct
+                if sketch_column(counted) not in columns
+            ]
+            added += [
+                f"ADD COLUMN {m.name} {m.sql_type}" + ("" if m.nullable else " NOT NULL DEFAULT 0")
+                for m in rollup.measures
+                if m.name not in columns and m.kind == "sum"
+            ]
+            if added:
+                conn.execute(text(f"ALTER TABLE {name} {', '.join(added)}"))
+
+
+# The one column whose members version 8 kept per rollup, in tables of their own.
+_MEMBERS_OF_VERSION_8 = {ERRORS.name: "user_id", ACTIVITIES.name: "session_id"}
 
 
 def _distinct_sketches(conn: Connection) -> list[str]:
-    """Distinct counts (affected users, sessions) from a sketch in each group's row
-    (``exporter.distinct_sketch``) instead of a row per member and bucket, which cost a 30-day
-    count as many rows as the raw table. The buckets that still have raw rows are marked stale,
-    for ``refresh`` to rebuild in the background (reads take the raw rows until it has); the
-    older ones, whose raw rows were purged, get their sketches from their members here. Then the
-    members tables go."""
-    _add_sketch_columns(conn)
+    """Distinct counts (affected users, sessions, an activity's users) from a sketch in each
+    group's row (``exporter.distinct_sketch``) instead of a row per member and bucket, which cost
+    a 30-day count as many rows as the raw table; activities keep their durations too. The
+    buckets that still have raw rows are marked stale, for ``refresh`` to rebuild in the
+    background (reads take the raw rows until it has); the older ones, whose raw rows were
+    purged, get their sketches from their members here (what version 8 did not keep, an
+    activity's users, stays empty there). Then the members tables go."""
+    _add_columns_of_migration_9(conn)
     changed: list[str] = []
     for rollup in ROLLUPS:
-        if rollup.members is None:
+        if not rollup.distinct:
             continue
         oldest = oldest_raw_row(conn, [rollup])
         marked = mark_all(conn, rollup.source)
         if marked:
             logger.info("%s: %d 5-minute buckets to rebuild in the background", rollup.source.name, marked)
+        counted = _MEMBERS_OF_VERSION_8.get(rollup.name)
         for grain in GRAINS:
             groups, members = tables_of(rollup, grain)["groups"], rollup.table_name(grain, "members")
-            if not inspect(conn).has_table(members):
+            if counted is None or not inspect(conn).has_table(members):
                 continue
             pk = ["bucket", *(key.name for key in rollup.keys)]
             old = sql_table(members, *(sql_column(name) for name in pk), sql_column("member"))
@@ -309,10 +327,10 @@ def _distinct_sketches(conn: Connection) -> list[str]:
             conn.execute(
                 update(groups)
                 .where(*(groups.c[name] == sketches.c[name] for name in pk))
-                .values({MEMBERS_SKETCH: sketches.c.sketch})
+                .values({sketch_column(counted): sketches.c.sketch})
             )
             conn.execute(text(f"DROP TABLE {members}"))
-            changed.append(f"{members} folded into {groups.name}.{MEMBERS_SKETCH}")
+            changed.append(f"{members} folded into {groups.name}.{sketch_column(counted)}")
     return changed
 
 

@@ -39,7 +39,7 @@ from sqlalchemy.sql.schema import Column
 
 from exporter.distinct_sketch import sketch_sql
 from exporter.histogram import bucket_sql
-from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, MEMBERS_SKETCH, Grain, Rollup
+from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, Grain, Rollup, sketch_column
 from exporter.rollups.schema import tables_of
 from query_api.filters import TimeWindow
 
@@ -253,23 +253,21 @@ def latency_source(plan: Plan) -> Subquery:
     return _union(selects, f"{rollup.name}_latency")
 
 
-def sketches_source(plan: Plan) -> Subquery:
-    """Rows ``(keys..., sketch)``: the buckets' distinct sketches of their members, and one per raw
-    edge row (of its value alone: ``distinct_sketch.sketch_sql``), for ``union_sql`` to unite."""
+def sketches_source(plan: Plan, counted: Sequence[str]) -> Subquery:
+    """Rows ``(keys..., <column>_sketch...)``: the buckets' distinct sketches of the ``counted``
+    source columns, and one per raw edge row (of its values alone: ``distinct_sketch.sketch_sql``),
+    for ``union_sql`` to unite."""
     rollup = plan.rollup
-    assert rollup.members is not None
+    assert set(counted) <= set(rollup.distinct), counted
+    names = [sketch_column(name) for name in counted]
     selects: list[Any] = []
     for piece in plan.pieces:
         if piece.grain is None:
-            value = rollup.source.c[rollup.members]
-            selects.append(
-                select(*_raw_keys(rollup), sketch_sql(value).label("sketch")).where(
-                    *_raw_where(plan, piece), value.is_not(None)
-                )
-            )
+            sketches = [sketch_sql(rollup.source.c[c]).label(n) for c, n in zip(counted, names, strict=True)]
+            selects.append(select(*_raw_keys(rollup), *sketches).where(*_raw_where(plan, piece)))
             continue
         table = tables_of(rollup, piece.grain)["groups"]
-        columns = [table.c[key.name] for key in rollup.keys] + [table.c[MEMBERS_SKETCH].label("sketch")]
+        columns = [table.c[key.name] for key in rollup.keys] + [table.c[name] for name in names]
         where = [*_bucket_range(table, piece), *(f(table) for f in plan.key_filters)]
         selects.append(select(*columns).where(*where))
     return _union(selects, f"{rollup.name}_sketches")

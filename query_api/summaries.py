@@ -21,6 +21,7 @@ from sqlalchemy import (
     Numeric,
     Text,
     and_,
+    case,
     cast,
     func,
     literal,
@@ -33,6 +34,7 @@ from sqlalchemy.sql import Subquery
 from exporter.distinct_sketch import estimate, union_sql
 from exporter.histogram import quantiles
 from exporter.rollups.definitions import (
+    ACTIVITIES,
     DEVICE_STATES,
     ERRORS,
     JOB_ERRORS,
@@ -516,9 +518,9 @@ def _error_summary_from_rollups(
         key_filters=[*plan.key_filters, lambda table: table.c.fingerprint.in_(fingerprints)],
         raw_filters=[*plan.raw_filters, error_logs.c.fingerprint.in_(fingerprints)],
     )
-    m = rollup_reads.sketches_source(returned)
+    m = rollup_reads.sketches_source(returned, ["user_id"])
     users = select(
-        _blank_is_null(m.c.service_name, "service_name"), m.c.fingerprint, union_sql(m.c.sketch)
+        _blank_is_null(m.c.service_name, "service_name"), m.c.fingerprint, union_sql(m.c.user_id_sketch)
     ).group_by(m.c.service_name, m.c.fingerprint)
     by_group = {(name, fingerprint): estimate(sketch) for name, fingerprint, sketch in conn.execute(users)}
     t = error_logs.c
@@ -633,11 +635,51 @@ def user_activity_summary(
         top_searches = _grouped(
             conn, keys, [_sum(u.c["count"], "count")], [func.btrim(u.c.search_query) != ""], top
         )
-    # Raw rows: distinct users and the average duration are not in rollup_activities.
+    activities = _plan(conn, ACTIVITIES, filters, window) if use_rollups else None
+    if activities is not None:
+        return _activity_summary_from_rollups(conn, activities, limit, top) | {"top_searches": top_searches}
     return {
         "activity_types": _grouped(conn, [t.service_name, t.activity_type], types, where, limit),
         "top_pages": _grouped(
             conn, [t.service_name, t.page_url], pages, [*where, t.page_url.is_not(None)], top
         ),
         "top_searches": top_searches,
+    }
+
+
+def _activity_summary_from_rollups(
+    conn: Connection, plan: rollup_reads.Plan, limit: int, top: int
+) -> dict[str, Any]:
+    """Activity types (count; users and sessions estimated from their distinct sketches) and top
+    pages (count, page views, average duration) from rollup_activities."""
+    u = rollup_reads.groups_source(plan)
+    service = _blank_is_null(u.c.service_name, "service_name")
+    count = _sum(u.c["count"], "count")
+    types = _grouped(conn, [service, u.c.activity_type.label("activity_type")], [count], [], limit)
+    s = rollup_reads.sketches_source(plan, ["user_id", "session_id"])
+    sketches = select(
+        _blank_is_null(s.c.service_name, "service_name"),
+        s.c.activity_type,
+        union_sql(s.c.user_id_sketch),
+        union_sql(s.c.session_id_sketch),
+    ).group_by(s.c.service_name, s.c.activity_type)
+    distinct = {
+        (name, kind): {"users": estimate(users), "sessions": estimate(sessions)}
+        for name, kind, users, sessions in conn.execute(sketches)
+    }
+    durations = func.sum(u.c.duration_count)
+    pages = [
+        count,
+        _sum(case((u.c.activity_type == "page_view", u.c["count"]), else_=0), "page_views"),
+        (func.sum(u.c.duration_ms_sum) / func.nullif(durations, 0)).label("avg_duration_ms"),
+    ]
+    top_pages = _grouped(
+        conn, [service, _blank_is_null(u.c.page_url, "page_url")], pages, [u.c.page_url != ""], top
+    )
+    empty = {"users": 0, "sessions": 0}
+    return {
+        "activity_types": [
+            row | distinct.get((row["service_name"], row["activity_type"]), empty) for row in types
+        ],
+        "top_pages": top_pages,
     }

@@ -76,8 +76,11 @@ LATENCY_COUNTS = "latency_counts"
 # ... and its quantiles, ranked when the row is built: a time-series point that is exactly one
 # row (a route's hour) reads them instead of adding up the row's bins (fraction -> column).
 STORED_QUANTILES: dict[float, str] = {0.5: "latency_p50", 0.95: "latency_p95", 0.99: "latency_p99"}
-# The groups-table column holding the distinct sketch of a rollup's ``members``.
-MEMBERS_SKETCH = "members_sketch"
+
+
+def sketch_column(counted: str) -> str:
+    """The groups-table column holding the distinct sketch of the source column ``counted``."""
+    return f"{counted}_sketch"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ class Rollup:
     keys: tuple[Key, ...]
     measures: tuple[Measure, ...]
     latency: str | None = None  # the source column whose histogram is kept (``LATENCY_BINS`` ...)
-    members: str | None = None  # the source column whose distinct values are counted (``MEMBERS_SKETCH``)
+    distinct: tuple[str, ...] = ()  # source columns whose distinct values are counted (``sketch_column``)
     only_if_sql: Callable[[Table], ColumnElement[bool]] | None = None
 
     def table_name(self, grain: Grain, part: str = "") -> str:
@@ -229,7 +232,7 @@ ERRORS = Rollup(
         # NULL only in buckets older than migration 8 whose raw rows were already purged.
         Measure("latest_occurrence", "max", "numeric", _occurrence_key, nullable=True),
     ),
-    members="user_id",
+    distinct=("user_id",),
 )
 
 DEVICE_STATES = Rollup(
@@ -243,8 +246,18 @@ ACTIVITIES = Rollup(
     "activities",
     user_activities,
     keys=(_SERVICE, _key("activity_type"), _key("page_url")),
-    measures=(_count(),),
-    members="session_id",
+    measures=(
+        _count(),
+        # The average time on a page: a sum and a count of the rows that have one.
+        _sum("duration_ms_sum", "duration_ms", "float"),
+        Measure(
+            "duration_count",
+            "sum",
+            "bigint",
+            lambda table: case((table.c.duration_ms.is_not(None), 1), else_=0),
+        ),
+    ),
+    distinct=("user_id", "session_id"),
 )
 
 SEARCHES = Rollup(

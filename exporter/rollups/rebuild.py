@@ -42,11 +42,11 @@ from exporter.rollups.definitions import (
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
-    MEMBERS_SKETCH,
     ROLLUPS,
     STORED_QUANTILES,
     Grain,
     Rollup,
+    sketch_column,
 )
 from exporter.rollups.schema import tables_of
 
@@ -83,8 +83,8 @@ def _group_select(rollup: Rollup, grain: Grain, since: datetime, until: datetime
     measures: list[ColumnElement[Any]] = [
         _AGGREGATES[m.kind](m.of_sql(source)).label(m.name) for m in rollup.measures
     ]
-    if rollup.members is not None:
-        measures.append(union_sql(sketch_sql(source.c[rollup.members])).label(MEMBERS_SKETCH))
+    for counted in rollup.distinct:
+        measures.append(union_sql(sketch_sql(source.c[counted])).label(sketch_column(counted)))
     query = select(bucket, *keys, *measures).group_by(*_positions(len(keys) + 1))
     return _filtered(rollup, query, since, until)
 
@@ -183,8 +183,8 @@ def roll_up(
         inside = (parts.c.bucket >= bucket, parts.c.bucket < until)
         start = literal(bucket, parts.c.bucket.type).label("bucket")
         measures = [_AGGREGATES[m.kind](parts.c[m.name]).label(m.name) for m in rollup.measures]
-        if rollup.members is not None:
-            measures.append(union_sql(parts.c[MEMBERS_SKETCH]).label(MEMBERS_SKETCH))
+        for name in map(sketch_column, rollup.distinct):
+            measures.append(union_sql(parts.c[name]).label(name))
         groups = select(start, *(parts.c[name] for name in keys), *measures).where(*inside)
         _insert(conn, target["groups"], groups.group_by(*(parts.c[name] for name in keys)))
         if rollup.latency is not None:

@@ -1,5 +1,5 @@
 """The rollup tables, built from ``definitions``: per rollup and grain, a table of groups (the
-bucket, the keys, the measures, the latency histogram and the distinct sketch of the members).
+bucket, the keys, the measures, the latency histogram and the distinct sketches).
 
 Kept in their own ``MetaData``: the five analytics tables' ``create_all`` and partitioning never
 touch them. Every table's primary key is (bucket, keys...): the upsert target. A histogram is two
@@ -35,11 +35,11 @@ from exporter.rollups.definitions import (
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
-    MEMBERS_SKETCH,
     ROLLUPS,
     STORED_QUANTILES,
     Grain,
     Rollup,
+    sketch_column,
 )
 
 rollup_metadata = MetaData()
@@ -70,8 +70,8 @@ def _histogram_columns(rollup: Rollup) -> list[Column[Any]]:
 
 
 def _sketch_columns(rollup: Rollup) -> list[Column[Any]]:
-    # NULL: no member in the group (all its rows without one), as ``bit_or`` of none gives.
-    return [] if rollup.members is None else [Column(MEMBERS_SKETCH, SKETCH_TYPE, nullable=True)]
+    # NULL: no value in the group (all its rows without one), as ``bit_or`` of none gives.
+    return [Column(sketch_column(counted), SKETCH_TYPE, nullable=True) for counted in rollup.distinct]
 
 
 def _tables(rollup: Rollup, grain: Grain) -> dict[str, Table]:

@@ -347,12 +347,14 @@ def test_migration_9_turns_member_rows_into_the_sketches_a_rebuild_gives(empty_d
     refresh, and drops the members tables: every sketch is then bit for bit the one a rebuild from
     the raw rows gives (so the purged day's affected users are still counted), and the summary
     reads them."""
-    from exporter.rollups.definitions import GRAINS, MEMBERS_SKETCH, ROLLUPS
+    from exporter.rollups.definitions import ACTIVITIES, ERRORS, GRAINS, sketch_column
     from exporter.rollups.rebuild import rebuild
     from exporter.rollups.refresh import refresh
 
-    counted = [rollup for rollup in ROLLUPS if rollup.members is not None]
-    tables = [rollup.table_name(grain) for rollup in counted for grain in GRAINS]
+    # The one column version 8 kept members of; no activity has a user or a duration here, so
+    # what version 8 did not keep (an activity's users, durations) is empty after a rebuild too.
+    members_of = {ERRORS: "user_id", ACTIVITIES: "session_id"}
+    tables = [rollup.table_name(grain) for rollup in members_of for grain in GRAINS]
     engine = create_engine(empty_database)
     try:
         migrate(engine)
@@ -373,17 +375,20 @@ def test_migration_9_turns_member_rows_into_the_sketches_a_rebuild_gives(empty_d
         with psycopg.connect(empty_database, autocommit=True) as conn:
             expected = {name: _rows_of(conn, name) for name in tables}
             # Back to version 8: the members of each bucket in a table of their own, no sketches.
-            for rollup in counted:
+            for rollup, member in members_of.items():
                 keys = ", ".join(f"coalesce({key.name}::text, '') AS {key.name}" for key in rollup.keys)
                 for grain in GRAINS:
                     seconds = int(grain.width.total_seconds())
                     conn.execute(
                         f"CREATE TABLE {rollup.table_name(grain, 'members')} AS SELECT DISTINCT "
                         f"date_bin(interval '{seconds} seconds', timestamp, '1970-01-01+00') AS bucket, "
-                        f"{keys}, {rollup.members}::text AS member FROM {rollup.source.name} "
-                        f"WHERE {rollup.members} IS NOT NULL"
+                        f"{keys}, {member}::text AS member FROM {rollup.source.name} "
+                        f"WHERE {member} IS NOT NULL"
                     )
-                    conn.execute(f"ALTER TABLE {rollup.table_name(grain)} DROP COLUMN {MEMBERS_SKETCH}")
+                    added = [sketch_column(counted) for counted in rollup.distinct]
+                    added += [m.name for m in rollup.measures if m.name.startswith("duration")]
+                    dropped = ", ".join(f"DROP COLUMN {name}" for name in added)
+                    conn.execute(f"ALTER TABLE {rollup.table_name(grain)} {dropped}")
             conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 9")
             conn.execute("DELETE FROM error_logs WHERE timestamp < '2026-11-02+00'")
             conn.execute("DELETE FROM user_activities WHERE timestamp < '2026-11-02+00'")
@@ -399,4 +404,5 @@ def test_migration_9_turns_member_rows_into_the_sketches_a_rebuild_gives(empty_d
         left = conn.execute(members_tables).fetchone()
     assert found == expected
     assert left == (None,)
-    assert any(row[MEMBERS_SKETCH] for row in found["rollup_errors_1d"] if row["bucket"].day == 1)
+    assert any(row["user_id_sketch"] for row in found["rollup_errors_1d"] if row["bucket"].day == 1)
+    assert any(row["session_id_sketch"] for row in found["rollup_activities_1d"] if row["bucket"].day == 1)

@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 from sqlalchemy import ColumnElement, Connection, Engine
 
-from exporter.rollups.definitions import DEVICE_STATES, ERRORS, JOB_ERRORS, JOBS, REQUESTS, SEARCHES
+from exporter.rollups.definitions import (
+    ACTIVITIES,
+    DEVICE_STATES,
+    ERRORS,
+    JOB_ERRORS,
+    JOBS,
+    REQUESTS,
+    SEARCHES,
+)
 from exporter.rollups.refresh import refresh
 from exporter.schema import api_request_logs, device_state_history, error_logs, job_outcomes, user_activities
 from exporter.stats import ExportStats
@@ -306,16 +314,24 @@ def test_device_state_summary(stored: Engine, window: TimeWindow) -> None:
 
 @pytest.mark.parametrize("window", WINDOWS)
 def test_user_activity_summary(stored: Engine, window: TimeWindow) -> None:
-    for filters in ([], [user_activities.c.service_name.in_(["web"])]):
-        assert rollup_reads.plan(SEARCHES, filters, window) is not None
-        for top in (10, 1):
+    for filters in (
+        [],
+        [user_activities.c.service_name.in_(["web"])],
+        [user_activities.c.activity_type == "page_view"],
+    ):
+        # A filter on the activity type: the searches rollup has no such key, its part reads raw rows.
+        searched = not any("activity_type" in str(condition) for condition in filters)
+        assert (rollup_reads.plan(SEARCHES, filters, window) is not None) == searched
+        assert rollup_reads.plan(ACTIVITIES, filters, window) is not None
+        for limit, top in ((100, 10), (2, 1)):
             found = compare(
                 stored,
-                lambda conn, rollups, filters=filters, top=top: summaries.user_activity_summary(
-                    conn, filters, window, 100, top, use_rollups=rollups
+                lambda conn, rollups, filters=filters, limit=limit, top=top: summaries.user_activity_summary(
+                    conn, filters, window, limit, top, use_rollups=rollups
                 ),
             )
-            assert found["top_searches"]
+            assert found["activity_types"] and found["top_pages"]
+            assert any(page["avg_duration_ms"] is not None for page in found["top_pages"])
 
 
 def test_split_at_the_end_of_the_calendar_reads_raw_rows() -> None:
