@@ -7,7 +7,8 @@ path's share, the triggers, is measured by ``bench/run.py``'s ingest). Each summ
 30-day hourly time series of requests, jobs and errors, is run twice, from the rollups and from
 raw rows only (``use_rollups=False`` / ``raw=True``, the exact path), 10 times each,
 alternated; p50/p95 printed, with the worst relative error of a percentile against the exact
-one, and the size of the rollup tables against the raw ones. A throwaway database is created and dropped.
+one and of a distinct count (affected users, sessions: estimated from sketches), and the size
+of the rollup tables against the raw ones. A throwaway database is created and dropped.
 
     .venv/bin/python -m bench.rollup_bench                      # 1M rows per table, a few minutes
     .venv/bin/python -m bench.rollup_bench --rows 10000000      # the full figure
@@ -41,6 +42,7 @@ from query_api.routes.timeseries import read_series
 logger = logging.getLogger("bench.rollup_bench")
 
 PERCENTILES = {"p50_ms", "p95_ms", "p99_ms", "max_ms", "p50_duration_ms", "p95_duration_ms"}
+DISTINCT = {"users", "sessions"}  # estimated from distinct sketches (``exporter.distinct_sketch``)
 
 Run = Callable[[Connection, bool], Any]
 
@@ -119,18 +121,19 @@ def _hourly_series(window: TimeWindow, spec: ts.TableSeries, group_by: str) -> R
     return run
 
 
-def _worst_error(from_rollups: Any, exact: Any) -> float:
-    """The largest relative difference of a percentile field between the two answers."""
+def _worst_error(from_rollups: Any, exact: Any, fields: set[str]) -> float:
+    """The largest relative difference of one of ``fields`` between the two answers."""
     if isinstance(exact, dict):
         worst = 0.0
         for key, value in exact.items():
-            if key in PERCENTILES and value:
+            if key in fields and value:
                 worst = max(worst, abs(from_rollups[key] - value) / abs(value))
             elif isinstance(value, dict | list):
-                worst = max(worst, _worst_error(from_rollups[key], value))
+                worst = max(worst, _worst_error(from_rollups[key], value, fields))
         return worst
     if isinstance(exact, list):
-        return max((_worst_error(a, b) for a, b in zip(from_rollups, exact, strict=True)), default=0.0)
+        pairs = zip(from_rollups, exact, strict=True)
+        return max((_worst_error(a, b, fields) for a, b in pairs), default=0.0)
     return 0.0
 
 
@@ -233,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{'query':<46} {'rollups p50/p95 ms':>20} {'raw p50/p95 ms':>18} "
-            f"{'speed-up':>9} {'worst pct err':>14}"
+            f"{'speed-up':>9} {'worst pct err':>14} {'distinct err':>13}"
         )
         with engine.connect() as conn:
             for label, run in cases:
@@ -243,12 +246,14 @@ def main(argv: list[str] | None = None) -> int:
                     for rollups in (True, False):
                         elapsed, answers[rollups] = _time(conn, run, rollups)
                         timings[rollups].append(elapsed)
-                error = _worst_error(answers[True], answers[False])
+                error = _worst_error(answers[True], answers[False], PERCENTILES)
+                distinct = _worst_error(answers[True], answers[False], DISTINCT)
                 fast, slow = timings[True], timings[False]
                 print(
                     f"{label:<46} {_p(fast, 0.5):>9.1f} / {_p(fast, 0.95):<8.1f} "
                     f"{_p(slow, 0.5):>8.1f} / {_p(slow, 0.95):<8.1f} "
-                    f"{statistics.median(slow) / statistics.median(fast):>8.1f}x {error * 100:>12.3f} %"
+                    f"{statistics.median(slow) / statistics.median(fast):>8.1f}x "
+                    f"{error * 100:>12.3f} % {distinct * 100:>11.3f} %"
                 )
             raw, rolled = _sizes(conn)
         print(

@@ -81,8 +81,9 @@ def sketch_sql(value: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 def union_sql(sketches: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The aggregate union of sketches (NULL when there are none)."""
-    return type_coerce(func.bit_or(sketches), SKETCH_TYPE)
+    """The aggregate union of sketches (NULL when there are none), read as the text psycopg gives
+    (SQLAlchemy's BIT checks every character of each 32,768 on the way: 0.2 ms a sketch)."""
+    return type_coerce(func.bit_or(sketches), Text)
 
 
 def estimate(sketch: str | None) -> int:
