@@ -110,7 +110,7 @@ def test_the_rank_is_the_leading_zeros_plus_one_for_every_input(conn: Connection
     ranks = select(bits, rank_sql(bits)).select_from(
         text(f"generate_series(0, {(1 << (RANK_BITS - 1)) - 1}) AS w")
     )
-    found = dict(conn.execute(ranks).tuples().all())
+    found = {w: rank for w, rank in conn.execute(ranks)}
     assert found == {w: RANK_BITS - w.bit_length() for w in range(1 << (RANK_BITS - 1))}
 
 
