@@ -172,7 +172,10 @@ class ErrorGroup(ServiceGroup):
     error_code: str | None = Field(description="Of the latest occurrence.")
     error_message: str = Field(description="Of the latest occurrence.")
     latest_id: int = Field(description="id of the latest occurrence (for PATCH /errors/{id}).")
-    users: int = Field(description="Distinct affected users in the window.")
+    users: int = Field(
+        description="Distinct affected users in the window: estimated (within a few per cent) when the "
+        "summary reads the rollups, exact when a filter makes it read raw rows."
+    )
     status: ErrorStatus = Field(
         description="resolved: nothing open in the window; regressed: an open occurrence after the group "
         "was resolved; new: open, first seen less than 7 days ago; ongoing: open and older."
@@ -251,8 +254,10 @@ class DeviceStateSummary(Window):
 class ActivityTypeCount(ServiceGroup):
     activity_type: str
     count: int
-    users: int = Field(description="Distinct user ids.")
-    sessions: int = Field(description="Distinct session ids.")
+    users: int = Field(description="Distinct user ids (estimated from the rollups, as affected users are).")
+    sessions: int = Field(
+        description="Distinct session ids (estimated from the rollups, as affected users are)."
+    )
 
 
 class PageCount(ServiceGroup):

@@ -121,20 +121,31 @@ def _sum(column: ColumnElement[Any], name: str) -> Label[Any]:
 
 
 def _quantiles(
-    conn: Connection, latency: Subquery, fractions: dict[str, float], keys: Sequence[str]
+    conn: Connection,
+    latency: Subquery,
+    fractions: dict[str, float],
+    keys: Sequence[str],
+    nullable: Sequence[str] = ("service_name",),
 ) -> tuple[dict[str, Any], dict[tuple[Any, ...], dict[str, Any]]]:
-    """Percentiles merged from long-format latency bins: over all rows, and per group of ``keys``
-    (``latency`` has the keys with "" already back to NULL). One pass in SQL adds the counts per
-    group and bin; the ranks are found here, and the total is the groups' bins added up."""
+    """Percentiles merged from long-format latency bins (``rollup_reads.latency_source``): over all
+    rows, and per group of ``keys``, a missing value of the ``nullable`` keys None as in the raw
+    rows (the rollups keep it as "").
+    One pass in SQL adds the counts per group and bin, grouped by the key columns as they are (a
+    NULLIF per (bin, row) pair was a third of it); the ranks are found here, and the total is the
+    groups' bins added up."""
     groups = [latency.c[key] for key in keys]
     merged = select(*groups, latency.c.bin, func.sum(latency.c["count"]).label("n")).group_by(
         *groups, latency.c.bin
     )
+    blanks = [key in nullable for key in keys]
     histograms: dict[tuple[Any, ...], dict[int, int]] = {}
     everything: dict[int, int] = {}
     for *group, bin_, n in conn.execute(merged).all():  # one fetch, not a fetch per row
         count = int(n)
-        histograms.setdefault(tuple(group), {})[bin_] = count
+        found = tuple(
+            None if value == "" and blank else value for value, blank in zip(group, blanks, strict=True)
+        )
+        histograms.setdefault(found, {})[bin_] = count
         everything[bin_] = everything.get(bin_, 0) + count
 
     def answer(counts: dict[int, int]) -> dict[str, Any]:
@@ -210,16 +221,11 @@ def _request_summary_from_rollups(
         func.sum(u.c.duration_ms_sum).label("duration_sum"),
     ]
     total, groups = _grouped_with_total(conn, keys, aggregates, [], limit)
-    bins = rollup_reads.latency_source(latency_plan)
-    latency = select(
-        _blank_is_null(bins.c.service_name, "service_name"),
-        _blank_is_null(bins.c.route, "route"),
-        bins.c.method,
-        bins.c.bin,
-        bins.c["count"],
-    ).subquery("latency")
+    latency = rollup_reads.latency_source(latency_plan)
     fractions = _REQUEST_PERCENTILES | {"max_ms": 1.0}
-    all_rows, per_group = _quantiles(conn, latency, fractions, ["service_name", "route", "method"])
+    all_rows, per_group = _quantiles(
+        conn, latency, fractions, ["service_name", "route", "method"], nullable=("service_name", "route")
+    )
 
     def stats(row: dict[str, Any], quantiles: dict[str, Any]) -> dict[str, Any]:
         duration_sum = row.pop("duration_sum")
@@ -299,10 +305,7 @@ def _job_summary_from_rollups(
         _sum(u.c.retries, "retries"),
     ]
     total, groups = _grouped_with_total(conn, keys, aggregates, [], limit)
-    bins = rollup_reads.latency_source(jobs)
-    latency = select(
-        _blank_is_null(bins.c.service_name, "service_name"), bins.c.job_type, bins.c.bin, bins.c["count"]
-    ).subquery("latency")
+    latency = rollup_reads.latency_source(jobs)
     all_rows, per_group = _quantiles(conn, latency, _JOB_PERCENTILES, ["service_name", "job_type"])
     codes = _top_error_codes_from_rollups(
         conn, job_errors, [(row["service_name"], row["job_type"]) for row in groups], top
