@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from exporter.migrations import LATEST_VERSION, MIGRATIONS_TABLE, migrate
@@ -71,6 +72,24 @@ REQUESTS_OVER_SIX_DAYS = (
 def _from(version: int) -> list[int]:
     """The versions a database at ``version - 1`` is migrated through."""
     return list(range(version, LATEST_VERSION + 1))
+
+
+def _back_to_version_before(conn: psycopg.Connection[Any], version: int, purged: list[str]) -> None:
+    """Migrations from ``version`` on not applied yet, the first day (1 November 2026) of the
+    ``purged`` tables' raw rows gone (the rollups outlive them), no bucket marked stale."""
+    conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= {version}")
+    for table in purged:
+        conn.execute(f"DELETE FROM {table} WHERE timestamp < '2026-11-02+00'")
+    conn.execute("DELETE FROM rollup_stale_buckets")
+
+
+def _migrate_and_refresh(engine: Engine, version: int) -> None:
+    """Migrate from ``version``, then rebuild in the background what the migration marked."""
+    from exporter.rollups.refresh import refresh
+
+    assert [migration.version for migration in migrate(engine)] == _from(version)
+    with engine.connect() as conn:
+        assert refresh(conn).buckets > 0
 
 
 def _rows_of(conn: psycopg.Connection[Any], table: str) -> list[dict[str, Any]]:
@@ -262,7 +281,6 @@ def test_migration_8_ranks_latency_rows_rebuilds_error_status_and_builds_job_lat
     occurrence unknown)."""
     from exporter.rollups.definitions import ERRORS, GRAINS, JOB_LATENCY, ROLLUPS, STORED_QUANTILES
     from exporter.rollups.rebuild import rebuild
-    from exporter.rollups.refresh import refresh
 
     quantile_columns = ", ".join(STORED_QUANTILES.values())
     engine = create_engine(empty_database)
@@ -304,14 +322,8 @@ def test_migration_8_ranks_latency_rows_rebuilds_error_status_and_builds_job_lat
                     conn.execute(f"ALTER TABLE {name} {dropped}")
             for name in error_tables:
                 conn.execute(f"ALTER TABLE {name} " + ", ".join(f"DROP COLUMN {c}" for c in status_columns))
-            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 8")
-            conn.execute("DELETE FROM api_request_logs WHERE timestamp < '2026-11-02+00'")
-            conn.execute("DELETE FROM job_outcomes WHERE timestamp < '2026-11-02+00'")
-            conn.execute("DELETE FROM error_logs WHERE timestamp < '2026-11-02+00'")
-            conn.execute("DELETE FROM rollup_stale_buckets")
-        assert [migration.version for migration in migrate(engine)] == _from(8)
-        with engine.connect() as conn:  # the buckets with raw rows, rebuilt in the background
-            assert refresh(conn).buckets > 0
+            _back_to_version_before(conn, 8, ["api_request_logs", "job_outcomes", "error_logs"])
+        _migrate_and_refresh(engine, 8)
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
@@ -349,7 +361,6 @@ def test_migration_9_turns_member_rows_into_the_sketches_a_rebuild_gives(empty_d
     reads them."""
     from exporter.rollups.definitions import ACTIVITIES, ERRORS, GRAINS, sketch_column
     from exporter.rollups.rebuild import rebuild
-    from exporter.rollups.refresh import refresh
 
     # The one column version 8 kept members of; no activity has a user or a duration here, so
     # what version 8 did not keep (an activity's users, durations) is empty after a rebuild too.
@@ -389,13 +400,8 @@ def test_migration_9_turns_member_rows_into_the_sketches_a_rebuild_gives(empty_d
                     added += [m.name for m in rollup.measures if m.name.startswith("duration")]
                     dropped = ", ".join(f"DROP COLUMN {name}" for name in added)
                     conn.execute(f"ALTER TABLE {rollup.table_name(grain)} {dropped}")
-            conn.execute(f"DELETE FROM {MIGRATIONS_TABLE} WHERE version >= 9")
-            conn.execute("DELETE FROM error_logs WHERE timestamp < '2026-11-02+00'")
-            conn.execute("DELETE FROM user_activities WHERE timestamp < '2026-11-02+00'")
-            conn.execute("DELETE FROM rollup_stale_buckets")
-        assert [migration.version for migration in migrate(engine)] == _from(9)
-        with engine.connect() as conn:  # the buckets with raw rows, rebuilt in the background
-            assert refresh(conn).buckets > 0
+            _back_to_version_before(conn, 9, ["error_logs", "user_activities"])
+        _migrate_and_refresh(engine, 9)
     finally:
         engine.dispose()
     with psycopg.connect(empty_database) as conn:
