@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, inspect, select, text, update
+from sqlalchemy import Connection, Engine, insert, inspect, select, text
 from sqlalchemy import column as sql_column
 from sqlalchemy import table as sql_table
 
 from exporter.columns import COLUMNS
 from exporter.containment import never_raise
-from exporter.distinct_sketch import SKETCH_BITS, sketch_sql, union_sql
+from exporter.distinct_sketch import sketch_sql, union_sql
 from exporter.own_logging import exporter_logger
 from exporter.partition_conversion import convert_to_partitioned
 from exporter.partitions import SCHEMA_LOCK_KEY, ensure_partitions
@@ -222,7 +222,7 @@ def _rollups_refreshed_by_triggers(conn: Connection) -> list[str]:
     new = _missing_rollups(conn)
     rollup_metadata.create_all(conn, checkfirst=True)
     _add_rollup_columns_of_migration_8(conn)  # the rebuild below fills them
-    _add_columns_of_migration_9(conn)  # ... and these
+    _add_columns_of_migration_9(conn)  # ... and these (and migration 9's tables)
     if new:
         hours = rebuild_all(conn, commit_each=False)
         logger.info("rollups built from the stored rows: %d hours", hours)
@@ -269,20 +269,14 @@ def _add_rollup_columns_of_migration_8(conn: Connection) -> None:
 
 
 def _add_columns_of_migration_9(conn: Connection) -> None:
-    """The distinct sketches of the rollups, and the measures added with them (the activities'
-    durations): empty (NULL, 0) until their buckets are rebuilt."""
+    """The tables of distinct sketches, and the measures added with them (the activities'
+    durations): empty (no row, 0) until their buckets are rebuilt."""
+    rollup_metadata.create_all(conn, checkfirst=True)
     for rollup in ROLLUPS:
         for grain in GRAINS:
             name = rollup.table_name(grain)
-            if not inspect(conn).has_table(name):
-                continue
             columns = {column["name"] for column in inspect(conn).get_columns(name)}
             added = [
-                f"ADD COLUMN {sketch_column(counted)} bit({SKETCH_BITS})"
-                for counted in rollup.distinct
-                if sketch_column(counted) not in columns
-            ]
-            added += [
                 f"ADD COLUMN {m.name} {m.sql_type}" + ("" if m.nullable else " NOT NULL DEFAULT 0")
                 for m in rollup.measures
                 if m.name not in columns and m.kind == "sum"
@@ -296,13 +290,13 @@ _MEMBERS_OF_VERSION_8 = {ERRORS.name: "user_id", ACTIVITIES.name: "session_id"}
 
 
 def _distinct_sketches(conn: Connection) -> list[str]:
-    """Distinct counts (affected users, sessions, an activity's users) from a sketch in each
-    group's row (``exporter.distinct_sketch``) instead of a row per member and bucket, which cost
-    a 30-day count as many rows as the raw table; activities keep their durations too. The
-    buckets that still have raw rows are marked stale, for ``refresh`` to rebuild in the
-    background (reads take the raw rows until it has); the older ones, whose raw rows were
-    purged, get their sketches from their members here (what version 8 did not keep, an
-    activity's users, stays empty there). Then the members tables go."""
+    """Distinct counts (affected users, sessions, an activity's users) from a sketch per group
+    (``exporter.distinct_sketch``, in ``rollup_*_sketches``) instead of a row per member and
+    bucket, which cost a 30-day count as many rows as the raw table; activities keep their
+    durations too. The buckets that still have raw rows are marked stale, for ``refresh`` to
+    rebuild in the background (reads take the raw rows until it has); the older ones, whose raw
+    rows were purged, get their sketches from their members here (what version 8 did not keep,
+    an activity's users, stays empty there). Then the members tables go."""
     _add_columns_of_migration_9(conn)
     changed: list[str] = []
     for rollup in ROLLUPS:
@@ -314,23 +308,19 @@ def _distinct_sketches(conn: Connection) -> list[str]:
             logger.info("%s: %d 5-minute buckets to rebuild in the background", rollup.source.name, marked)
         counted = _MEMBERS_OF_VERSION_8.get(rollup.name)
         for grain in GRAINS:
-            groups, members = tables_of(rollup, grain)["groups"], rollup.table_name(grain, "members")
+            sketches, members = tables_of(rollup, grain)["sketches"], rollup.table_name(grain, "members")
             if counted is None or not inspect(conn).has_table(members):
                 continue
             pk = ["bucket", *(key.name for key in rollup.keys)]
             old = sql_table(members, *(sql_column(name) for name in pk), sql_column("member"))
             group = [old.c[name] for name in pk]
-            query = select(*group, union_sql(sketch_sql(old.c.member)).label("sketch")).group_by(*group)
+            united = union_sql(sketch_sql(old.c.member)).label(sketch_column(counted))
+            query = select(*group, united).group_by(*group)
             if oldest is not None:  # newer buckets are rebuilt from their raw rows
                 query = query.where(old.c.bucket < grain.bucket(oldest))
-            sketches = query.subquery("sketches")
-            conn.execute(
-                update(groups)
-                .where(*(groups.c[name] == sketches.c[name] for name in pk))
-                .values({sketch_column(counted): sketches.c.sketch})
-            )
+            conn.execute(insert(sketches).from_select([*pk, sketch_column(counted)], query))
             conn.execute(text(f"DROP TABLE {members}"))
-            changed.append(f"{members} folded into {groups.name}.{sketch_column(counted)}")
+            changed.append(f"{members} replaced by {sketches.name}")
     return changed
 
 

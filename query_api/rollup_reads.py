@@ -266,7 +266,7 @@ def sketches_source(plan: Plan, counted: Sequence[str]) -> Subquery:
             sketches = [sketch_sql(rollup.source.c[c]).label(n) for c, n in zip(counted, names, strict=True)]
             selects.append(select(*_raw_keys(rollup), *sketches).where(*_raw_where(plan, piece)))
             continue
-        table = tables_of(rollup, piece.grain)["groups"]
+        table = tables_of(rollup, piece.grain)["sketches"]
         columns = [table.c[key.name] for key in rollup.keys] + [table.c[name] for name in names]
         where = [*_bucket_range(table, piece), *(f(table) for f in plan.key_filters)]
         selects.append(select(*columns).where(*where))

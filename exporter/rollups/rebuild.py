@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    or_,
     select,
     update,
     values,
@@ -83,9 +84,18 @@ def _group_select(rollup: Rollup, grain: Grain, since: datetime, until: datetime
     measures: list[ColumnElement[Any]] = [
         _AGGREGATES[m.kind](m.of_sql(source)).label(m.name) for m in rollup.measures
     ]
-    for counted in rollup.distinct:
-        measures.append(union_sql(sketch_sql(source.c[counted])).label(sketch_column(counted)))
     query = select(bucket, *keys, *measures).group_by(*_positions(len(keys) + 1))
+    return _filtered(rollup, query, since, until)
+
+
+def _sketch_select(rollup: Rollup, grain: Grain, since: datetime, until: datetime) -> Select[Any]:
+    source = rollup.source
+    bucket = grain.bucket_sql(source.c.timestamp).label("bucket")
+    keys = [key.of_sql(source).label(key.name) for key in rollup.keys]
+    sketches = [union_sql(sketch_sql(source.c[c])).label(sketch_column(c)) for c in rollup.distinct]
+    # A group none of whose rows has a value gets no row: its count is 0 either way.
+    counted = or_(*(source.c[c].is_not(None) for c in rollup.distinct))
+    query = select(bucket, *keys, *sketches).where(counted).group_by(*_positions(len(keys) + 1))
     return _filtered(rollup, query, since, until)
 
 
@@ -159,6 +169,8 @@ def rebuild_from_raw(
             long_rows = _latency_select(rollup, grain, since, until).subquery("long_rows")
             _set_histograms(conn, tables["groups"], keys, long_rows)
             _store_quantiles(conn, tables["groups"], keys, since, until)
+        if "sketches" in tables:
+            _insert(conn, tables["sketches"], _sketch_select(rollup, grain, since, until))
 
 
 def rebuild_hour(conn: Connection, since: datetime, rollups: Sequence[Rollup] = ROLLUPS) -> None:
@@ -183,8 +195,6 @@ def roll_up(
         inside = (parts.c.bucket >= bucket, parts.c.bucket < until)
         start = literal(bucket, parts.c.bucket.type).label("bucket")
         measures = [_AGGREGATES[m.kind](parts.c[m.name]).label(m.name) for m in rollup.measures]
-        for name in map(sketch_column, rollup.distinct):
-            measures.append(union_sql(parts.c[name]).label(name))
         groups = select(start, *(parts.c[name] for name in keys), *measures).where(*inside)
         _insert(conn, target["groups"], groups.group_by(*(parts.c[name] for name in keys)))
         if rollup.latency is not None:
@@ -209,6 +219,13 @@ def roll_up(
             )
             _set_histograms(conn, target["groups"], keys, long_rows)
             _store_quantiles(conn, target["groups"], keys, bucket, until)
+        if "sketches" in target:
+            parted = source["sketches"]
+            united = [union_sql(parted.c[name]).label(name) for name in map(sketch_column, rollup.distinct)]
+            sketches = select(start, *(parted.c[name] for name in keys), *united).where(
+                parted.c.bucket >= bucket, parted.c.bucket < until
+            )
+            _insert(conn, target["sketches"], sketches.group_by(*(parted.c[name] for name in keys)))
 
 
 def rebuild_day(conn: Connection, day: datetime, rollups: Sequence[Rollup] = ROLLUPS) -> None:

@@ -1,5 +1,8 @@
 """The rollup tables, built from ``definitions``: per rollup and grain, a table of groups (the
-bucket, the keys, the measures, the latency histogram and the distinct sketches).
+bucket, the keys, the measures and the latency histogram) and, for a rollup that counts distinct
+values, a table of their sketches beside it, a row per group (kept apart: a sketch is a few
+hundred bytes compressed, more than the rest of an error group's row, and only distinct counts
+read it, while summaries and series scan the groups).
 
 Kept in their own ``MetaData``: the five analytics tables' ``create_all`` and partitioning never
 touch them. Every table's primary key is (bucket, keys...): the upsert target. A histogram is two
@@ -69,25 +72,28 @@ def _histogram_columns(rollup: Rollup) -> list[Column[Any]]:
     ]
 
 
-def _sketch_columns(rollup: Rollup) -> list[Column[Any]]:
-    # NULL: no value in the group (all its rows without one), as ``bit_or`` of none gives.
-    return [Column(sketch_column(counted), SKETCH_TYPE, nullable=True) for counted in rollup.distinct]
-
-
 def _tables(rollup: Rollup, grain: Grain) -> dict[str, Table]:
-    return {
+    tables = {
         "groups": Table(
             rollup.table_name(grain),
             rollup_metadata,
             *_key_columns(rollup),
             *(Column(m.name, _MEASURE_TYPES[m.sql_type](), nullable=m.nullable) for m in rollup.measures),
             *_histogram_columns(rollup),
-            *_sketch_columns(rollup),
         )
     }
+    if rollup.distinct:
+        tables["sketches"] = Table(
+            rollup.table_name(grain, "sketches"),
+            rollup_metadata,
+            *_key_columns(rollup),
+            # NULL: no value in the group (all its rows without one), as ``bit_or`` of none gives.
+            *(Column(sketch_column(counted), SKETCH_TYPE, nullable=True) for counted in rollup.distinct),
+        )
+    return tables
 
 
-# (rollup name, grain name) -> {"groups": Table}
+# (rollup name, grain name) -> {"groups" | "sketches": Table}
 ROLLUP_TABLES: dict[tuple[str, str], dict[str, Table]] = {
     (rollup.name, grain.name): _tables(rollup, grain) for rollup in ROLLUPS for grain in GRAINS
 }
