@@ -367,7 +367,7 @@ MIGRATIONS: list[Migration] = [
     ),
     Migration(
         9,
-        "distinct counts of the rollups from a sketch in each group row, not a row per member",
+        "distinct counts of the rollups from a sketch per group, not a row per member",
         _distinct_sketches,
     ),
 ]

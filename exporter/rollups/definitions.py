@@ -10,7 +10,7 @@ Each rollup is kept at three grains: 5 minutes (time series, the edges of a wind
 bucket and group it keeps counts and sums, first/last seen (least/greatest), a
 latency histogram (``exporter.histogram``: the bins and their counts as two arrays in the group's
 own row, merged by adding counts) and, for distinct counts (affected users, sessions), a distinct
-sketch (``exporter.distinct_sketch``: a HyperLogLog in the group's row, merged by ``bit_or``, so
+sketch (``exporter.distinct_sketch``: a HyperLogLog per group, beside it, merged by ``bit_or``, so
 any union of buckets estimates its distinct members within a few per cent).
 """
 
