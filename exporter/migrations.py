@@ -311,6 +311,9 @@ def _distinct_sketches(conn: Connection) -> list[str]:
             sketches, members = tables_of(rollup, grain)["sketches"], rollup.table_name(grain, "members")
             if counted is None or not inspect(conn).has_table(members):
                 continue
+            # At scale a long step (a few µs a member): said before it starts, so the log shows where
+            # an upgrade is.
+            logger.info("%s: the purged buckets' members into %s", members, sketches.name)
             pk = ["bucket", *(key.name for key in rollup.keys)]
             old = sql_table(members, *(sql_column(name) for name in pk), sql_column("member"))
             group = [old.c[name] for name in pk]
