@@ -106,6 +106,7 @@ def estimate(sketch: str | None) -> int:
     if empty == 0:  # every cell set: more values than a sketch can tell apart
         return _SATURATED
     n = sum(REGISTERS * math.log(REGISTERS / (REGISTERS - set_)) for set_ in filled if set_ < REGISTERS)
+    n = max(n, 1.0)  # at least one value was seen: 0 only when every plane with a bit set is full
     for _ in range(_NEWTON_STEPS):
         slope, curvature = -empty, 0.0
         for cell, set_ in planes:

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, Integer, column, func, literal_column
 
 from exporter.distinct_sketch import (
     RANK_BITS,
+    REGISTERS,
     SKETCH_BITS,
     STANDARD_ERROR,
     estimate,
@@ -118,3 +119,5 @@ def test_a_string_that_is_no_sketch_is_refused() -> None:
     with pytest.raises(ValueError, match=str(SKETCH_BITS)):
         estimate("0101")
     assert estimate("0" * SKETCH_BITS) == 0
+    # Only the first plane, and all of it: no real data looks so, and still an answer, not a crash.
+    assert estimate("1" * REGISTERS + "0" * (SKETCH_BITS - REGISTERS)) > 0
