@@ -137,21 +137,23 @@ def _quantiles(
     merged = select(*groups, latency.c.bin, func.sum(latency.c["count"]).label("n")).group_by(
         *groups, latency.c.bin
     )
-    blanks = [key in nullable for key in keys]
     histograms: dict[tuple[Any, ...], dict[int, int]] = {}
     everything: dict[int, int] = {}
     for *group, bin_, n in conn.execute(merged).all():  # one fetch, not a fetch per row
         count = int(n)
-        found = tuple(
+        histograms.setdefault(tuple(group), {})[bin_] = count
+        everything[bin_] = everything.get(bin_, 0) + count
+    blanks = [key in nullable for key in keys]
+
+    def as_raw(group: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
             None if value == "" and blank else value for value, blank in zip(group, blanks, strict=True)
         )
-        histograms.setdefault(found, {})[bin_] = count
-        everything[bin_] = everything.get(bin_, 0) + count
 
     def answer(counts: dict[int, int]) -> dict[str, Any]:
         return {"count": sum(counts.values()), **quantiles(counts, fractions)}
 
-    return answer(everything), {group: answer(counts) for group, counts in histograms.items()}
+    return answer(everything), {as_raw(group): answer(counts) for group, counts in histograms.items()}
 
 
 def _plans(

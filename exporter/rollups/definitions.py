@@ -79,7 +79,8 @@ STORED_QUANTILES: dict[float, str] = {0.5: "latency_p50", 0.95: "latency_p95", 0
 
 
 def sketch_column(counted: str) -> str:
-    """The groups-table column holding the distinct sketch of the source column ``counted``."""
+    """The column of a ``rollup_*_sketches`` table holding the distinct sketch of the source column
+    ``counted``."""
     return f"{counted}_sketch"
 
 
