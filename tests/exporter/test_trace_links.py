@@ -30,6 +30,7 @@ from exporter.mapping import Row, log_record_to_rows, span_to_rows
 from exporter.pipeline import create_delivery
 from exporter.privacy import PASS_THROUGH
 from exporter.stats import ExportStats
+from exporter.trace_links import PENDING_JOINS
 from exporter.writer import RowWriter
 from tests.conftest import fetch_rows
 
@@ -445,3 +446,29 @@ def test_a_merged_copy_hands_its_resolution_to_the_kept_one(
     (error,) = errors_of(db_url)
     assert error["span_id"] == hex_span(spans.child)
     assert error["resolved"] is True and error["resolved_at"] is not None
+
+
+# --- a join that fails -------------------------------------------------------------------------
+
+
+def test_a_failing_join_leaves_the_batch_stored_and_the_connection_usable(
+    writer: RowWriter, db_url: str, shop: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The joins go out as one pipeline after the rows' own commit: one statement refused (here
+    the pending-joins table is missing) aborts the joins of that batch only, said in a warning."""
+    spans = failing_request(shop, (shop, ValueError("boom")))
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"ALTER TABLE {PENDING_JOINS} RENAME TO hidden_pending_joins")
+    try:
+        write_batches(writer, [spans.child])
+    finally:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute(f"ALTER TABLE hidden_pending_joins RENAME TO {PENDING_JOINS}")
+    assert "could not join the rows of a batch's traces" in caplog.text
+    (error,) = errors_of(db_url)
+    assert error["endpoint"] is None  # stored as mapped, not joined
+
+    write_batches(writer, [spans.server])  # the same connection, the joins working again
+    assert only_request(db_url)["trace_id"] == hex_trace(spans.server)
+    (error,) = errors_of(db_url)
+    assert error["endpoint"] is None  # its join was never remembered: it stays as written
