@@ -61,6 +61,9 @@ class _Linked:
         gives the record, to know its tables)."""
         if not (self._shut_down or self.link.closed) and self._put(data()):
             return
+        self._not_taken(record)
+
+    def _not_taken(self, record: Callable[[], Any]) -> None:
         reason = "after_shutdown" if self._shut_down or self.link.closed else "queue_full"
         count_dropped([record()], self._tables_of, self.link.stats, self._drops, reason)
 
@@ -99,7 +102,9 @@ class LinkedSpanProcessor(_Linked, SpanProcessor):
         """A span encoded already (``instrumentation.request_span``); counted like the others
         when it is not taken (decoded then, to know its tables: the rare path)."""
         with _ENCODE_GUARD:
-            self._offer(lambda: data, lambda: decode_span(data, Rebuilt(self.link.interned.descriptions())))
+            # The link refuses it once closed (``_put`` is False), so only our own flag is checked.
+            if self._shut_down or not self._put(data):
+                self._not_taken(lambda: decode_span(data, Rebuilt(self.link.interned.descriptions())))
 
 
 class LinkedLogRecordProcessor(_Linked, LogRecordProcessor):

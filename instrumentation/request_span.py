@@ -27,6 +27,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import DEFAULT_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.util import types
@@ -34,6 +35,7 @@ from opentelemetry.util import types
 from exporter.compact import encode_span_fields, resource_key, scope_key
 from exporter.conventions import INSTRUMENTATION_NAME
 from exporter.linked_processors import LinkedSpanProcessor
+from exporter.sampling import RecordAll
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ _SERVER = SpanKind.SERVER.value
 _ATOMIC = (str, bool, int, float)
 # W3C trace context level 2: the trace id was made at random (the SDK sets it on roots).
 _RANDOM_TRACE_ID = 0x02
+# Every flag combination a request span can carry, made once (TraceFlags is an int subclass).
+_FLAGS = tuple(TraceFlags(value) for value in range(4))
+# A status is immutable: one for every span that has none yet.
+_UNSET = Status(StatusCode.UNSET)
 
 
 def _clean(value: Any) -> Any:
@@ -89,7 +95,7 @@ class RequestSpan(trace.Span):
         self._parent = parent
         self._attributes = attributes
         self._events: list[tuple[str, int, dict[str, Any]]] = []
-        self._status = Status(StatusCode.UNSET)
+        self._status = _UNSET
         self._start = time.time_ns()
         self._end: int | None = None
 
@@ -141,9 +147,13 @@ class RequestSpan(trace.Span):
 
     def set_checked_attributes(self, attributes: Mapping[str, Any]) -> None:
         """Values the middleware made (str and int): kept as they are."""
-        if self._end is None:
-            for key, value in attributes.items():
-                self._put(key, value)
+        if self._end is not None:
+            return
+        if len(self._attributes) + len(attributes) <= MAX_ATTRIBUTES:
+            self._attributes.update(attributes)  # nothing to evict: one call, not one per value
+            return
+        for key, value in attributes.items():
+            self._put(key, value)
 
     def _put(self, key: str, value: Any) -> None:
         if key not in self._attributes and len(self._attributes) >= MAX_ATTRIBUTES:
@@ -230,6 +240,13 @@ class RequestSpans:
         self._eligible = provider._span_limits.max_span_attribute_length is None and not getattr(
             provider, "_disabled", False
         )
+        # The sampler setup_telemetry makes by default: RecordAll wrapping the SDK's own default
+        # instance (OTEL_TRACES_SAMPLER unset). Checked by identity per request.
+        self._default_sampler = (
+            provider.sampler
+            if isinstance(provider.sampler, RecordAll) and provider.sampler.configured is DEFAULT_ON
+            else None
+        )
         link = processor.link
         self._resource = resource_key(link.interned, provider.resource)
         self._scope = scope_key(link.interned, InstrumentationScope(INSTRUMENTATION_NAME))
@@ -256,22 +273,33 @@ class RequestSpans:
         else:
             trace_id = parent.trace_id
             random_trace_id = bool(parent.trace_flags & _RANDOM_TRACE_ID)
-        result = provider.sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER, attributes)
-        if not result.decision.is_recording():  # a sampler of the application's that drops
-            return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
-        flags = TraceFlags.SAMPLED if result.decision.is_sampled() else TraceFlags.DEFAULT
+        sampler = provider.sampler
+        if sampler is self._default_sampler:
+            # RecordAll(parent-based always-on), what setup_telemetry makes unless
+            # OTEL_TRACES_SAMPLER names another: a root is sampled, a child is sampled as its
+            # parent is (recorded either way) and keeps its trace state; the attributes are the
+            # span's own. Decided here: the SDK's call costs ~2 µs per request (tests compare).
+            sampled = parent is None or parent.trace_flags.sampled
+            trace_state = None if parent is None else parent.trace_state
+            kept = attributes
+        else:
+            result = sampler.should_sample(parent_context, trace_id, name, SpanKind.SERVER, attributes)
+            if not result.decision.is_recording():  # a sampler of the application's that drops
+                return trace.NonRecordingSpan(parent or trace.INVALID_SPAN_CONTEXT)
+            sampled, trace_state = result.decision.is_sampled(), result.trace_state
+            # Samplers mostly hand the span's own attributes back: then no copy is needed.
+            given = result.attributes
+            kept = attributes if not given or given == attributes else dict(given)
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         if random_trace_id:
             flags |= _RANDOM_TRACE_ID
         context = SpanContext(
             trace_id,
             provider.id_generator.generate_span_id(),
             is_remote=False,
-            trace_flags=TraceFlags(flags),
-            trace_state=result.trace_state,
+            trace_flags=_FLAGS[flags],
+            trace_state=trace_state,
         )
-        # Samplers mostly hand the span's own attributes back: then no copy is needed.
-        given = result.attributes
-        kept = attributes if not given or given == attributes else dict(given)
         return RequestSpan(self, name, context, parent, kept)
 
     def finished(self, span: RequestSpan) -> None:

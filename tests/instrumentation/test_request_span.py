@@ -10,13 +10,19 @@ import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, DEFAULT_ON, ParentBased
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
+from exporter.linked_processors import LinkedSpanProcessor
+from exporter.sampling import RecordAll
+from exporter.worker_link import WorkerLink, WorkerStart
 from homepot_foundation.settings import Settings
 from instrumentation import Telemetry, job_span, record_device_state, setup_telemetry
-from instrumentation.request_span import RequestSpan
+from instrumentation.request_span import RequestSpan, RequestSpans
 from tests.conftest import fetch_rows
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -153,3 +159,49 @@ def test_attributes_set_by_the_application_are_checked_like_the_sdk_does() -> No
     span.set_status(trace.StatusCode.OK)
     span.set_status(trace.StatusCode.ERROR, "later")
     assert span.status.status_code is trace.StatusCode.OK  # OK is final, as in the SDK
+
+
+def _request_spans(sampler: Any, tmp_path: Path) -> RequestSpans:
+    provider = TracerProvider(sampler=sampler)
+    link = WorkerLink(WorkerStart(Settings(data_dir=tmp_path), "sampling", None, False))
+    processor = LinkedSpanProcessor(link)
+    provider.add_span_processor(processor)
+    return RequestSpans(provider, processor)
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        None,
+        SpanContext(
+            0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(1), trace_state=TraceState([("k", "v")])
+        ),
+        SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(0)),
+        SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(0)),
+        SpanContext(0xABC, 0xDEF, is_remote=False, trace_flags=TraceFlags(3)),
+    ],
+    ids=["root", "sampled_remote_with_state", "unsampled_remote", "unsampled_local", "sampled_random_local"],
+)
+def test_the_default_samplers_decision_is_the_sdks(parent: SpanContext | None, tmp_path: Path) -> None:
+    """The default sampler (RecordAll over the SDK's parent-based always-on) is decided without the
+    SDK's call: the same flags, trace state and attributes as asking an equal sampler."""
+    fast = _request_spans(RecordAll(DEFAULT_ON), tmp_path / "fast")
+    asked = _request_spans(RecordAll(ParentBased(ALWAYS_ON)), tmp_path / "asked")  # not the default instance
+    context = None if parent is None else trace.set_span_in_context(NonRecordingSpan(parent), Context())
+    spans = [
+        factory.start("GET", context, {"http.request.method": "GET", "url.path": "/x"})
+        for factory in (fast, asked)
+    ]
+    contexts = [span.get_span_context() for span in spans]
+    assert all(type(span) is RequestSpan for span in spans)
+    assert fast._default_sampler is not None and asked._default_sampler is None  # the two paths
+    assert int(contexts[0].trace_flags) == int(contexts[1].trace_flags)
+    assert contexts[0].trace_flags.sampled == (parent is None or parent.trace_flags.sampled)
+    if parent is not None:
+        assert contexts[0].trace_id == contexts[1].trace_id == parent.trace_id
+    assert contexts[0].trace_state == contexts[1].trace_state
+    assert (
+        dict(spans[0].attributes)
+        == dict(spans[1].attributes)
+        == {"http.request.method": "GET", "url.path": "/x"}
+    )
