@@ -136,7 +136,8 @@ class WorkerLink:
     def _reset(self) -> None:
         # Guards everything below; notified when records arrive, frames are acknowledged, a
         # worker is lost, or a flush or the shutdown asks for the buffer to go out.
-        self._changed = threading.Condition()
+        self._mutex = threading.RLock()
+        self._changed = threading.Condition(self._mutex)
         self._spans: list[bytes] = []
         self._logs: list[bytes] = []
         self._unacked: dict[int, tuple[bytes, int]] = {}  # seq -> (frame, records), in seq order
@@ -148,6 +149,9 @@ class WorkerLink:
         self._start_wanted = False
         self._closing = False
         self._sender: threading.Thread | None = None
+        # Set while the sender's loop runs (cleared as it returns or dies): checked on every put,
+        # where Thread.is_alive() would take a lock of its own.
+        self._sender_running = False
         self._worker: _Worker | None = None
         self._pause_s = 0.0
         self._restart_at = 0.0
@@ -168,7 +172,7 @@ class WorkerLink:
     def _put(self, data: bytes, *, is_span: bool) -> bool:
         """Take one encoded record; False when the link is full or shut down (the caller counts
         the drop: it knows the record's tables)."""
-        with self._changed:
+        with self._mutex:  # the condition's own lock, without its Python-level __enter__
             if self._closing:
                 return False
             buffered = len(self._spans) + len(self._logs)
@@ -245,7 +249,7 @@ class WorkerLink:
     # --- the sender thread ------------------------------------------------------------------
     def _ensure_sender(self) -> None:
         """Start the sender thread unless it runs (called with ``_changed`` held)."""
-        if self._sender is not None and self._sender.is_alive():
+        if self._sender_running:
             return
         thread = threading.Thread(target=self._send_loop, name="homepot-analytics-sender", daemon=True)
         try:
@@ -253,8 +257,16 @@ class WorkerLink:
         except RuntimeError:  # interpreter shutdown: nothing more can be sent
             return
         self._sender = thread
+        self._sender_running = True
 
     def _send_loop(self) -> None:
+        try:
+            self._send_until_closed()
+        finally:
+            with self._changed:
+                self._sender_running = False
+
+    def _send_until_closed(self) -> None:
         while True:
             with self._changed:
                 self._changed.wait_for(self._something_to_do, self.delay_s)

@@ -222,11 +222,10 @@ class ServerSpanMiddleware:
         self._details = StockSpanDetails(app, user_resolver)
         self._warned_nested = False
 
-    def _inside_another_server_span(self) -> bool:
+    def _inside_another_server_span(self, current: trace.Span) -> bool:
         """Whether stock instrumentation outside this middleware (FastAPIInstrumentor applied
-        after setup_telemetry) already started this request's server span. A second one would
-        split the request in two spans; that one gets our details instead."""
-        current = trace.get_current_span()
+        after setup_telemetry) already started this request's server span (``current``). A
+        second one would split the request in two spans; that one gets our details instead."""
         if getattr(current, "kind", None) is not SpanKind.SERVER or not current.is_recording():
             return False
         if not self._warned_nested:
@@ -247,7 +246,8 @@ class ServerSpanMiddleware:
         if scope["type"] != "http" or scope["path"] in self.excluded_paths:
             await self.app(scope, receive, send)
             return
-        if self._inside_another_server_span():
+        current = trace.get_current_span()
+        if self._inside_another_server_span(current):
             await self._details(scope, receive, send)
             return
         method = scope["method"]
@@ -270,7 +270,8 @@ class ServerSpanMiddleware:
         }
         request_spans = self.request_spans
         if request_spans is not None and request_spans.usable():
-            span = request_spans.start(method, parent, attributes)
+            # Without a traceparent the parent is the span current here: looked up once.
+            span = request_spans.start(method, parent, attributes, current if parent is None else None)
         else:
             span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         exchange = _Exchange(span, scope["path"])

@@ -262,10 +262,19 @@ class RequestSpans:
             and processors[0] is self._processor
         )
 
-    def start(self, name: str, parent_context: Context | None, attributes: dict[str, Any]) -> trace.Span:
-        """A span as the SDK's tracer would start it (ids, sampler, flags), recorded for us."""
+    def start(
+        self,
+        name: str,
+        parent_context: Context | None,
+        attributes: dict[str, Any],
+        current_span: trace.Span | None = None,
+    ) -> trace.Span:
+        """A span as the SDK's tracer would start it (ids, sampler, flags), recorded for us.
+        ``current_span``: the span of ``parent_context`` when the caller has looked it up."""
         provider = self._provider
-        current: SpanContext | None = trace.get_current_span(parent_context).get_span_context()
+        if current_span is None:
+            current_span = trace.get_current_span(parent_context)
+        current: SpanContext | None = current_span.get_span_context()
         parent = current if current is not None and current.is_valid else None
         if parent is None:
             trace_id = provider.id_generator.generate_trace_id()

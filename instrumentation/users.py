@@ -36,13 +36,6 @@ def _from_state(scope: Scope) -> str | None:
     return None
 
 
-def _header(scope: Scope, wanted: bytes) -> str | None:
-    for name, value in scope.get("headers") or ():
-        if name == wanted:
-            return str(value.decode("latin-1"))
-    return None
-
-
 DEFAULT_USER_COOKIE = "access_token"
 
 
@@ -61,17 +54,26 @@ def user_resolver_for(cookie: str | None = DEFAULT_USER_COOKIE) -> UserResolver:
             return user
         if status_code == 401:
             return None
-        token = _cookie_token(scope, cookie) if cookie else None
-        token = token or bearer_token(_header(scope, b"authorization"))
+        cookies, authorization = _cookie_and_authorization(scope)
+        token = _cookie_token(cookies, cookie) if cookie and cookies else None
+        token = token or bearer_token(authorization)
         return unverified_subject(token) if token else None
 
     return resolve
 
 
-def _cookie_token(scope: Scope, cookie: str) -> str | None:
-    header = _header(scope, b"cookie")
-    if not header:
-        return None
+def _cookie_and_authorization(scope: Scope) -> tuple[str | None, str | None]:
+    """The two headers a token can come in, found in one pass over the request's headers."""
+    cookies = authorization = None
+    for name, value in scope.get("headers") or ():
+        if name == b"cookie":
+            cookies = cookies or value.decode("latin-1")
+        elif name == b"authorization":
+            authorization = authorization or value.decode("latin-1")
+    return cookies, authorization
+
+
+def _cookie_token(header: str, cookie: str) -> str | None:
     value = cookie_parser(header).get(cookie)
     # Some apps store the header form ("Bearer <jwt>") in the cookie.
     return (bearer_token(value) or value) if value else None
