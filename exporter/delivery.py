@@ -8,21 +8,21 @@ just before a connection broke is never stored twice.
 
 Two ways in. ``deliver(rows)`` writes on the caller's thread and answers once the rows are
 stored or spooled (the OTLP sink must not say 200 before). ``submit(rows)`` hands the batch to
-the writer thread of ``exporter.handoff`` and returns, so the exporters map the next batch while
-this one is written. ``flush`` waits for what was submitted; ``shutdown`` drains the hand-off
-before it stops.
+the writer thread of ``exporter.handoff`` and returns; ``submit_unmapped(map_rows)`` hands over
+a batch still to be mapped, which that thread maps while PostgreSQL takes the batch before it.
+``flush`` waits for what was submitted; ``shutdown`` drains the hand-off before it stops.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from exporter.containment import never_raise
 from exporter.forking import repair_after_fork
-from exporter.handoff import CAPACITY, Batch, Handoff, suppress_instrumentation
+from exporter.handoff import CAPACITY, Batch, Handoff, Unmapped, suppress_instrumentation
 from exporter.own_logging import exporter_logger
 from exporter.spool import Spool
 from exporter.stats import STATS, DropReporter, ExportStats
@@ -58,7 +58,7 @@ class Delivery:
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
         self.drops = DropReporter(logger)
-        self.handoff = Handoff(self.deliver, self._count_lost, handoff_batches)
+        self.handoff = Handoff(self._deliver_handed_over, self._count_lost, handoff_batches)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._replayer: threading.Thread | None = None
@@ -95,6 +95,16 @@ class Delivery:
             return True
         return self.handoff.submit(batch) or self.deliver(batch)
 
+    def submit_unmapped(self, map_rows: Callable[[], Mapping[str, Sequence[Mapping[str, Any]]]]) -> bool:
+        """``submit`` for a batch still to be mapped: ``map_rows()`` (which must not raise; it
+        counts what it cannot map) runs on the writer thread, while PostgreSQL takes the batch
+        before it."""
+        item = Unmapped(lambda: _non_empty(map_rows()))
+        return self.handoff.submit(item) or self.deliver(item.rows())
+
+    def _deliver_handed_over(self, batch: Batch, meanwhile: Callable[[], None]) -> bool:
+        return self.deliver(batch, meanwhile=meanwhile) if batch else True
+
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every batch submitted so far is written, spooled or counted dropped;
         False when ``timeout_s`` passed first."""
@@ -107,9 +117,15 @@ class Delivery:
                 self.stats.add("dropped", table, count, reason="delivery_error")
             self.drops.report("delivery_error", counts)
 
-    def deliver(self, rows: Mapping[str, Sequence[Mapping[str, Any]]]) -> bool:
+    def deliver(
+        self,
+        rows: Mapping[str, Sequence[Mapping[str, Any]]],
+        *,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> bool:
         """True when the rows are written or safely spooled; False when they were dropped.
-        Synchronous: returns once the rows are in the database or the spool."""
+        Synchronous: returns once the rows are in the database or the spool. ``meanwhile`` is
+        called while PostgreSQL takes the rows (``RowWriter.write``), at most once."""
         batch = _non_empty(rows)
         if not batch:
             return True
@@ -117,7 +133,7 @@ class Delivery:
             # An outage is under way: keep the order of arrival and leave probing to the replayer.
             return self._keep(batch, None)
         try:
-            self.writer.write(batch)
+            self.writer.write(batch, meanwhile=meanwhile)
         except UNAVAILABLE as error:
             return self._keep(batch, error)
         except Exception as error:  # never raise into the SDK's worker thread

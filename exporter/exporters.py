@@ -1,9 +1,10 @@
 """The OpenTelemetry exporters that store spans and log records as rows of the analytics tables.
 
-Both are thin: map each record (``exporter.mapping``, pure code) into a ``RowBatch`` and hand
-the batch to a shared ``Delivery``. What differs between them is only the SDK base class and
-the mapping function; everything else lives once, in ``_RowExporter``. ``export()`` returns
-FAILURE and logs, it never raises; a second ``shutdown()`` warns.
+Both are thin: hand each batch of records, with how to map them (``exporter.mapping``, pure
+code, into a ``RowBatch``), to a shared ``Delivery``, whose writer thread maps it. What differs
+between them is only the SDK base class and the mapping function; everything else lives once, in
+``_RowExporter``. ``export()`` returns FAILURE and logs, it never raises; a second
+``shutdown()`` warns.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from exporter.containment import never_raise
 from exporter.delivery import Delivery
-from exporter.mapping import TableRow, log_record_to_rows, span_to_rows
+from exporter.mapping import Row, TableRow, log_record_to_rows, span_to_rows
 from exporter.own_logging import exporter_logger
 from exporter.privacy import Privacy, privacy_from_settings
 from exporter.rows import RowBatch
@@ -53,11 +54,17 @@ class _RowExporter(Generic[Record]):
             return False
         submitted = False
         with never_raise("could not export %d %s", len(records), self._noun, logger=logger):
-            batch = RowBatch(self._delivery.stats)
-            for record in records:
-                batch.add_from(self._to_rows, record, self._privacy)
-            # Handed to the delivery's writer thread: the next batch is mapped while this one is written.
-            submitted = self._delivery.submit(batch.rows)
+            held = list(records)  # the SDK's list, kept until the writer thread maps it
+
+            def map_rows() -> dict[str, list[Row]]:
+                batch = RowBatch(self._delivery.stats)
+                for record in held:
+                    batch.add_from(self._to_rows, record, self._privacy)  # counts what it cannot map
+                return batch.rows
+
+            # Mapped on the delivery's writer thread while PostgreSQL takes the batch before it
+            # (exporter.handoff says why not here).
+            submitted = self._delivery.submit_unmapped(map_rows)
         return submitted
 
     def shutdown(self, timeout_millis: float = 30000) -> None:

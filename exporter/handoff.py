@@ -1,8 +1,14 @@
 """The hand-off between the exporters and one writer thread, so mapping and writing overlap.
 
-``submit(batch)`` hands a mapped batch over and returns: the exporter maps the next batch while
-PostgreSQL takes this one (the write waits on the database with the GIL released). At most
-``capacity`` batches are in hand (the one being written included); a full hand-off makes
+``submit(item)`` hands a batch over and returns. An item is a mapped batch, or ``Unmapped``: the
+records and how to map them, mapped on the writer thread. That thread maps the next waiting
+item while PostgreSQL parses the last COPY of the batch being written (``deliver`` is given a
+``meanwhile`` callback for that moment), so one thread keeps both busy. Mapping on the
+exporter's thread beside the writer's was slower than either alone: the two threads share the
+GIL, and each of the writer's waits on the database handed the GIL to the mapping thread for
+up to the 5 ms switch interval (bench/README.md has the figures).
+
+At most ``capacity`` items are in hand (the one being written included); a full hand-off makes
 ``submit`` wait, so memory stays bounded and the SDK's queue in front of the exporter gives the
 back-pressure, counted as it always was. Batches are delivered in the order submitted.
 """
@@ -29,6 +35,28 @@ _WRITER_CHECK_S = 1.0
 Batch = dict[str, list[Any]]
 
 
+class Unmapped:
+    """A batch still to be mapped: ``rows()`` maps it once (on whichever thread asks first) and
+    keeps the result. ``map_rows`` must not raise: it counts what it cannot map."""
+
+    __slots__ = ("_lock", "_map_rows", "_rows")
+
+    def __init__(self, map_rows: Callable[[], Batch]) -> None:
+        self._map_rows: Callable[[], Batch] | None = map_rows
+        self._rows: Batch | None = None
+        self._lock = threading.Lock()
+
+    def rows(self) -> Batch:
+        with self._lock:
+            if self._rows is None:
+                assert self._map_rows is not None
+                self._rows, self._map_rows = self._map_rows(), None  # the records can go
+            return self._rows
+
+
+Item = Batch | Unmapped
+
+
 def suppress_instrumentation() -> None:
     """For the rest of this thread: a host that instruments psycopg must not trace our own
     writes (each write would become a span, exported and written, and so on). The SDK does
@@ -39,12 +67,13 @@ def suppress_instrumentation() -> None:
 class Handoff:
     """Delivers submitted batches on one writer thread, started at the first submit.
 
-    ``deliver(batch)`` does the work (it keeps what it cannot write); should it raise, the
-    batch goes to ``lost(batch)`` to be counted, and the thread goes on."""
+    ``deliver(batch, meanwhile)`` does the work (it keeps what it cannot write) and calls
+    ``meanwhile()`` while the database is busy with the batch (mapping the next item); should it
+    raise, the batch goes to ``lost(batch)`` to be counted, and the thread goes on."""
 
     def __init__(
         self,
-        deliver: Callable[[Batch], object],
+        deliver: Callable[[Batch, Callable[[], None]], object],
         lost: Callable[[Batch], None],
         capacity: int = CAPACITY,
     ) -> None:
@@ -57,7 +86,7 @@ class Handoff:
         """Empty and without a thread: at creation, and in a forked child (only the forking thread
         exists there, and a lock may have been held by a thread of the parent; what the parent
         had in hand is the parent's to write)."""
-        self._batches: collections.deque[Batch] = collections.deque()
+        self._batches: collections.deque[Item] = collections.deque()
         # Guards the batches and counters; notified whenever a batch arrives or is done.
         self._changed = threading.Condition()
         self._submitted = 0  # batches handed to the writer thread
@@ -77,7 +106,7 @@ class Handoff:
     def unfinished(self) -> int:
         return self._submitted - self._finished
 
-    def submit(self, batch: Batch) -> bool:
+    def submit(self, batch: Item) -> bool:
         """Hand ``batch`` over; False when closed (the caller delivers it itself). When no thread
         can be started (the interpreter is exiting), the caller's thread writes what is in hand."""
         with self._changed:
@@ -160,9 +189,11 @@ class Handoff:
                 if not wait or self._closed:
                     return False
                 self._changed.wait()
-            batch = self._batches.popleft()
+            item = self._batches.popleft()
+        batch: Batch = {}
         try:
-            self._deliver(batch)
+            batch = item.rows() if isinstance(item, Unmapped) else item
+            self._deliver(batch, self._map_next)
         except Exception:  # deliver keeps what the writer refuses: this is the spool failing
             logger.exception("unexpected error delivering analytics rows; batch dropped")
             self._lost(batch)
@@ -171,3 +202,10 @@ class Handoff:
                 self._finished += 1
                 self._changed.notify_all()
         return True
+
+    def _map_next(self) -> None:
+        """Map the item after the one being written, if it is waiting unmapped."""
+        with self._changed:
+            upcoming = self._batches[0] if self._batches else None
+        if isinstance(upcoming, Unmapped):
+            upcoming.rows()

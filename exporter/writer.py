@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import errors, sql
 
+from exporter.containment import never_raise
 from exporter.device_keys import KeyColumn, integer_device_columns, resolve_device_keys
 from exporter.own_logging import exporter_logger
 from exporter.planner_statistics import PartitionStatistics
@@ -29,6 +30,8 @@ from exporter.trace_links import link_traces
 from homepot_foundation.database import CONNECT_OPTIONS
 
 logger = exporter_logger(__name__)
+# The caller's work done while a COPY is parsed must never cost the batch being written.
+_MEANWHILE_GUARD = never_raise("work done during a write failed", logger=logger)
 
 Rows = Mapping[str, Sequence[Mapping[str, Any]]]
 
@@ -107,8 +110,12 @@ class RowWriter:
         self._lock = threading.Lock()
         self._partition_statistics = PartitionStatistics()
 
-    def write(self, rows: Rows) -> int:
-        """Store the rows; returns how many were written. Raises UNAVAILABLE errors."""
+    def write(self, rows: Rows, *, meanwhile: Callable[[], None] | None = None) -> int:
+        """Store the rows; returns how many were written. Raises UNAVAILABLE errors.
+
+        ``meanwhile()`` runs (at most once) while PostgreSQL parses the batch's largest COPY,
+        whose rows are all sent: the caller's own work (mapping the next batch) then overlaps
+        the database's instead of waiting for it. Its errors are logged, never the batch's."""
         batch = {table: list(table_rows) for table, table_rows in rows.items() if table_rows}
         if not batch:
             return 0
@@ -116,7 +123,7 @@ class RowWriter:
             connection = self._connect()
             try:
                 batch, unknown_devices = self._resolve_device_keys(connection, batch)
-                written = self._write_batch(connection, batch) if batch else 0
+                written = self._write_batch(connection, batch, meanwhile) if batch else 0
                 connection.commit()  # ends the lookups' transaction when no row was left to write
                 for table, count in unknown_devices.items():  # counted once the rest is stored
                     self._stats.add("rejected", table, count)
@@ -153,9 +160,14 @@ class RowWriter:
             return batch, {}
         return resolve_device_keys(connection, batch, columns)
 
-    def _write_batch(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
+    def _write_batch(
+        self,
+        connection: psycopg.Connection[Any],
+        batch: dict[str, list[Any]],
+        meanwhile: Callable[[], None] | None,
+    ) -> int:
         try:
-            return self._write_fast(connection, batch)
+            return self._write_fast(connection, batch, meanwhile)
         except (*UNAVAILABLE, *_SYSTEMIC):
             raise
         except errors.UniqueViolation:
@@ -215,12 +227,23 @@ class RowWriter:
                 self._connection.close()
             self._connection = None
 
-    def _write_fast(self, connection: psycopg.Connection[Any], batch: dict[str, list[Any]]) -> int:
+    def _write_fast(
+        self,
+        connection: psycopg.Connection[Any],
+        batch: dict[str, list[Any]],
+        meanwhile: Callable[[], None] | None,
+    ) -> int:
+        # The largest table last: its COPY is the one PostgreSQL takes longest to parse after the
+        # last row is sent, the time ``meanwhile`` has.
+        tables = sorted(batch, key=lambda table: len(batch[table]))
         with connection.cursor() as cursor:
-            for table, table_rows in batch.items():
+            for table in tables:
                 with cursor.copy(_copy_statement(table)) as copy:
-                    for row in table_rows:
+                    for row in batch[table]:
                         copy.write_row(_values(table, row))
+                    if meanwhile is not None and table is tables[-1]:
+                        with _MEANWHILE_GUARD:
+                            meanwhile()
         connection.commit()
         return self._count_written(batch)
 

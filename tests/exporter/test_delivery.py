@@ -244,14 +244,14 @@ class RecordingWriter(RowWriter):
         self.writing = threading.Event()
         self._fail_first = fail_first
 
-    def write(self, rows: Any) -> int:
+    def write(self, rows: Any, **options: Any) -> int:
         self.writing.set()
         assert self.release.wait(30)
         if self._fail_first:
             self._fail_first -= 1
             raise RuntimeError("a bug in the writer")
         self.paths += [str(row["endpoint"]) for row in rows.get("api_request_logs", [])]
-        return super().write(rows)
+        return super().write(rows, **options)
 
 
 def test_flush_makes_submitted_rows_visible(db_url: str, stats: ExportStats) -> None:
@@ -387,9 +387,9 @@ def test_the_writer_thread_is_a_daemon_outside_instrumentation(db_url: str, stat
     seen: list[object] = []
 
     class Watching(RowWriter):
-        def write(self, rows: Any) -> int:
+        def write(self, rows: Any, **options: Any) -> int:
             seen.append(get_value(_SUPPRESS_INSTRUMENTATION_KEY))
-            return super().write(rows)
+            return super().write(rows, **options)
 
     delivery = Delivery(Watching(db_url, stats=stats), None, stats=stats)
     delivery.submit({"api_request_logs": request_rows(1)})
@@ -443,3 +443,53 @@ def test_when_no_thread_can_be_started_the_caller_writes(
     assert delivery.flush(timeout_s=1) is True
     monkeypatch.undo()
     delivery.shutdown()
+
+
+# --- batches handed over unmapped ---------------------------------------------------------------
+
+
+def test_an_unmapped_batch_is_mapped_on_the_writer_thread_during_the_previous_write(
+    db_url: str, stats: ExportStats
+) -> None:
+    """The writer maps the next waiting batch while PostgreSQL parses the last COPY of the one
+    it writes: one thread keeps both busy, no second thread fights it for the GIL."""
+    events: list[str] = []
+
+    class Observed(RowWriter):
+        def write(self, rows: Any, **options: Any) -> int:
+            events.append(f"write {rows['api_request_logs'][0]['endpoint']}")
+            written = super().write(rows, **options)
+            events.append(f"written {rows['api_request_logs'][0]['endpoint']}")
+            return written
+
+    def mapping(path: str) -> Callable[[], dict[str, list[Any]]]:
+        def map_rows() -> dict[str, list[Any]]:
+            events.append(f"map {path} on {threading.current_thread().name}")
+            return {"api_request_logs": request_rows(3, path)}
+
+        return map_rows
+
+    writer = Observed(db_url, stats=stats)
+    writer.connect()
+    delivery = Delivery(writer, None, stats=stats, handoff_batches=3)
+    with delivery.handoff._changed:  # all three in hand before the writer takes the first
+        delivery.submit({"api_request_logs": request_rows(1, "/first")})
+        assert delivery.submit_unmapped(mapping("/a")) and delivery.submit_unmapped(mapping("/b"))
+    assert delivery.flush(timeout_s=30)
+    delivery.shutdown()
+    writer_thread = "homepot-analytics-writer"
+    assert f"map /a on {writer_thread}" in events and f"map /b on {writer_thread}" in events
+    # /b is mapped once, inside the write of /a (before that write returned), never again.
+    assert events.index(f"map /b on {writer_thread}") < events.index("written /a")
+    assert events.index("write /a") < events.index(f"map /b on {writer_thread}")
+    assert sum(event.startswith("map /b") for event in events) == 1
+    assert count(db_url) == 7
+
+
+def test_an_unmapped_batch_after_shutdown_is_mapped_and_written_by_the_caller(
+    db_url: str, stats: ExportStats
+) -> None:
+    delivery = Delivery(RowWriter(db_url, stats=stats), None, stats=stats)
+    delivery.shutdown()
+    assert delivery.submit_unmapped(lambda: {"api_request_logs": request_rows(2, "/late")}) is True
+    assert count(db_url) == 2

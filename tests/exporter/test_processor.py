@@ -136,9 +136,9 @@ def test_force_flush_waits_for_the_exporters_writer_thread(db_url: str) -> None:
     stats = ExportStats()
 
     class SlowWriter(RowWriter):
-        def write(self, rows: Any) -> int:
+        def write(self, rows: Any, **options: Any) -> int:
             time.sleep(0.2)
-            return super().write(rows)
+            return super().write(rows, **options)
 
     delivery = Delivery(SlowWriter(db_url, stats=stats), None, stats=stats)
     spans = CountingBatchSpanProcessor(

@@ -92,8 +92,8 @@ def mixed_batch(at: datetime, count: int = 40) -> dict[str, list[Row]]:
 class RefreshingWriter(RowWriter):
     """The writer, then a refresh (as the service runs every few seconds) after each batch."""
 
-    def write(self, rows: Any) -> int:
-        written = super().write(rows)
+    def write(self, rows: Any, **options: Any) -> int:
+        written = super().write(rows, **options)
         refreshed(self._dsn)
         return written
 

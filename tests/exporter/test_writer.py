@@ -210,3 +210,36 @@ def test_a_row_spooled_before_a_nullable_column_existed_is_written_with_null(
     assert writer.write({"api_request_logs": [old]}) == 1
     (row,) = fetch_rows(db_url, "api_request_logs")
     assert row["endpoint"] == "/spooled-by-an-older-version" and row["service_version"] is None
+
+
+def test_meanwhile_runs_once_while_the_largest_copy_is_open(
+    writer: RowWriter, db_url: str, stats: ExportStats
+) -> None:
+    """The caller's work (mapping the next batch) runs once the largest table's rows are all
+    sent, before that COPY ends: PostgreSQL parses them meanwhile."""
+    seen: list[tuple[str, int]] = []
+
+    def meanwhile() -> None:
+        with psycopg.connect(db_url) as conn:
+            (query,) = conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE application_name = 'homepot-analytics-exporter'"
+            ).fetchone()  # type: ignore[misc]
+        seen.append((query, count(db_url, "api_request_logs")))
+
+    batch = rows_by_table(request_span(), request_span(), failing_request_span())
+    assert writer.write(batch, meanwhile=meanwhile) == 4
+    assert len(seen) == 1
+    query, visible = seen[0]
+    assert query.startswith('COPY "api_request_logs"') and visible == 0  # open, not committed
+    assert count(db_url, "api_request_logs") == 3 and count(db_url, "error_logs") == 1
+
+
+def test_a_failing_meanwhile_costs_the_batch_nothing(
+    writer: RowWriter, db_url: str, stats: ExportStats, caplog: pytest.LogCaptureFixture
+) -> None:
+    def meanwhile() -> None:
+        raise RuntimeError("the next batch could not be mapped")
+
+    assert writer.write({"api_request_logs": request_rows(2)}, meanwhile=meanwhile) == 2
+    assert count(db_url, "api_request_logs") == 2
+    assert "work done during a write failed" in caplog.text
