@@ -83,3 +83,23 @@ def test_serve_needs_at_least_one_worker() -> None:
     result = CliRunner().invoke(app, ["serve", "--workers", "0"])
     assert result.exit_code == 2
     assert "--workers" in result.output
+
+
+def test_serve_runs_the_app_with_its_start_up_heap_frozen() -> None:
+    """``serve``'s factory makes the service and then freezes what exists (modules, settings,
+    the app): full collections in the serving process walk only what requests leave."""
+    import gc
+
+    from fastapi import FastAPI
+
+    from homepot_analytics.cli import serving_app
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        app = serving_app()  # made, not started: nothing connects
+        assert isinstance(app, FastAPI)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the rest of the test session collects as usual
+        get_settings.cache_clear()
