@@ -103,7 +103,7 @@ class Delivery:
         return self.handoff.submit(item) or self.deliver(item.rows())
 
     def _deliver_handed_over(self, batch: Batch, meanwhile: Callable[[], None]) -> bool:
-        return self.deliver(batch, meanwhile=meanwhile) if batch else True
+        return self.deliver(batch, meanwhile=meanwhile)
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every batch submitted so far is written, spooled or counted dropped;

@@ -197,8 +197,9 @@ def link_traces(
     try:
         # One pipeline: the statements go out together and the writer waits for the database
         # twice per batch (the pending lookup, then the rest with the commit) instead of once per
-        # statement. Each wait is also a hand-off of the GIL, which the mapping thread keeps for
-        # up to the switch interval (5 ms) when it has work: bench/README.md has the figures.
+        # statement. Where another thread of the process has work (the export worker's decoding),
+        # each wait is also a hand-off of the GIL for up to the switch interval (5 ms):
+        # bench/README.md has the figures.
         with connection.pipeline(), connection.cursor() as cursor, connection.cursor() as merges:
             cursor.execute(_NO_COMMIT_FLUSH)
             if errors:

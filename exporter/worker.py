@@ -112,7 +112,7 @@ def serve(inbox: Connection, outbox: Connection) -> None:
     acknowledger = _Acknowledger(outbox, _CountsSince(pipeline.delivery.stats))
     # Everything made so far (modules, settings, the pipeline) lives as long as the process: out
     # of the collector's sight, a full collection walks only what the frames leave behind.
-    # Measured through the worker: 19.5-21.5k rows/s against 17.2-17.7k (bench/README.md).
+    # Measured through the worker: 19.3-21.5k rows/s against 17.2-19.3k (bench/README.md).
     gc.freeze()
     mapped: queue.Queue[tuple[int, RowBatch] | None] = queue.Queue(maxsize=1)
 
