@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,7 @@ from exporter.mapping.values import (
     Row,
     TableRow,
     bounded_text,
+    canonical_uuid,
     clamped_int,
     event_id,
     first,
@@ -53,13 +53,8 @@ def log_record_to_rows(record: ReadableLogRecord, privacy: Privacy = PASS_THROUG
 
 def _log_context(record: ReadableLogRecord, attributes: Mapping[str, Any], limits: Mapping[str, int]) -> Row:
     log = record.log_record
-    identity: uuid.UUID | None = None
     given = attributes.get(c.EVENT_ID)
-    if given:
-        try:
-            identity = uuid.UUID(str(given))
-        except ValueError:
-            identity = None
+    identity = canonical_uuid(given) if given else None
     if identity is None:
         # No identity given (a foreign producer): derive one from everything the record says.
         identity = event_id(

@@ -97,7 +97,7 @@ def test_outage_spools_and_the_next_start_replays_exactly_once(
     assert stats.get("replayed", "api_request_logs") == 12
     ids = {row["event_id"] for rows in batches for row in rows}
     with psycopg.connect(db_url) as conn:
-        stored = [r[0] for r in conn.execute("SELECT event_id FROM api_request_logs").fetchall()]
+        stored = [str(r[0]) for r in conn.execute("SELECT event_id FROM api_request_logs").fetchall()]
     assert sorted(stored) == sorted(ids)
     wait_until(lambda: up._replayer is None)  # the replayer stops once the spool is drained
 
