@@ -6,12 +6,12 @@ A summary asks ``plan`` whether the rollups can answer its window and filters: a
 column that is no rollup key (user, endpoint, release, a status range not aligned to classes...)
 cannot be, and the summary then reads raw rows as it always did. Otherwise the ``*_source``
 functions give one ``UNION ALL`` per rollup part, shaped like the rollup table (keys, then
-measures / bin and count / distinct sketch; a bucket's histogram arrays unnested to bins and counts), its
+measures / packed latency histogram / distinct sketch), its
 rows from the rollup buckets and from the raw edge rows
 (each raw row one line, its keys and measures computed by the same ``definitions`` the writer
 uses, its latency bucketed by ``histogram.bucket_sql`` with a count of 1). The summary then adds
-counts and sums, takes least/greatest of first/last seen, merges latency bins into
-``histogram.quantiles`` and unites distinct sketches, so the answer is the raw rows' answer:
+counts and sums, takes least/greatest of first/last seen, merges latency histograms by
+``histogram.quantiles_packed`` and unites distinct sketches, so the answer is the raw rows' answer:
 counts exact, percentiles within ``histogram.ALPHA``, distinct counts (affected users) within
 ``distinct_sketch.STANDARD_ERROR`` (2.3 %) typically.
 """
@@ -24,21 +24,23 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     CompoundSelect,
     Select,
     Table,
-    func,
+    cast,
     literal,
     select,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.sql import Subquery, operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.schema import Column
 
 from exporter.distinct_sketch import sketch_sql
-from exporter.histogram import bucket_sql
+from exporter.histogram import bucket_sql, packed_sql
 from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, Grain, Rollup, sketch_column
 from exporter.rollups.schema import tables_of
 from query_api.filters import TimeWindow
@@ -230,7 +232,9 @@ def groups_source(plan: Plan) -> Subquery:
 
 
 def latency_source(plan: Plan) -> Subquery:
-    """Rows ``(keys..., bin, count)``: the latency bins of the buckets and of the raw edge rows."""
+    """Rows ``(keys..., bins, counts)``: the latency histograms of the buckets' groups and of the
+    raw edge rows (one bin each), packed (``histogram.packed_sql``) for ``packed_agg_sql`` to
+    join per group and ``histogram.quantiles_packed`` to merge."""
     rollup = plan.rollup
     assert rollup.latency is not None
     selects: list[Any] = []
@@ -238,16 +242,19 @@ def latency_source(plan: Plan) -> Subquery:
         if piece.grain is None:
             value = rollup.source.c[rollup.latency]
             selects.append(
-                select(*_raw_keys(rollup), bucket_sql(value).label("bin"), literal(1).label("count")).where(
-                    *_raw_where(plan, piece), value.is_not(None)
-                )
+                select(
+                    *_raw_keys(rollup),
+                    packed_sql(array([bucket_sql(value)])).label("bins"),
+                    packed_sql(array([cast(literal(1), BigInteger)])).label("counts"),
+                ).where(*_raw_where(plan, piece), value.is_not(None))
             )
             continue
         table = tables_of(rollup, piece.grain)["groups"]
-        # Two unnests in one select list walk their arrays side by side: (bin, count) pairs.
-        bins = func.unnest(table.c[LATENCY_BINS]).label("bin")
-        counts = func.unnest(table.c[LATENCY_COUNTS]).label("count")
-        columns = [*(table.c[key.name] for key in rollup.keys), bins, counts]
+        columns = [
+            *(table.c[key.name] for key in rollup.keys),
+            packed_sql(table.c[LATENCY_BINS]).label("bins"),
+            packed_sql(table.c[LATENCY_COUNTS]).label("counts"),
+        ]
         where = [*_bucket_range(table, piece), *(f(table) for f in plan.key_filters)]
         selects.append(select(*columns).where(*where))
     return _union(selects, f"{rollup.name}_latency")

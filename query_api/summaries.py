@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql import Subquery
 
 from exporter.distinct_sketch import estimate, union_sql
-from exporter.histogram import quantiles
+from exporter.histogram import packed_join_sql, quantiles_packed
 from exporter.rollups.definitions import (
     ACTIVITIES,
     DEVICE_STATES,
@@ -127,33 +127,30 @@ def _quantiles(
     keys: Sequence[str],
     nullable: Sequence[str] = ("service_name",),
 ) -> tuple[dict[str, Any], dict[tuple[Any, ...], dict[str, Any]]]:
-    """Percentiles merged from long-format latency bins (``rollup_reads.latency_source``): over all
-    rows, and per group of ``keys``, a missing value of the ``nullable`` keys None as in the raw
-    rows (the rollups keep it as "").
-    One pass in SQL adds the counts per group and bin, grouped by the key columns as they are (a
-    NULLIF per (bin, row) pair was a third of it); the ranks are found here, and the total is the
-    groups' bins added up."""
+    """Percentiles merged from packed latency histograms (``rollup_reads.latency_source``): over
+    all rows, and per group of ``keys``, a missing value of the ``nullable`` keys None as in the
+    raw rows (the rollups keep it as "").
+    PostgreSQL joins each group's packed histograms (grouped by the key columns as they are) and
+    numpy adds them up (``histogram.quantiles_packed``): unnesting and hashing every (bin, row)
+    pair in SQL was most of a summary (bench/README.md has the figures). The total is every
+    group's histograms together."""
     groups = [latency.c[key] for key in keys]
-    merged = select(*groups, latency.c.bin, func.sum(latency.c["count"]).label("n")).group_by(
-        *groups, latency.c.bin
-    )
-    histograms: dict[tuple[Any, ...], dict[int, int]] = {}
-    everything: dict[int, int] = {}
-    for *group, bin_, n in conn.execute(merged).all():  # one fetch, not a fetch per row
-        count = int(n)
-        histograms.setdefault(tuple(group), {})[bin_] = count
-        everything[bin_] = everything.get(bin_, 0) + count
+    joined = select(
+        *groups,
+        packed_join_sql(latency.c.bins).label("bins"),
+        packed_join_sql(latency.c.counts).label("counts"),
+    ).group_by(*groups)
+    rows = conn.execute(joined).all()  # one fetch, not a fetch per row
     blanks = [key in nullable for key in keys]
 
-    def as_raw(group: tuple[Any, ...]) -> tuple[Any, ...]:
+    def as_raw(group: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(
             None if value == "" and blank else value for value, blank in zip(group, blanks, strict=True)
         )
 
-    def answer(counts: dict[int, int]) -> dict[str, Any]:
-        return {"count": sum(counts.values()), **quantiles(counts, fractions)}
-
-    return answer(everything), {as_raw(group): answer(counts) for group, counts in histograms.items()}
+    packed = {as_raw(group): (bins, counts) for *group, bins, counts in rows}
+    per_group = {group: quantiles_packed([both], fractions) for group, both in packed.items()}
+    return quantiles_packed(packed.values(), fractions), per_group
 
 
 def _plans(

@@ -46,7 +46,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ColumnCollection
 
-from exporter.histogram import arrays_sql, bucket_sql, merge_stored, quantiles
+from exporter.histogram import arrays_sql, bucket_sql, packed_agg_sql, packed_sql, quantiles_of_packed_points
 from exporter.rollups.definitions import (
     ACTIVITIES,
     COARSE,
@@ -458,14 +458,15 @@ def histograms_sql(
     raw_filters: Sequence[ColumnElement[bool]] = (),
     names: Sequence[str] = (),
 ) -> CompoundSelect[Any] | Select[Any]:
-    """Rows ``(bucket, idx, bins, counts, stored quantiles...)`` for ``assemble`` to rank. A point
-    that is one rollup row of the plan's grain (a route's hour) comes as that row's stored
-    quantiles and no bins: nothing to add up, whatever the row holds. A point of several such
-    rows (the "other" series, a route under two methods) comes as those rows' own bins, added up
-    in ``assemble``: returning the stored arrays is cheaper than unnesting and re-aggregating
-    every (point, bin) pair in SQL (a 30-day hourly "other" series: 600k pairs, about 1 s of
-    hashing there). The finer buckets towards a stale edge and raw rows come merged in SQL, one
-    row per point (a raw row is one bin each). Series as in ``series_sql``."""
+    """Rows ``(bucket, idx, bins, counts, stored quantiles...)`` for ``assemble`` to rank, one per
+    point and part. A point that is one rollup row of the plan's grain (a route's hour) comes as
+    that row's stored quantiles and no bins: nothing to add up, whatever the row holds. A point of
+    several such rows (the "other" series, a route under two methods) comes as their bins and
+    counts packed (``histogram.packed_agg_sql``), added up in ``assemble`` by numpy: fetched as
+    arrays, a 30-day hourly "other" series (1.7M bins) cost more in Python objects than in
+    adding, and merged in SQL every (point, bin) pair is hashed. The finer buckets towards a stale
+    edge and raw rows come merged in SQL, one packed row per point (a raw row is one bin each).
+    Series as in ``series_sql``."""
 
     def index_of(columns: Columns) -> ColumnElement[int]:
         return _series_index(spec, group_by, groups, columns)
@@ -486,16 +487,16 @@ def histograms_sql(
             func.count().over(partition_by=[w.c.bucket, idx]).label("rows_in_point"),
         ).subquery("rows")
         alone = rows.c.rows_in_point == 1
-        # One pass over the rows: a row alone in its point gives its stored quantiles, any
-        # other its bins.
+        # A point of one row gives its stored quantiles; only the rows of the others are packed
+        # (packing is PostgreSQL's per-element work).
         answers.append(
             select(
                 rows.c.bucket,
                 rows.c.idx,
-                case((alone, None), else_=rows.c[LATENCY_BINS]).label("bins"),
-                case((alone, None), else_=rows.c[LATENCY_COUNTS]).label("counts"),
-                *(case((alone, rows.c[name]), else_=None).label(name) for name in stored),
-            )
+                packed_agg_sql(rows.c[LATENCY_BINS]).filter(~alone).label("bins"),
+                packed_agg_sql(rows.c[LATENCY_COUNTS]).filter(~alone).label("counts"),
+                *(func.min(rows.c[name]).filter(alone).label(name) for name in stored),
+            ).group_by(rows.c.bucket, rows.c.idx)
         )
     if long_parts:
         l_ = union_of([_indexed(part, index_of) for part in long_parts]).subquery("l")
@@ -511,8 +512,8 @@ def histograms_sql(
             select(
                 edges.c.bucket,
                 edges.c.idx,
-                edges.c.bins,
-                edges.c.counts,
+                packed_sql(edges.c.bins).label("bins"),
+                packed_sql(edges.c.counts).label("counts"),
                 *(cast(literal(None), Double).label(name) for name in stored),
             )
         )
@@ -562,12 +563,21 @@ def _count_point(row: dict[str, Any], seconds: float) -> dict[str, Any]:
 _POINTS = {"requests": _request_point, "jobs": _job_point}
 
 
-def _ranked(found: Sequence[Mapping[str, Any]], fractions: Mapping[str, float]) -> dict[str, float | None]:
-    """A point's quantiles: stored in its one rollup row, or ranked from the bins of its rows
-    added up."""
-    if len(found) == 1 and found[0]["bins"] is None:
-        return {label: found[0][STORED_QUANTILES[q]] for label, q in fractions.items()}
-    return quantiles(merge_stored((row["bins"], row["counts"]) for row in found), fractions)
+def _ranked(
+    by_point: Mapping[tuple[Any, int], Sequence[Mapping[str, Any]]], fractions: Mapping[str, float]
+) -> dict[tuple[Any, int], dict[str, float | None]]:
+    """Each point's quantiles: stored in its one rollup row, or ranked from the bins of its rows
+    added up (every such point at once: ``histogram.quantiles_of_packed_points``)."""
+    ranked: dict[tuple[Any, int], dict[str, float | None]] = {}
+    merged: list[tuple[Any, int]] = []
+    for key, found in by_point.items():
+        if len(found) == 1 and found[0]["bins"] is None:
+            ranked[key] = {label: found[0][STORED_QUANTILES[q]] for label, q in fractions.items()}
+        else:
+            merged.append(key)
+    parts = ([(row["bins"], row["counts"]) for row in by_point[key]] for key in merged)
+    ranked.update(zip(merged, quantiles_of_packed_points(parts, fractions), strict=True))
+    return ranked
 
 
 def assemble(
@@ -592,9 +602,9 @@ def assemble(
     by_point: dict[tuple[Any, int], list[Mapping[str, Any]]] = defaultdict(list)
     for histogram in histograms:
         by_point[histogram["bucket"], histogram["idx"]].append(histogram)
+    ranked = _ranked(by_point, spec.quantiles)
     empty = dict.fromkeys(spec.quantiles)
     for row in rows:
-        found = by_point.get((row["bucket"], row["idx"]))
-        ranked = empty if not found else _ranked(found, spec.quantiles)
-        series[row["idx"]]["points"].append(point(dict(row) | ranked, seconds))
+        found = ranked.get((row["bucket"], row["idx"]), empty)
+        series[row["idx"]]["points"].append(point(dict(row) | found, seconds))
     return series

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, Double, Engine, bindparam, column, func, select, table, text
+from sqlalchemy import Connection, Double, Engine, Table, bindparam, column, func, select, table, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 
@@ -344,3 +344,91 @@ def test_bins_of_count_zero_change_no_quantile() -> None:
     padded.update({bin_: 0 for bin_ in range(low, high) if bin_ not in counts})
     assert histogram.quantiles(padded, fractions) == histogram.quantiles(counts, fractions)
     assert histogram.quantiles({3: 0, 4: 0}, fractions) == dict.fromkeys(fractions)
+
+
+@pytest.fixture(scope="module")
+def stored(conn: Connection) -> Table:
+    """A temporary table of stored histograms, rows ``(h, bins, counts)``: several rows may hold
+    parts of one histogram ``h``, as the rollup rows of one time-series point do."""
+    conn.execute(text("CREATE TEMP TABLE stored (h int NOT NULL, bins smallint[], counts bigint[])"))
+    return table("stored", column("h"), column("bins"), column("counts"))
+
+
+def _packed(conn: Connection, stored: Table, pieces: Sequence[dict[int, int]]) -> tuple[bytes, bytes]:
+    """The pieces stored as rollup rows hold them (bins sorted), packed and concatenated by
+    PostgreSQL (``packed_agg_sql``)."""
+    conn.execute(text("DELETE FROM stored"))
+    for piece in pieces:
+        ordered = sorted(piece.items())
+        conn.execute(
+            text("INSERT INTO stored VALUES (1, CAST(:b AS smallint[]), CAST(:c AS bigint[]))"),
+            {"b": [b for b, _ in ordered], "c": [n for _, n in ordered]},
+        )
+    bins, counts = conn.execute(
+        select(histogram.packed_agg_sql(stored.c.bins), histogram.packed_agg_sql(stored.c.counts))
+    ).one()
+    return bytes(bins or b""), bytes(counts or b"")
+
+
+ALL_FRACTIONS = {"p0": 0.0, "p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_packed_parts_merge_to_the_quantiles_of_the_whole(conn: Connection, stored: Table, name: str) -> None:
+    values = DATASETS[name]
+    pieces = [histogram_of(values[i::3]) for i in range(3)]
+    whole = histogram_of(values)
+    assert histogram.quantiles_packed([_packed(conn, stored, pieces)], ALL_FRACTIONS) == histogram.quantiles(
+        whole, ALL_FRACTIONS
+    )
+    # Packed parts given separately are the same as their bytes joined.
+    separately = [_packed(conn, stored, [piece]) for piece in pieces]
+    assert histogram.quantiles_packed(separately, ALL_FRACTIONS) == histogram.quantiles(whole, ALL_FRACTIONS)
+
+
+def test_packed_extremes_gaps_and_zero_counts(conn: Connection, stored: Table) -> None:
+    pieces = [{ZERO_BUCKET: 3, 10: 0, 500: 2}, {MAX_BUCKET: 1, 11: 4}, {}]
+    whole = {ZERO_BUCKET: 3, 11: 4, 500: 2, MAX_BUCKET: 1}
+    packed = _packed(conn, stored, pieces)
+    assert histogram.quantiles_packed([packed], ALL_FRACTIONS) == histogram.quantiles(whole, ALL_FRACTIONS)
+
+
+def test_packed_nothing_has_no_quantiles(conn: Connection, stored: Table) -> None:
+    nothing = dict.fromkeys(ALL_FRACTIONS)
+    assert histogram.quantiles_packed([], ALL_FRACTIONS) == nothing
+    assert histogram.quantiles_packed([(None, None), (b"", b"")], ALL_FRACTIONS) == nothing
+    assert histogram.quantiles_packed([_packed(conn, stored, [{}, {}])], ALL_FRACTIONS) == nothing
+    assert histogram.quantiles_packed([_packed(conn, stored, [{4: 0}])], ALL_FRACTIONS) == nothing
+
+
+def test_packed_refuses_what_is_not_a_packed_histogram(conn: Connection, stored: Table) -> None:
+    bins, counts = _packed(conn, stored, [{1: 2, 3: 4}])
+    with pytest.raises(ValueError, match="differ in length"):
+        histogram.quantiles_packed([(bins, counts[:12])], ALL_FRACTIONS)
+    # An int4 array's elements (length 4) are not smallint bins.
+    [as_int4] = conn.execute(text("SELECT substr(array_send(ARRAY[1, 3]::int4[]), 21)")).one()
+    with pytest.raises(ValueError, match="smallint bins"):
+        histogram.quantiles_packed([(bytes(as_int4)[:12], counts)], ALL_FRACTIONS)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        histogram.quantiles_packed([(bins, counts)], {"bad": 1.5})
+
+
+@pytest.mark.parametrize("dense_cells", [1 << 21, 7])
+def test_many_packed_points_at_once_are_each_point_alone(
+    conn: Connection, stored: Table, monkeypatch: pytest.MonkeyPatch, dense_cells: int
+) -> None:
+    """Points ranked together (and in chunks of a few points) give each point's own quantiles."""
+    monkeypatch.setattr(histogram, "_DENSE_CELLS", dense_cells)
+    rng = random.Random(13)
+    histograms = [
+        histogram_of(rng.lognormvariate(rng.uniform(0, 6), 1.5) for _ in range(rng.choice([1, 2, 40, 900])))
+        for _ in range(30)
+    ]
+    histograms[3] = {}
+    histograms[7] = {ZERO_BUCKET: 2, MAX_BUCKET: 1}
+    points = [[_packed(conn, stored, [counts])] for counts in histograms]
+    points[11] = [_packed(conn, stored, [histograms[11]]), _packed(conn, stored, [histograms[12]])]
+    expected = [histogram.quantiles(counts, ALL_FRACTIONS) for counts in histograms]
+    expected[11] = histogram.quantiles(merge(histograms[11], histograms[12]), ALL_FRACTIONS)
+    assert histogram.quantiles_of_packed_points(points, ALL_FRACTIONS) == expected
+    assert histogram.quantiles_of_packed_points([], ALL_FRACTIONS) == []
