@@ -95,11 +95,26 @@ class Delivery:
             return True
         return self.handoff.submit(batch) or self.deliver(batch)
 
-    def submit_unmapped(self, map_rows: Callable[[], Mapping[str, Sequence[Mapping[str, Any]]]]) -> bool:
-        """``submit`` for a batch still to be mapped: ``map_rows()`` (which must not raise; it
-        counts what it cannot map) runs on the writer thread, while PostgreSQL takes the batch
-        before it."""
-        item = Unmapped(lambda: _non_empty(map_rows()))
+    def submit_unmapped(
+        self, map_rows: Callable[[], Mapping[str, Sequence[Mapping[str, Any]]]], records: int
+    ) -> bool:
+        """``submit`` for a batch of ``records`` still to be mapped: ``map_rows()`` (which counts
+        what it cannot map) runs on the writer thread, while PostgreSQL takes the batch before
+        it. Should it raise all the same, its records are counted rejected, logged, not lost
+        unsaid."""
+
+        def mapped() -> Batch:
+            rows = None
+            with never_raise(
+                "could not map a batch of %d records; counted as rejected", records, logger=logger
+            ):
+                rows = map_rows()
+            if rows is None:
+                self.stats.add("rejected", "unmapped", records)
+                return {}
+            return _non_empty(rows)
+
+        item = Unmapped(mapped)
         return self.handoff.submit(item) or self.deliver(item.rows())
 
     def _deliver_handed_over(self, batch: Batch, meanwhile: Callable[[], None]) -> bool:

@@ -64,7 +64,7 @@ class _RowExporter(Generic[Record]):
 
             # Mapped on the delivery's writer thread while PostgreSQL takes the batch before it
             # (exporter.handoff says why not here).
-            submitted = self._delivery.submit_unmapped(map_rows)
+            submitted = self._delivery.submit_unmapped(map_rows, len(held))
         return submitted
 
     def shutdown(self, timeout_millis: float = 30000) -> None:

@@ -474,7 +474,7 @@ def test_an_unmapped_batch_is_mapped_on_the_writer_thread_during_the_previous_wr
     delivery = Delivery(writer, None, stats=stats, handoff_batches=3)
     with delivery.handoff._changed:  # all three in hand before the writer takes the first
         delivery.submit({"api_request_logs": request_rows(1, "/first")})
-        assert delivery.submit_unmapped(mapping("/a")) and delivery.submit_unmapped(mapping("/b"))
+        assert delivery.submit_unmapped(mapping("/a"), 3) and delivery.submit_unmapped(mapping("/b"), 3)
     assert delivery.flush(timeout_s=30)
     delivery.shutdown()
     writer_thread = "homepot-analytics-writer"
@@ -491,5 +491,21 @@ def test_an_unmapped_batch_after_shutdown_is_mapped_and_written_by_the_caller(
 ) -> None:
     delivery = Delivery(RowWriter(db_url, stats=stats), None, stats=stats)
     delivery.shutdown()
-    assert delivery.submit_unmapped(lambda: {"api_request_logs": request_rows(2, "/late")}) is True
+    assert delivery.submit_unmapped(lambda: {"api_request_logs": request_rows(2, "/late")}, 2) is True
+    assert count(db_url) == 2
+
+
+def test_a_batch_whose_mapping_raises_is_counted_and_the_next_one_written(
+    db_url: str, stats: ExportStats, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> dict[str, list[Any]]:
+        raise MemoryError("no room to map")
+
+    delivery = Delivery(RowWriter(db_url, stats=stats), None, stats=stats)
+    assert delivery.submit_unmapped(broken, 5)
+    assert delivery.submit_unmapped(lambda: {"api_request_logs": request_rows(2, "/next")}, 2)
+    assert delivery.flush(timeout_s=30)
+    delivery.shutdown()
+    assert stats.get("rejected", "unmapped") == 5
+    assert "could not map a batch of 5 records" in caplog.text
     assert count(db_url) == 2
