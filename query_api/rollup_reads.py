@@ -11,7 +11,7 @@ rows from the rollup buckets and from the raw edge rows
 (each raw row one line, its keys and measures computed by the same ``definitions`` the writer
 uses, its latency bucketed by ``histogram.bucket_sql`` with a count of 1). The summary then adds
 counts and sums, takes least/greatest of first/last seen, merges latency histograms by
-``histogram.quantiles_packed`` and unites distinct sketches, so the answer is the raw rows' answer:
+``histogram.quantiles_of_packed_points`` and unites distinct sketches, so the answer is the raw rows' answer:
 counts exact, percentiles within ``histogram.ALPHA``, distinct counts (affected users) within
 ``distinct_sketch.STANDARD_ERROR`` (2.3 %) typically.
 """
@@ -234,7 +234,7 @@ def groups_source(plan: Plan) -> Subquery:
 def latency_source(plan: Plan) -> Subquery:
     """Rows ``(keys..., bins, counts)``: the latency histograms of the buckets' groups and of the
     raw edge rows (one bin each), packed (``histogram.packed_sql``) for ``packed_agg_sql`` to
-    join per group and ``histogram.quantiles_packed`` to merge."""
+    join per group and ``histogram.quantiles_of_packed_points`` to merge."""
     rollup = plan.rollup
     assert rollup.latency is not None
     selects: list[Any] = []

@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.sql import Subquery
 
 from exporter.distinct_sketch import estimate, union_sql
-from exporter.histogram import packed_join_sql, quantiles_packed
+from exporter.histogram import packed_join_sql, quantiles_of_packed_points
 from exporter.rollups.definitions import (
     ACTIVITIES,
     DEVICE_STATES,
@@ -134,7 +134,7 @@ def _quantiles(
     all rows, and per group of ``keys``, a missing value of the ``nullable`` keys None as in the
     raw rows (the rollups keep it as "").
     PostgreSQL joins each group's packed histograms (grouped by the key columns as they are) and
-    numpy adds them up (``histogram.quantiles_packed``): unnesting and hashing every (bin, row)
+    numpy adds them up (``histogram.quantiles_of_packed_points``): unnesting and hashing every (bin, row)
     pair in SQL was most of a summary (bench/README.md has the figures). The total is every
     group's histograms together."""
     groups = [latency.c[key] for key in keys]
@@ -152,8 +152,11 @@ def _quantiles(
         )
 
     packed = {as_raw(group): (bins, counts) for *group, bins, counts in rows}
-    per_group = {group: quantiles_packed([both], fractions) for group, both in packed.items()}
-    return quantiles_packed(packed.values(), fractions), per_group
+    # Every group and the total ranked in one pass, the total from the groups' counts.
+    *per_group, everything = quantiles_of_packed_points(
+        ([both] for both in packed.values()), fractions, with_union=True
+    )
+    return everything, dict(zip(packed, per_group, strict=True))
 
 
 def _plans(

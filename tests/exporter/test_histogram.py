@@ -432,3 +432,25 @@ def test_many_packed_points_at_once_are_each_point_alone(
     expected[11] = histogram.quantiles(merge(histograms[11], histograms[12]), ALL_FRACTIONS)
     assert histogram.quantiles_of_packed_points(points, ALL_FRACTIONS) == expected
     assert histogram.quantiles_of_packed_points([], ALL_FRACTIONS) == []
+
+
+@pytest.mark.parametrize("dense_cells", [1 << 21, 7])
+def test_the_union_of_packed_points_is_all_their_values(
+    conn: Connection, stored: Table, monkeypatch: pytest.MonkeyPatch, dense_cells: int
+) -> None:
+    monkeypatch.setattr(histogram, "_DENSE_CELLS", dense_cells)
+    rng = random.Random(14)
+    histograms = [
+        histogram_of(rng.expovariate(1 / rng.uniform(1, 500)) for _ in range(300)) for _ in range(9)
+    ]
+    histograms.append({})
+    points = [[_packed(conn, stored, [counts])] for counts in histograms]
+    union: dict[int, int] = {}
+    for counts in histograms:
+        union = merge(union, counts)
+    *each, together = histogram.quantiles_of_packed_points(points, ALL_FRACTIONS, with_union=True)
+    assert each == [histogram.quantiles(counts, ALL_FRACTIONS) for counts in histograms]
+    assert together == histogram.quantiles(union, ALL_FRACTIONS)
+    assert histogram.quantiles_of_packed_points([], ALL_FRACTIONS, with_union=True) == [
+        dict.fromkeys(ALL_FRACTIONS)
+    ]
