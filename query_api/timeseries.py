@@ -463,7 +463,7 @@ def histograms_sql(
     that row's stored quantiles and no bins: nothing to add up, whatever the row holds. A point of
     several such rows (the "other" series, a route under two methods) comes as their bins and
     counts packed (``histogram.packed_agg_sql``), added up in ``assemble`` by numpy: fetched as
-    arrays, a 30-day hourly "other" series (1.7M bins) cost more in Python objects than in
+    arrays, a 30-day hourly series by route (2.4M bins) cost more in Python objects than in
     adding, and merged in SQL every (point, bin) pair is hashed. The finer buckets towards a stale
     edge and raw rows come merged in SQL, one packed row per point (a raw row is one bin each).
     Series as in ``series_sql``."""
