@@ -91,7 +91,6 @@ __all__ = [
     "quantile",
     "quantiles",
     "quantiles_of_packed_points",
-    "quantiles_packed",
     "quantiles_sql",
     "value_of",
     "value_sql",
@@ -263,14 +262,6 @@ def packed_agg_sql(array: ColumnElement[Any]) -> ColumnElement[bytes]:
     return packed_join_sql(packed_sql(array))
 
 
-def quantiles_packed(
-    parts: Iterable[tuple[bytes | None, bytes | None]], fractions: Mapping[str, float]
-) -> dict[str, float | None]:
-    """``quantiles`` of the histogram merged from packed ``(bins, counts)`` parts (``packed_sql``)."""
-    [found] = quantiles_of_packed_points([parts], fractions)
-    return found
-
-
 # Dense counts held at once (points x distinct bins): beyond it the points are ranked in chunks.
 _DENSE_CELLS = 1 << 21
 
@@ -291,6 +282,7 @@ def quantiles_of_packed_points(
     for q in fractions.values():
         if not 0 <= q <= 1:
             raise ValueError(f"a quantile is between 0 and 1, not {q}")
+    bin_size, count_size = np.dtype(_PACKED_BINS).itemsize, np.dtype(_PACKED_COUNTS).itemsize
     bins_parts: list[bytes] = []
     counts_parts: list[bytes] = []
     sizes: list[int] = []  # elements per point
@@ -298,8 +290,8 @@ def quantiles_of_packed_points(
         size = 0
         for packed_bins, packed_counts in parts:
             packed_bins, packed_counts = packed_bins or b"", packed_counts or b""
-            elements = len(packed_bins) // 6
-            if len(packed_bins) != 6 * elements or len(packed_counts) != 12 * elements:
+            elements = len(packed_bins) // bin_size
+            if len(packed_bins) != bin_size * elements or len(packed_counts) != count_size * elements:
                 raise ValueError("packed bins and counts differ in length")
             bins_parts.append(packed_bins)
             counts_parts.append(packed_counts)

@@ -233,7 +233,7 @@ def groups_source(plan: Plan) -> Subquery:
 
 def latency_source(plan: Plan) -> Subquery:
     """Rows ``(keys..., bins, counts)``: the latency histograms of the buckets' groups and of the
-    raw edge rows (one bin each), packed (``histogram.packed_sql``) for ``packed_agg_sql`` to
+    raw edge rows (one bin each), packed (``histogram.packed_sql``) for ``packed_join_sql`` to
     join per group and ``histogram.quantiles_of_packed_points`` to merge."""
     rollup = plan.rollup
     assert rollup.latency is not None

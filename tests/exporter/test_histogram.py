@@ -370,6 +370,14 @@ def _packed(conn: Connection, stored: Table, pieces: Sequence[dict[int, int]]) -
     return bytes(bins or b""), bytes(counts or b"")
 
 
+def _quantiles_of_one(
+    parts: Sequence[tuple[bytes | None, bytes | None]], fractions: dict[str, float]
+) -> dict[str, float | None]:
+    """The quantiles of one histogram merged from its packed parts."""
+    [found] = histogram.quantiles_of_packed_points([parts], fractions)
+    return found
+
+
 ALL_FRACTIONS = {"p0": 0.0, "p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
 
 
@@ -378,39 +386,39 @@ def test_packed_parts_merge_to_the_quantiles_of_the_whole(conn: Connection, stor
     values = DATASETS[name]
     pieces = [histogram_of(values[i::3]) for i in range(3)]
     whole = histogram_of(values)
-    assert histogram.quantiles_packed([_packed(conn, stored, pieces)], ALL_FRACTIONS) == histogram.quantiles(
+    assert _quantiles_of_one([_packed(conn, stored, pieces)], ALL_FRACTIONS) == histogram.quantiles(
         whole, ALL_FRACTIONS
     )
     # Packed parts given separately are the same as their bytes joined.
     separately = [_packed(conn, stored, [piece]) for piece in pieces]
-    assert histogram.quantiles_packed(separately, ALL_FRACTIONS) == histogram.quantiles(whole, ALL_FRACTIONS)
+    assert _quantiles_of_one(separately, ALL_FRACTIONS) == histogram.quantiles(whole, ALL_FRACTIONS)
 
 
 def test_packed_extremes_gaps_and_zero_counts(conn: Connection, stored: Table) -> None:
     pieces = [{ZERO_BUCKET: 3, 10: 0, 500: 2}, {MAX_BUCKET: 1, 11: 4}, {}]
     whole = {ZERO_BUCKET: 3, 11: 4, 500: 2, MAX_BUCKET: 1}
     packed = _packed(conn, stored, pieces)
-    assert histogram.quantiles_packed([packed], ALL_FRACTIONS) == histogram.quantiles(whole, ALL_FRACTIONS)
+    assert _quantiles_of_one([packed], ALL_FRACTIONS) == histogram.quantiles(whole, ALL_FRACTIONS)
 
 
 def test_packed_nothing_has_no_quantiles(conn: Connection, stored: Table) -> None:
     nothing = dict.fromkeys(ALL_FRACTIONS)
-    assert histogram.quantiles_packed([], ALL_FRACTIONS) == nothing
-    assert histogram.quantiles_packed([(None, None), (b"", b"")], ALL_FRACTIONS) == nothing
-    assert histogram.quantiles_packed([_packed(conn, stored, [{}, {}])], ALL_FRACTIONS) == nothing
-    assert histogram.quantiles_packed([_packed(conn, stored, [{4: 0}])], ALL_FRACTIONS) == nothing
+    assert _quantiles_of_one([], ALL_FRACTIONS) == nothing
+    assert _quantiles_of_one([(None, None), (b"", b"")], ALL_FRACTIONS) == nothing
+    assert _quantiles_of_one([_packed(conn, stored, [{}, {}])], ALL_FRACTIONS) == nothing
+    assert _quantiles_of_one([_packed(conn, stored, [{4: 0}])], ALL_FRACTIONS) == nothing
 
 
 def test_packed_refuses_what_is_not_a_packed_histogram(conn: Connection, stored: Table) -> None:
     bins, counts = _packed(conn, stored, [{1: 2, 3: 4}])
     with pytest.raises(ValueError, match="differ in length"):
-        histogram.quantiles_packed([(bins, counts[:12])], ALL_FRACTIONS)
+        _quantiles_of_one([(bins, counts[:12])], ALL_FRACTIONS)
     # An int4 array's elements (length 4) are not smallint bins.
     [as_int4] = conn.execute(text("SELECT substr(array_send(ARRAY[1, 3]::int4[]), 21)")).one()
     with pytest.raises(ValueError, match="smallint bins"):
-        histogram.quantiles_packed([(bytes(as_int4)[:12], counts)], ALL_FRACTIONS)
+        _quantiles_of_one([(bytes(as_int4)[:12], counts)], ALL_FRACTIONS)
     with pytest.raises(ValueError, match="between 0 and 1"):
-        histogram.quantiles_packed([(bins, counts)], {"bad": 1.5})
+        _quantiles_of_one([(bins, counts)], {"bad": 1.5})
 
 
 @pytest.mark.parametrize("dense_cells", [1 << 21, 7])
