@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Connection, Double, Engine, Table, bindparam, column, func, select, table, text
+from sqlalchemy import Connection, Double, Engine, bindparam, column, func, select, table, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.sql.expression import TableClause
 
 from exporter import histogram
 from exporter.histogram import (
@@ -347,14 +348,14 @@ def test_bins_of_count_zero_change_no_quantile() -> None:
 
 
 @pytest.fixture(scope="module")
-def stored(conn: Connection) -> Table:
+def stored(conn: Connection) -> TableClause:
     """A temporary table of stored histograms, rows ``(h, bins, counts)``: several rows may hold
     parts of one histogram ``h``, as the rollup rows of one time-series point do."""
     conn.execute(text("CREATE TEMP TABLE stored (h int NOT NULL, bins smallint[], counts bigint[])"))
     return table("stored", column("h"), column("bins"), column("counts"))
 
 
-def _packed(conn: Connection, stored: Table, pieces: Sequence[dict[int, int]]) -> tuple[bytes, bytes]:
+def _packed(conn: Connection, stored: TableClause, pieces: Sequence[dict[int, int]]) -> tuple[bytes, bytes]:
     """The pieces stored as rollup rows hold them (bins sorted), packed and concatenated by
     PostgreSQL (``packed_agg_sql``)."""
     conn.execute(text("DELETE FROM stored"))
@@ -382,7 +383,9 @@ ALL_FRACTIONS = {"p0": 0.0, "p50": 0.5, "p95": 0.95, "p99": 0.99, "max": 1.0}
 
 
 @pytest.mark.parametrize("name", DATASETS)
-def test_packed_parts_merge_to_the_quantiles_of_the_whole(conn: Connection, stored: Table, name: str) -> None:
+def test_packed_parts_merge_to_the_quantiles_of_the_whole(
+    conn: Connection, stored: TableClause, name: str
+) -> None:
     values = DATASETS[name]
     pieces = [histogram_of(values[i::3]) for i in range(3)]
     whole = histogram_of(values)
@@ -394,14 +397,14 @@ def test_packed_parts_merge_to_the_quantiles_of_the_whole(conn: Connection, stor
     assert _quantiles_of_one(separately, ALL_FRACTIONS) == histogram.quantiles(whole, ALL_FRACTIONS)
 
 
-def test_packed_extremes_gaps_and_zero_counts(conn: Connection, stored: Table) -> None:
+def test_packed_extremes_gaps_and_zero_counts(conn: Connection, stored: TableClause) -> None:
     pieces = [{ZERO_BUCKET: 3, 10: 0, 500: 2}, {MAX_BUCKET: 1, 11: 4}, {}]
     whole = {ZERO_BUCKET: 3, 11: 4, 500: 2, MAX_BUCKET: 1}
     packed = _packed(conn, stored, pieces)
     assert _quantiles_of_one([packed], ALL_FRACTIONS) == histogram.quantiles(whole, ALL_FRACTIONS)
 
 
-def test_packed_nothing_has_no_quantiles(conn: Connection, stored: Table) -> None:
+def test_packed_nothing_has_no_quantiles(conn: Connection, stored: TableClause) -> None:
     nothing = dict.fromkeys(ALL_FRACTIONS)
     assert _quantiles_of_one([], ALL_FRACTIONS) == nothing
     assert _quantiles_of_one([(None, None), (b"", b"")], ALL_FRACTIONS) == nothing
@@ -409,7 +412,7 @@ def test_packed_nothing_has_no_quantiles(conn: Connection, stored: Table) -> Non
     assert _quantiles_of_one([_packed(conn, stored, [{4: 0}])], ALL_FRACTIONS) == nothing
 
 
-def test_packed_refuses_what_is_not_a_packed_histogram(conn: Connection, stored: Table) -> None:
+def test_packed_refuses_what_is_not_a_packed_histogram(conn: Connection, stored: TableClause) -> None:
     bins, counts = _packed(conn, stored, [{1: 2, 3: 4}])
     with pytest.raises(ValueError, match="differ in length"):
         _quantiles_of_one([(bins, counts[:12])], ALL_FRACTIONS)
@@ -421,12 +424,17 @@ def test_packed_refuses_what_is_not_a_packed_histogram(conn: Connection, stored:
         _quantiles_of_one([(bins, counts)], {"bad": 1.5})
 
 
-@pytest.mark.parametrize("dense_cells", [1 << 21, 7])
+@pytest.fixture(params=[1 << 21, 7], ids=["one chunk", "chunks of a few points"])
+def dense_cells(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Points ranked all in one chunk, and in chunks of a few points."""
+    monkeypatch.setattr(histogram, "_DENSE_CELLS", request.param)
+    return int(request.param)
+
+
 def test_many_packed_points_at_once_are_each_point_alone(
-    conn: Connection, stored: Table, monkeypatch: pytest.MonkeyPatch, dense_cells: int
+    conn: Connection, stored: TableClause, dense_cells: int
 ) -> None:
     """Points ranked together (and in chunks of a few points) give each point's own quantiles."""
-    monkeypatch.setattr(histogram, "_DENSE_CELLS", dense_cells)
     rng = random.Random(13)
     histograms = [
         histogram_of(rng.lognormvariate(rng.uniform(0, 6), 1.5) for _ in range(rng.choice([1, 2, 40, 900])))
@@ -442,11 +450,9 @@ def test_many_packed_points_at_once_are_each_point_alone(
     assert histogram.quantiles_of_packed_points([], ALL_FRACTIONS) == []
 
 
-@pytest.mark.parametrize("dense_cells", [1 << 21, 7])
 def test_the_union_of_packed_points_is_all_their_values(
-    conn: Connection, stored: Table, monkeypatch: pytest.MonkeyPatch, dense_cells: int
+    conn: Connection, stored: TableClause, dense_cells: int
 ) -> None:
-    monkeypatch.setattr(histogram, "_DENSE_CELLS", dense_cells)
     rng = random.Random(14)
     histograms = [
         histogram_of(rng.expovariate(1 / rng.uniform(1, 500)) for _ in range(300)) for _ in range(9)
