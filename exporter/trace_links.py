@@ -161,6 +161,14 @@ _PENDING = f"SELECT DISTINCT trace_id FROM {PENDING_JOINS}"
 _FORGET_PENDING = f"DELETE FROM {PENDING_JOINS} WHERE trace_id = ANY(%(traces)s) OR timestamp < %(expired)s"
 
 
+# The columns the statements above find their rows by, per table: the statistics their plans
+# need kept fresh as a partition fills (``exporter.planner_statistics``).
+LOOKUP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "api_request_logs": ("trace_id", "service_name", "timestamp", "span_id", "status_code"),
+    "error_logs": ("trace_id", "service_name", "timestamp", "span_id", "error_code"),
+}
+
+
 # The joins only derive columns from rows already stored (and durable: their own commit waited
 # for the WAL flush), so their commit does not wait for it: a crash of PostgreSQL within
 # wal_writer_delay (200 ms) can undo the last joins, as it empties the unlogged pending table.

@@ -1,15 +1,23 @@
-"""The writer analyses a partition PostgreSQL never analysed, once, so trace joins plan well."""
+"""The writer analyses a partition PostgreSQL never analysed, and again as it grows, so the trace
+joins plan on the partition's current size."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 
-from exporter.planner_statistics import PartitionStatistics
+from exporter.partitions import create_month_partition
+from exporter.planner_statistics import GROWTH, MIN_ROWS, PartitionStatistics
 from exporter.stats import ExportStats
 from exporter.writer import RowWriter
+from homepot_foundation.database import create_engine
 from tests.support.telemetry import request_rows
+
+# A month of its own, far from every other test's rows: its partition starts empty here.
+_MONTH = datetime(2031, 3, 1, tzinfo=UTC)
 
 
 def _reltuples(url: str, name: str) -> float:
@@ -50,3 +58,64 @@ def test_known_partitions_cost_no_query(database_url: str) -> None:
         statistics.ensure(conn, batch)
         conn.close()  # a second look would fail on a closed connection
         statistics.ensure(conn, batch)
+
+
+@pytest.fixture
+def fresh_partition(db_url: str) -> Iterator[str]:
+    """An empty, never-analysed api_request_logs partition for ``_MONTH``; dropped after."""
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        name = create_month_partition(conn, "api_request_logs", _MONTH, datetime(2031, 4, 1, tzinfo=UTC))
+    try:
+        yield name
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP TABLE "{name}"')
+        engine.dispose()
+
+
+def _month_rows(count: int, start: int = 0) -> list[dict[str, object]]:
+    rows = request_rows(count)
+    for index, row in enumerate(rows, start):
+        row["timestamp"] = _MONTH + timedelta(days=10, milliseconds=index)
+    return rows
+
+
+def test_a_request_partition_is_analysed_again_as_it_grows(db_url: str, fresh_partition: str) -> None:
+    """Statistics of a partition's first rows would plan its joins when it holds a thousand times
+    as many (autovacuum off, as on this machine's server)."""
+    writer = RowWriter(db_url, stats=ExportStats())
+    try:
+        writer.write({"api_request_logs": _month_rows(3)})
+        assert _reltuples(db_url, fresh_partition) == 3  # analysed by the first write
+        writer.write({"api_request_logs": _month_rows(MIN_ROWS, start=3)})
+        assert _reltuples(db_url, fresh_partition) == MIN_ROWS + 3  # grown far more than GROWTH times
+        writer.write({"api_request_logs": _month_rows(MIN_ROWS // 2, start=MIN_ROWS + 3)})
+        assert _reltuples(db_url, fresh_partition) == MIN_ROWS + 3  # grown by half: not again yet
+    finally:
+        writer.close()
+
+
+def test_another_writer_does_not_analyse_growth_already_analysed(db_url: str, fresh_partition: str) -> None:
+    """Growth is measured against what the last analysis saw, whichever process made it."""
+    first = RowWriter(db_url, stats=ExportStats())
+    try:
+        first.write({"api_request_logs": _month_rows(2 * MIN_ROWS)})
+    finally:
+        first.close()
+    assert _reltuples(db_url, fresh_partition) == 2 * MIN_ROWS
+    second = RowWriter(db_url, stats=ExportStats())
+    try:
+        second.write({"api_request_logs": _month_rows(2 * MIN_ROWS * (GROWTH - 2), start=2 * MIN_ROWS)})
+    finally:
+        second.close()
+    assert _reltuples(db_url, fresh_partition) == 2 * MIN_ROWS  # looked at: grown, but not GROWTH times
+
+
+def test_partitions_the_joins_do_not_read_are_looked_at_once(database_url: str) -> None:
+    statistics = PartitionStatistics()
+    moment = datetime.now(UTC)
+    with psycopg.connect(database_url) as conn:
+        statistics.ensure(conn, {"job_outcomes": [{"timestamp": moment}]})
+        conn.close()  # a second look would fail on a closed connection
+        statistics.ensure(conn, {"job_outcomes": [{"timestamp": moment}] * (100 * MIN_ROWS)})
