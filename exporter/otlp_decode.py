@@ -10,10 +10,9 @@ trace/span id) is counted as rejected with its reason, so the sink can answer wi
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -32,8 +31,11 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope as SdkScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from exporter.otlp_json import message_from_json
+
 Encoding = Literal["protobuf", "json"]
 Record = TypeVar("Record")
+Request = TypeVar("Request", ExportTraceServiceRequest, ExportLogsServiceRequest)
 
 _TRACE_ID_BYTES = 16
 _SPAN_ID_BYTES = 8
@@ -82,25 +84,22 @@ class Decoded(Generic[Record]):
 # --- parsing ---------------------------------------------------------------------------------------
 def parse_traces(body: bytes, encoding: Encoding) -> ExportTraceServiceRequest:
     """The ExportTraceServiceRequest in ``body``; raises OtlpDecodeError."""
-    request = ExportTraceServiceRequest()
-    _parse(body, encoding, request, _fix_trace_json_ids)
-    return request
+    return _parse(body, encoding, ExportTraceServiceRequest)
 
 
 def parse_logs(body: bytes, encoding: Encoding) -> ExportLogsServiceRequest:
     """The ExportLogsServiceRequest in ``body``; raises OtlpDecodeError."""
-    request = ExportLogsServiceRequest()
-    _parse(body, encoding, request, _fix_log_json_ids)
-    return request
+    return _parse(body, encoding, ExportLogsServiceRequest)
 
 
-def _parse(body: bytes, encoding: Encoding, message: Message, fix_ids: Callable[[Any], None]) -> None:
+def _parse(body: bytes, encoding: Encoding, message_type: type[Request]) -> Request:
     if encoding == "protobuf":
+        message = message_type()
         try:
             message.ParseFromString(body)
         except (DecodeError, RecursionError) as error:
             raise OtlpDecodeError(f"invalid protobuf: {error}") from error
-        return
+        return message
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
@@ -108,75 +107,9 @@ def _parse(body: bytes, encoding: Encoding, message: Message, fix_ids: Callable[
     if not isinstance(document, dict):
         raise OtlpDecodeError("invalid OTLP/JSON: the body must be a JSON object")
     try:
-        fix_ids(document)
-        # Unknown fields must be ignored (OTLP/HTTP spec): newer senders may add some.
-        json_format.ParseDict(document, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, TypeError, AttributeError, RecursionError) as error:
+        return message_from_json(document, message_type)
+    except (ValueError, RecursionError) as error:
         raise OtlpDecodeError(f"invalid OTLP/JSON: {error}") from error
-
-
-# OTLP/JSON writes trace and span ids as hex, where protobuf's JSON mapping expects base64.
-def _json_id(value: Any, size: int) -> Any:
-    if not isinstance(value, str) or value == "":
-        return value
-    if len(value) == 2 * size:
-        try:
-            return base64.b64encode(bytes.fromhex(value)).decode()
-        except ValueError:
-            pass
-    try:
-        # Leniency for senders that used protobuf's own JSON mapping (base64).
-        if len(base64.b64decode(value, validate=True)) == size:
-            return value
-    except (binascii.Error, ValueError):
-        pass
-    # Neither: one byte, so the record is rejected for its id and the rest of the batch is kept.
-    return base64.b64encode(b"\x00").decode()
-
-
-def _fix_ids(item: Any, sizes: Mapping[str, int]) -> None:
-    if not isinstance(item, dict):
-        return
-    for key, size in sizes.items():
-        if key in item:
-            item[key] = _json_id(item[key], size)
-
-
-def _children(parent: Any, *keys: str) -> Iterable[Any]:
-    """Items of the list under the first present key (camelCase or proto field name)."""
-    if not isinstance(parent, dict):
-        return ()
-    for key in keys:
-        value = parent.get(key)
-        if isinstance(value, list):
-            return value
-    return ()
-
-
-_SPAN_ID_KEYS = {
-    "traceId": _TRACE_ID_BYTES,
-    "trace_id": _TRACE_ID_BYTES,
-    "spanId": _SPAN_ID_BYTES,
-    "span_id": _SPAN_ID_BYTES,
-    "parentSpanId": _SPAN_ID_BYTES,
-    "parent_span_id": _SPAN_ID_BYTES,
-}
-
-
-def _fix_trace_json_ids(document: Any) -> None:
-    for resource_spans in _children(document, "resourceSpans", "resource_spans"):
-        for scope_spans in _children(resource_spans, "scopeSpans", "scope_spans"):
-            for span in _children(scope_spans, "spans"):
-                _fix_ids(span, _SPAN_ID_KEYS)
-                for link in _children(span, "links"):
-                    _fix_ids(link, _SPAN_ID_KEYS)
-
-
-def _fix_log_json_ids(document: Any) -> None:
-    for resource_logs in _children(document, "resourceLogs", "resource_logs"):
-        for scope_logs in _children(resource_logs, "scopeLogs", "scope_logs"):
-            for record in _children(scope_logs, "logRecords", "log_records"):
-                _fix_ids(record, _SPAN_ID_KEYS)
 
 
 # --- values ----------------------------------------------------------------------------------------
