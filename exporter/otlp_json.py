@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Mapping
-from functools import cache
 from typing import Any, TypeVar
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -40,19 +39,24 @@ _INVALID_ID = b"\x00"
 _ABSENT = object()
 
 
+# Per JSON key (JSON name and proto name), the field it sets and how its value converts.
+Plan = dict[str, tuple[str, Convert]]
+_PLANS: dict[str, Plan] = {}  # per message type, by full name
+
+
 def message_from_json(document: Any, message_type: type[M]) -> M:
     """The ``message_type`` message an OTLP/JSON ``document`` (parsed JSON) holds."""
+    descriptor = message_type.DESCRIPTOR
     try:
-        return message_type(**_fields(document, message_type.DESCRIPTOR))
+        return message_type(**_fields(document, _plan(descriptor), descriptor.name))
     except (TypeError, ValueError, OverflowError) as error:  # protobuf refusing a value
         raise ValueError(str(error)) from error
 
 
-def _fields(document: Any, descriptor: Descriptor) -> dict[str, Any]:
-    if not isinstance(document, dict):
-        raise ValueError(f"{descriptor.name} must be a JSON object, not {type(document).__name__}")
+def _fields(document: Any, plan: Plan, type_name: str) -> dict[str, Any]:
+    if type(document) is not dict:
+        raise ValueError(f"{type_name} must be a JSON object, not {type(document).__name__}")
     fields = {}
-    plan = _plan(descriptor)
     for key, value in document.items():
         entry = plan.get(key)
         if entry is None or value is None:
@@ -64,15 +68,15 @@ def _fields(document: Any, descriptor: Descriptor) -> dict[str, Any]:
     return fields
 
 
-@cache
-def _plan(descriptor: Descriptor) -> dict[str, tuple[str, Convert]]:
-    """Per JSON key (JSON name and proto name), the field it sets and how its value converts."""
-    plan: dict[str, tuple[str, Convert]] = {}
+def _plan(descriptor: Descriptor) -> Plan:
+    """Built once per message type; registered before it is filled, so that a type nested in
+    itself (an AnyValue's array of AnyValues) finds its own plan."""
+    plan = _PLANS.get(descriptor.full_name)
+    if plan is not None:
+        return plan
+    plan = _PLANS[descriptor.full_name] = {}
     for field in descriptor.fields:
-        convert = _converter(field)
-        if _is_repeated(field):
-            convert = _repeated(convert, field.name)
-        plan[field.json_name] = plan[field.name] = (field.name, convert)
+        plan[field.json_name] = plan[field.name] = (field.name, _converter(field))
     return plan
 
 
@@ -85,32 +89,39 @@ def _is_repeated(field: FieldDescriptor) -> bool:
 
 
 def _converter(field: FieldDescriptor) -> Convert:
-    kind = field.type
-    if kind == FieldDescriptor.TYPE_MESSAGE:
-        message = field.message_type
-        return lambda value: _fields(value, message)
+    name = field.name
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        plan, type_name = _plan(field.message_type), field.message_type.name
+        if _is_repeated(field):  # the common case (spans, attributes, events) in one step
+            return lambda values: [_fields(item, plan, type_name) for item in _items(values, name)]
+        return lambda value: _fields(value, plan, type_name)
+    convert = _scalar(field)
+    if _is_repeated(field):
+        return lambda values: [convert(item) for item in _items(values, name)]
+    return convert
+
+
+def _items(values: Any, name: str) -> list[Any]:
+    if type(values) is not list:
+        raise ValueError(f"{name} must be a JSON array")
+    return [value for value in values if value is not None]
+
+
+def _scalar(field: FieldDescriptor) -> Convert:
+    kind, name = field.type, field.name
     if kind == FieldDescriptor.TYPE_BYTES:
-        size = ID_SIZES.get(field.name)
+        size = ID_SIZES.get(name)
         return _base64 if size is None else lambda value: _id(value, size)
     if kind == FieldDescriptor.TYPE_ENUM:
         numbers = {value.name: value.number for value in field.enum_type.values}
-        return lambda value: _enum(value, numbers, field.name)
+        return lambda value: _enum(value, numbers, name)
     if kind == FieldDescriptor.TYPE_STRING:
-        return lambda value: _typed(value, str, field.name)
+        return lambda value: _typed(value, str, name)
     if kind == FieldDescriptor.TYPE_BOOL:
-        return lambda value: _typed(value, bool, field.name)
+        return lambda value: _typed(value, bool, name)
     if kind in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
-        return lambda value: _number(value, field.name)
-    return lambda value: _integer(value, field.name)
-
-
-def _repeated(convert: Convert, name: str) -> Convert:
-    def items(values: Any) -> list[Any]:
-        if not isinstance(values, list):
-            raise ValueError(f"{name} must be a JSON array")
-        return [convert(value) for value in values if value is not None]
-
-    return items
+        return lambda value: _number(value, name)
+    return lambda value: _integer(value, name)
 
 
 def _typed(value: Any, kind: type, name: str) -> Any:
