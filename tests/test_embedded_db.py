@@ -55,6 +55,9 @@ def test_remembered_port_taken_by_someone_else_picks_another(data_dir: Path) -> 
     first = ensure_embedded_postgres(data_dir)
     assert stop_embedded_postgres(data_dir)
     with socket.socket() as squatter:
+        # The server just stopped: its port may be in TIME_WAIT, which only a listener with
+        # SO_REUSEADDR may take (PostgreSQL sets it too, yet cannot listen beside this one).
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", _port(first)))
         squatter.listen()
         second = ensure_embedded_postgres(data_dir)
