@@ -31,14 +31,14 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope as SdkScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from exporter.otlp_json import message_from_json
+from exporter.otlp_json import ID_SIZES, message_from_json
 
 Encoding = Literal["protobuf", "json"]
 Record = TypeVar("Record")
 Request = TypeVar("Request", ExportTraceServiceRequest, ExportLogsServiceRequest)
 
-_TRACE_ID_BYTES = 16
-_SPAN_ID_BYTES = 8
+_TRACE_ID_BYTES = ID_SIZES["trace_id"]
+_SPAN_ID_BYTES = ID_SIZES["span_id"]
 
 # OTLP's SpanKind starts with UNSPECIFIED = 0; the SDK's has no such value.
 _SPAN_KINDS = {
