@@ -39,7 +39,8 @@ nearest rank alone, DDSketch's answer, is not: p50 of ``[1, 100]`` would be abou
 
 Stored, a histogram is two arrays, its bins sorted and their counts: one row per rollup group
 holds its whole histogram. ``arrays_sql`` aggregates long-format rows into them, and ``unnest``
-turns them back into long format. ``quantiles`` answers several quantiles of one histogram in one
+turns them back into long format. The row keeps the same histogram packed too (below), the form
+readers that merge many histograms fetch. ``quantiles`` answers several quantiles of one histogram in one
 pass (a summary merges its bins in SQL and ranks them here: no sort of every bin in SQL).
 """
 
@@ -85,9 +86,9 @@ __all__ = [
     "histogram_sql",
     "merge",
     "merge_stored",
-    "packed_agg_sql",
+    "packed_bin_sql",
+    "packed_count_sql",
     "packed_join_sql",
-    "packed_sql",
     "quantile",
     "quantiles",
     "quantiles_of_packed_points",
@@ -156,23 +157,31 @@ def arrays_sql(
     bin_column: str = "bin",
     count_column: str = "count",
     sorted_bins: bool = True,
+    packed_too: bool = False,
 ) -> Select[Any]:
     """Long-format rows ``(group..., bin, count)`` (one per group and bin) as one row per group:
     ``(group..., bins, counts)``, the stored form (bins in order). ``sorted_bins=False`` for a
     reader that ranks them itself (``quantiles`` sorts): PostgreSQL can then hash the groups
-    instead of sorting every (group, bin) row first, the larger part of merging many bins."""
+    instead of sorting every (group, bin) row first, the larger part of merging many bins.
+    ``packed_too``: the same histogram packed as well, in ``packed_bins`` and ``packed_counts``
+    (in the arrays' order), from the same pass over the rows."""
     bin_, count = cast(source.c[bin_column], SmallInteger), cast(source.c[count_column], BigInteger)
-    bins: ColumnElement[Any] = bin_
-    counts: ColumnElement[Any] = count
-    if sorted_bins:
-        bins, counts = (
-            aggregate_order_by(bin_, source.c[bin_column]),
-            aggregate_order_by(count, source.c[bin_column]),
-        )
+    order = (source.c[bin_column],) if sorted_bins else ()
+    bins: ColumnElement[Any] = aggregate_order_by(bin_, *order) if order else bin_
+    counts: ColumnElement[Any] = aggregate_order_by(count, *order) if order else count
+    packed = (
+        [
+            packed_join_sql(packed_bin_sql(bin_), *order).label("packed_bins"),
+            packed_join_sql(packed_count_sql(count), *order).label("packed_counts"),
+        ]
+        if packed_too
+        else []
+    )
     return select(
         *(source.c[name] for name in group_by),
         func.array_agg(bins).label("bins"),
         func.array_agg(counts).label("counts"),
+        *packed,
     ).group_by(*(source.c[name] for name in group_by))
 
 
@@ -237,29 +246,36 @@ def _bucket_at(bins: Sequence[tuple[int, int]], index: int) -> int:
 
 # --- Packed: many stored histograms merged at once (numpy) ---------------------------------------
 # A reader that merges many stored histograms (an "other" series adds ten routes' bins per hour,
-# a summary every bucket's of a route) fetches them packed: PostgreSQL's binary form of each
-# array (``array_send``) less its 20-byte header, concatenated by ``string_agg``. Each element is
-# its length (int4) and its value, big-endian, so the bytes of any number of arrays decode at once
-# into numpy arrays with no Python object per bin (fetched as lists, the bins cost more than
-# adding them up). numpy comes with the server extra: only the query API merges packed bins.
-_PACKED_HEADER = 20  # ndim, flags, element type, length, lower bound (int4 each) of a 1-D array
-_PACKED_BINS = ">i4,>i2"  # the bins are smallint
-_PACKED_COUNTS = ">i4,>i8"  # their counts bigint
+# a summary every bucket's of a route) reads them packed: each bin as two big-endian bytes
+# (``int2send``), each count as eight (``int8send``), a histogram's bins in one ``bytea`` and its
+# counts in another, so that ``string_agg`` joins any number of histograms' bytes and numpy
+# decodes them at once, with no Python object per bin. Every rollup row keeps its histogram
+# packed beside its arrays (``PACKED_BINS`` ...), written when the row is built: packing at read
+# time was PostgreSQL's work per element (``array_send``, ~50 ns), for every element of every
+# row read. Raw rows and the finer buckets towards a stale edge are packed in the query
+# (``packed_bin_sql``). numpy comes with the server extra: only the query API merges packed bins.
+_PACKED_BINS = ">i2"  # the bins are smallint
+_PACKED_COUNTS = ">i8"  # their counts bigint
 
 
-def packed_sql(array: ColumnElement[Any]) -> ColumnElement[bytes]:
-    """An array's elements in their packed form (bytes; empty for an empty array)."""
-    return func.substr(func.array_send(array), _PACKED_HEADER + 1, type_=LargeBinary)
+def packed_bin_sql(bin_: ColumnElement[Any]) -> ColumnElement[bytes]:
+    """One bin packed (two bytes)."""
+    return func.int2send(cast(bin_, SmallInteger), type_=LargeBinary)
 
 
-def packed_join_sql(packed: ColumnElement[Any]) -> ColumnElement[bytes]:
-    """Every row's packed elements (``packed_sql``), one after the other (an aggregate)."""
-    return func.string_agg(packed, literal(b"", LargeBinary), type_=LargeBinary)
+def packed_count_sql(count: ColumnElement[Any]) -> ColumnElement[bytes]:
+    """One count packed (eight bytes)."""
+    return func.int8send(cast(count, BigInteger), type_=LargeBinary)
 
 
-def packed_agg_sql(array: ColumnElement[Any]) -> ColumnElement[bytes]:
-    """The packed elements of every row's array, one after the other (an aggregate)."""
-    return packed_join_sql(packed_sql(array))
+def packed_join_sql(packed: ColumnElement[Any], *order_by: ColumnElement[Any]) -> ColumnElement[bytes]:
+    """Every row's packed bytes one after the other (an aggregate; NULL for no row). A group's
+    bins and counts must be joined in the same order: both aggregates of one query, ordered
+    alike or not at all (PostgreSQL feeds a group's rows to all its aggregates in one pass)."""
+    nothing: ColumnElement[Any] = literal(b"", LargeBinary)
+    # ORDER BY goes after the last argument: string_agg(packed, '' ORDER BY ...).
+    separator = aggregate_order_by(nothing, *order_by) if order_by else nothing
+    return func.string_agg(packed, separator, type_=LargeBinary)
 
 
 # Dense counts held at once (points x distinct bins): beyond it the points are ranked in chunks.
@@ -297,17 +313,12 @@ def quantiles_of_packed_points(
             counts_parts.append(packed_counts)
             size += elements
         sizes.append(size)
-    bins_packed = np.frombuffer(b"".join(bins_parts), dtype=_PACKED_BINS)
-    counts_packed = np.frombuffer(b"".join(counts_parts), dtype=_PACKED_COUNTS)
-    # Every element's length is its type's size: a NULL element (-1) or another type is refused.
-    if (bins_packed["f0"] != 2).any() or (counts_packed["f0"] != 8).any():
-        raise ValueError("packed histogram elements must be smallint bins and bigint counts")
-    counts = counts_packed["f1"]
+    counts = np.frombuffer(b"".join(counts_parts), dtype=_PACKED_COUNTS)
     if (counts < 0).any():
         raise ValueError("a histogram's counts are not negative")
     # The distinct bins of all points, in order (a few hundred): each bin's column in the dense
     # counts of a point.
-    offset_bins = bins_packed["f1"].astype(np.int64) - ZERO_BUCKET  # 0 .. 65535
+    offset_bins = np.frombuffer(b"".join(bins_parts), dtype=_PACKED_BINS).astype(np.int64) - ZERO_BUCKET
     present = np.zeros(MAX_BUCKET - ZERO_BUCKET + 1, dtype=bool)
     present[offset_bins] = True
     distinct = np.flatnonzero(present) + ZERO_BUCKET

@@ -24,24 +24,21 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     CompoundSelect,
     Select,
     Table,
-    cast,
     literal,
     select,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import array
 from sqlalchemy.sql import Subquery, operators
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 from sqlalchemy.sql.schema import Column
 
 from exporter.distinct_sketch import sketch_sql
-from exporter.histogram import bucket_sql, packed_sql
-from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, Grain, Rollup, sketch_column
+from exporter.histogram import bucket_sql, packed_bin_sql, packed_count_sql
+from exporter.rollups.definitions import GRAINS, PACKED_BINS, PACKED_COUNTS, Grain, Rollup, sketch_column
 from exporter.rollups.schema import tables_of
 from query_api.filters import TimeWindow
 
@@ -233,8 +230,9 @@ def groups_source(plan: Plan) -> Subquery:
 
 def latency_source(plan: Plan) -> Subquery:
     """Rows ``(keys..., bins, counts)``: the latency histograms of the buckets' groups and of the
-    raw edge rows (one bin each), packed (``histogram.packed_sql``) for ``packed_join_sql`` to
-    join per group and ``histogram.quantiles_of_packed_points`` to merge."""
+    raw edge rows (one bin each), packed (as the rollup rows keep them; a raw row's by
+    ``histogram.packed_bin_sql``) for ``packed_join_sql`` to join per group and
+    ``histogram.quantiles_of_packed_points`` to merge."""
     rollup = plan.rollup
     assert rollup.latency is not None
     selects: list[Any] = []
@@ -244,16 +242,16 @@ def latency_source(plan: Plan) -> Subquery:
             selects.append(
                 select(
                     *_raw_keys(rollup),
-                    packed_sql(array([bucket_sql(value)])).label("bins"),
-                    packed_sql(array([cast(literal(1), BigInteger)])).label("counts"),
+                    packed_bin_sql(bucket_sql(value)).label("bins"),
+                    packed_count_sql(literal(1)).label("counts"),
                 ).where(*_raw_where(plan, piece), value.is_not(None))
             )
             continue
         table = tables_of(rollup, piece.grain)["groups"]
         columns = [
             *(table.c[key.name] for key in rollup.keys),
-            packed_sql(table.c[LATENCY_BINS]).label("bins"),
-            packed_sql(table.c[LATENCY_COUNTS]).label("counts"),
+            table.c[PACKED_BINS].label("bins"),
+            table.c[PACKED_COUNTS].label("counts"),
         ]
         where = [*_bucket_range(table, piece), *(f(table) for f in plan.key_filters)]
         selects.append(select(*columns).where(*where))

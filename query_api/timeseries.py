@@ -46,7 +46,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ColumnCollection
 
-from exporter.histogram import arrays_sql, bucket_sql, packed_agg_sql, packed_sql, quantiles_of_packed_points
+from exporter.histogram import (
+    bucket_sql,
+    packed_bin_sql,
+    packed_count_sql,
+    packed_join_sql,
+    quantiles_of_packed_points,
+)
 from exporter.rollups.definitions import (
     ACTIVITIES,
     COARSE,
@@ -59,6 +65,8 @@ from exporter.rollups.definitions import (
     JOBS,
     LATENCY_BINS,
     LATENCY_COUNTS,
+    PACKED_BINS,
+    PACKED_COUNTS,
     REQUESTS,
     ROUTE_LATENCY,
     STORED_QUANTILES,
@@ -334,9 +342,9 @@ def _latency_sources(
     rollup: Rollup, plan: Plan, raw_filters: Sequence[ColumnElement[bool]], names: Sequence[str]
 ) -> tuple[list[Select[Any]], list[Select[Any]]]:
     """``rollup``'s latency over the plan's pieces, in two parts: the rollup rows of the plan's own
-    grain, ``(bucket, keys..., bins, counts, stored quantiles...)`` (each a whole point's worth of
-    its group), and the rest in long format, ``(bucket, keys..., bin, count)``: the finer buckets
-    towards a stale edge, unnested, and raw rows, a count of 1 each."""
+    grain, ``(bucket, keys..., packed bins, packed counts, stored quantiles...)`` (each a whole
+    point's worth of its group), and the rest in long format, ``(bucket, keys..., bin, count)``:
+    the finer buckets towards a stale edge, unnested, and raw rows, a count of 1 each."""
     assert rollup.latency is not None
     latency = rollup.source.c[rollup.latency]
     whole: list[Select[Any]] = []
@@ -354,7 +362,7 @@ def _latency_sources(
             )
             long.append(raw.where(latency.is_not(None)))
         elif piece.grain.width == plan.width:
-            stored = [LATENCY_BINS, LATENCY_COUNTS, *STORED_QUANTILES.values()]
+            stored = [PACKED_BINS, PACKED_COUNTS, *STORED_QUANTILES.values()]
             whole.append(_rollup_select(rollup, plan, piece, names, *(_column(name) for name in stored)))
         else:
             # Two unnests in one select list walk their arrays side by side: (bin, count) pairs.
@@ -461,11 +469,12 @@ def histograms_sql(
     """Rows ``(bucket, idx, bins, counts, stored quantiles...)`` for ``assemble`` to rank, one per
     point and part. A point that is one rollup row of the plan's grain (a route's hour) comes as
     that row's stored quantiles and no bins: nothing to add up, whatever the row holds. A point of
-    several such rows (the "other" series, a route under two methods) comes as their bins and
-    counts packed (``histogram.packed_agg_sql``), added up in ``assemble`` by numpy: fetched as
-    arrays, a 30-day hourly series by route (2.4M bins) cost more in Python objects than in
-    adding, and merged in SQL every (point, bin) pair is hashed. The finer buckets towards a stale
-    edge and raw rows come merged in SQL, one packed row per point (a raw row is one bin each).
+    several such rows (the "other" series, a route under two methods) comes as their packed bins
+    and counts (stored so in each row, joined by ``histogram.packed_join_sql``), added up in
+    ``assemble`` by numpy: fetched as arrays, a 30-day hourly series by route (2.4M bins) cost
+    more in Python objects than in adding, and merged in SQL every (point, bin) pair is hashed.
+    The finer buckets towards a stale edge and raw rows come merged in SQL, one packed row per
+    point (a raw row is one bin each).
     Series as in ``series_sql``."""
 
     def index_of(columns: Columns) -> ColumnElement[int]:
@@ -481,20 +490,19 @@ def histograms_sql(
         rows = select(
             w.c.bucket,
             idx.label("idx"),
-            w.c[LATENCY_BINS],
-            w.c[LATENCY_COUNTS],
+            w.c[PACKED_BINS],
+            w.c[PACKED_COUNTS],
             *(w.c[name] for name in stored),
             func.count().over(partition_by=[w.c.bucket, idx]).label("rows_in_point"),
         ).subquery("rows")
         alone = rows.c.rows_in_point == 1
-        # A point of one row gives its stored quantiles; only the rows of the others are packed
-        # (packing is PostgreSQL's per-element work).
+        # A point of one row gives its stored quantiles; only the others' packed bins are sent.
         answers.append(
             select(
                 rows.c.bucket,
                 rows.c.idx,
-                packed_agg_sql(rows.c[LATENCY_BINS]).filter(~alone).label("bins"),
-                packed_agg_sql(rows.c[LATENCY_COUNTS]).filter(~alone).label("counts"),
+                packed_join_sql(rows.c[PACKED_BINS]).filter(~alone).label("bins"),
+                packed_join_sql(rows.c[PACKED_COUNTS]).filter(~alone).label("counts"),
                 *(func.min(rows.c[name]).filter(alone).label(name) for name in stored),
             ).group_by(rows.c.bucket, rows.c.idx)
         )
@@ -506,16 +514,14 @@ def histograms_sql(
             .group_by(literal_position(1), literal_position(2), literal_position(3))
             .subquery("merged")
         )
-        unsorted = arrays_sql(merged, ["bucket", "idx"], count_column="n", sorted_bins=False)
-        edges = unsorted.subquery("edges")
         answers.append(
             select(
-                edges.c.bucket,
-                edges.c.idx,
-                packed_sql(edges.c.bins).label("bins"),
-                packed_sql(edges.c.counts).label("counts"),
+                merged.c.bucket,
+                merged.c.idx,
+                packed_join_sql(packed_bin_sql(merged.c.bin)).label("bins"),
+                packed_join_sql(packed_count_sql(merged.c.n)).label("counts"),
                 *(cast(literal(None), Double).label(name) for name in stored),
-            )
+            ).group_by(merged.c.bucket, merged.c.idx)
         )
     return union_of(answers)
 

@@ -7,11 +7,12 @@ measure is a SQL expression over the raw table.
 
 Each rollup is kept at three grains: 5 minutes (time series, the edges of a window), 1 hour and
 1 day (long windows: a 30-day window is 30 daily buckets and its hourly and 5-minute edges). Per
-bucket and group it keeps counts and sums, first/last seen (least/greatest), a
-latency histogram (``exporter.histogram``: the bins and their counts as two arrays in the group's
-own row, merged by adding counts) and, for distinct counts (affected users, sessions), a distinct
-sketch (``exporter.distinct_sketch``: a HyperLogLog per group, beside it, merged by ``bit_or``, so
-any union of buckets estimates its distinct members within a few per cent).
+bucket and group it keeps counts and sums, first/last seen (least/greatest), a latency
+histogram (``exporter.histogram``: the bins and their counts as two arrays in the group's own
+row, and packed beside them for the readers that merge many; merged by adding counts) and, for
+distinct counts (affected users, sessions), a distinct sketch (``exporter.distinct_sketch``: a
+HyperLogLog per group, beside it, merged by ``bit_or``, so any union of buckets estimates its
+distinct members within a few per cent).
 """
 
 from __future__ import annotations
@@ -73,6 +74,10 @@ class Measure:
 # The groups-table columns holding a rollup's latency histogram: sorted bins, their counts.
 LATENCY_BINS = "latency_bins"
 LATENCY_COUNTS = "latency_counts"
+# ... the same histogram packed (``exporter.histogram``'s packed form, in the arrays' order): what
+# a read that merges many rows' histograms fetches, with no work per element at read time.
+PACKED_BINS = "latency_bins_packed"
+PACKED_COUNTS = "latency_counts_packed"
 # ... and its quantiles, ranked when the row is built: a time-series point that is exactly one
 # row (a route's hour) reads them instead of adding up the row's bins (fraction -> column).
 STORED_QUANTILES: dict[float, str] = {0.5: "latency_p50", 0.95: "latency_p95", 0.99: "latency_p99"}

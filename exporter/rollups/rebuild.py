@@ -43,6 +43,8 @@ from exporter.rollups.definitions import (
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
+    PACKED_BINS,
+    PACKED_COUNTS,
     ROLLUPS,
     STORED_QUANTILES,
     Grain,
@@ -112,11 +114,18 @@ def _latency_select(rollup: Rollup, grain: Grain, since: datetime, until: dateti
 
 def _set_histograms(conn: Connection, groups: Table, keys: list[str], long_rows: Subquery) -> None:
     """Fill the histograms of ``groups`` from long-format ``(bucket, keys..., bin, count)`` rows."""
-    histograms = arrays_sql(long_rows, ["bucket", *keys]).subquery("histograms")
+    histograms = arrays_sql(long_rows, ["bucket", *keys], packed_too=True).subquery("histograms")
     conn.execute(
         update(groups)
         .where(*(groups.c[name] == histograms.c[name] for name in ["bucket", *keys]))
-        .values({LATENCY_BINS: histograms.c.bins, LATENCY_COUNTS: histograms.c.counts})
+        .values(
+            {
+                LATENCY_BINS: histograms.c.bins,
+                LATENCY_COUNTS: histograms.c.counts,
+                PACKED_BINS: histograms.c.packed_bins,
+                PACKED_COUNTS: histograms.c.packed_counts,
+            }
+        )
     )
 
 

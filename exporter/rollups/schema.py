@@ -6,8 +6,9 @@ read it, while summaries and series scan the groups).
 
 Kept in their own ``MetaData``: the five analytics tables' ``create_all`` and partitioning never
 touch them. Every table's primary key is (bucket, keys...): the upsert target. A histogram is two
-arrays in its group's row (sorted bins, their counts) rather than a row per bin: a 30-day read
-visits one row per group and day, and a write upserts one row per group.
+arrays in its group's row (sorted bins, their counts) rather than a row per bin, and the same
+packed in two ``bytea`` beside them: a 30-day read visits one row per group and day, and a write
+upserts one row per group.
 Rows are only ever in whole buckets of their grain, so a purge by ``bucket`` keeps them whole.
 """
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Float,
     Identity,
     Index,
+    LargeBinary,
     MetaData,
     Numeric,
     SmallInteger,
@@ -38,6 +40,8 @@ from exporter.rollups.definitions import (
     GRAINS,
     LATENCY_BINS,
     LATENCY_COUNTS,
+    PACKED_BINS,
+    PACKED_COUNTS,
     ROLLUPS,
     STORED_QUANTILES,
     Grain,
@@ -68,6 +72,8 @@ def _histogram_columns(rollup: Rollup) -> list[Column[Any]]:
     return [
         Column(LATENCY_BINS, ARRAY(SmallInteger), nullable=False, server_default=text("'{}'")),
         Column(LATENCY_COUNTS, ARRAY(BigInteger), nullable=False, server_default=text("'{}'")),
+        Column(PACKED_BINS, LargeBinary, nullable=False, server_default=text("''::bytea")),
+        Column(PACKED_COUNTS, LargeBinary, nullable=False, server_default=text("''::bytea")),
         *(Column(name, Float, nullable=True) for name in STORED_QUANTILES.values()),
     ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -349,26 +350,36 @@ def test_bins_of_count_zero_change_no_quantile() -> None:
 
 @pytest.fixture(scope="module")
 def stored(conn: Connection) -> TableClause:
-    """A temporary table of stored histograms, rows ``(h, bins, counts)``: several rows may hold
-    parts of one histogram ``h``, as the rollup rows of one time-series point do."""
-    conn.execute(text("CREATE TEMP TABLE stored (h int NOT NULL, bins smallint[], counts bigint[])"))
-    return table("stored", column("h"), column("bins"), column("counts"))
+    """A temporary table of long-format histograms, rows ``(piece, bin, count)``: several pieces
+    hold parts of one histogram, as the rollup rows of one time-series point do."""
+    conn.execute(text("CREATE TEMP TABLE stored (piece int NOT NULL, bin smallint, count bigint)"))
+    return table("stored", column("piece"), column("bin"), column("count"))
 
 
 def _packed(conn: Connection, stored: TableClause, pieces: Sequence[dict[int, int]]) -> tuple[bytes, bytes]:
-    """The pieces stored as rollup rows hold them (bins sorted), packed and concatenated by
-    PostgreSQL (``packed_agg_sql``)."""
+    """The pieces packed as a rollup row keeps them (``arrays_sql``'s packed columns, bins
+    sorted), then joined by PostgreSQL (``packed_join_sql``), as a reader fetches them."""
     conn.execute(text("DELETE FROM stored"))
-    for piece in pieces:
-        ordered = sorted(piece.items())
-        conn.execute(
-            text("INSERT INTO stored VALUES (1, CAST(:b AS smallint[]), CAST(:c AS bigint[]))"),
-            {"b": [b for b, _ in ordered], "c": [n for _, n in ordered]},
-        )
-    bins, counts = conn.execute(
-        select(histogram.packed_agg_sql(stored.c.bins), histogram.packed_agg_sql(stored.c.counts))
-    ).one()
+    rows = [{"p": i, "b": b, "c": n} for i, piece in enumerate(pieces) for b, n in piece.items()]
+    if rows:
+        conn.execute(text("INSERT INTO stored VALUES (:p, :b, :c)"), rows)
+    per_piece = histogram.arrays_sql(stored, ["piece"], packed_too=True).subquery()
+    joined = select(
+        histogram.packed_join_sql(per_piece.c.packed_bins, per_piece.c.piece),
+        histogram.packed_join_sql(per_piece.c.packed_counts, per_piece.c.piece),
+    )
+    bins, counts = conn.execute(joined).one()
     return bytes(bins or b""), bytes(counts or b"")
+
+
+def test_packed_columns_are_the_arrays_elements(conn: Connection, stored: TableClause) -> None:
+    """A row's packed bins and counts are its arrays' elements, in the same order, two and eight
+    big-endian bytes each."""
+    _packed(conn, stored, [{ZERO_BUCKET: 3, -2: 1, 40: 7, MAX_BUCKET: 2**40}])
+    [row] = conn.execute(histogram.arrays_sql(stored, ["piece"], packed_too=True)).all()
+    assert row.bins == [ZERO_BUCKET, -2, 40, MAX_BUCKET]
+    assert bytes(row.packed_bins) == struct.pack(">4h", *row.bins)
+    assert bytes(row.packed_counts) == struct.pack(">4q", 3, 1, 7, 2**40)
 
 
 def _quantiles_of_one(
@@ -416,10 +427,10 @@ def test_packed_refuses_what_is_not_a_packed_histogram(conn: Connection, stored:
     bins, counts = _packed(conn, stored, [{1: 2, 3: 4}])
     with pytest.raises(ValueError, match="differ in length"):
         _quantiles_of_one([(bins, counts[:12])], ALL_FRACTIONS)
-    # An int4 array's elements (length 4) are not smallint bins.
-    [as_int4] = conn.execute(text("SELECT substr(array_send(ARRAY[1, 3]::int4[]), 21)")).one()
-    with pytest.raises(ValueError, match="smallint bins"):
-        _quantiles_of_one([(bytes(as_int4)[:12], counts)], ALL_FRACTIONS)
+    with pytest.raises(ValueError, match="differ in length"):  # half a bin
+        _quantiles_of_one([(bins[:3], counts)], ALL_FRACTIONS)
+    with pytest.raises(ValueError, match="not negative"):
+        _quantiles_of_one([(bins, struct.pack(">2q", 2, -4))], ALL_FRACTIONS)
     with pytest.raises(ValueError, match="between 0 and 1"):
         _quantiles_of_one([(bins, counts)], {"bad": 1.5})
 

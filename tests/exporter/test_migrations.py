@@ -420,3 +420,39 @@ def test_migration_9_turns_member_rows_into_the_sketches_a_rebuild_gives(empty_d
     assert any(
         row["session_id_sketch"] for row in found["rollup_activities_1d_sketches"] if row["bucket"].day == 1
     )
+
+
+def test_migration_10_packs_every_latency_row_as_a_rebuild_does(empty_database: str) -> None:
+    """Version 9 kept a latency histogram as two arrays only. Migration 10 packs every row's,
+    also in buckets whose raw rows are gone, into the bytes a rebuild gives it."""
+    from exporter.rollups.definitions import GRAINS, PACKED_BINS, PACKED_COUNTS, ROLLUPS
+    from exporter.rollups.rebuild import rebuild
+
+    latency_tables = [
+        rollup.table_name(grain) for rollup in ROLLUPS if rollup.latency is not None for grain in GRAINS
+    ]
+    engine = create_engine(empty_database)
+    try:
+        migrate(engine)
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            conn.execute(REQUESTS_OVER_SIX_DAYS)
+            conn.execute(
+                "INSERT INTO job_outcomes (timestamp, job_id, job_type, status, duration_ms) "
+                "SELECT timestamp '2026-11-01 00:00+00' + i * interval '41 minutes', 'j' || i, "
+                "'restart', 'success', i * 13 FROM generate_series(1, 200) AS i"
+            )
+        with engine.connect() as conn:
+            rebuild(conn, datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 7, tzinfo=UTC))
+        with psycopg.connect(empty_database, autocommit=True) as conn:
+            expected = {name: _rows_of(conn, name) for name in latency_tables}
+            assert all(row[PACKED_BINS] for row in expected["rollup_requests_1d"])
+            # Back to version 9: no packed columns; then a day of raw rows purged.
+            for name in latency_tables:
+                conn.execute(f"ALTER TABLE {name} DROP COLUMN {PACKED_BINS}, DROP COLUMN {PACKED_COUNTS}")
+            _back_to_version_before(conn, 10, ["api_request_logs", "job_outcomes"])
+        assert [migration.version for migration in migrate(engine)] == _from(10)
+    finally:
+        engine.dispose()
+    with psycopg.connect(empty_database) as conn:
+        found = {name: _rows_of(conn, name) for name in latency_tables}
+    assert found == expected

@@ -4,6 +4,7 @@ whoever wrote it, and the same as a rebuild from raw rows says; on the real Post
 from __future__ import annotations
 
 import random
+import struct
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,7 +15,15 @@ from sqlalchemy import create_engine
 
 from exporter import conventions as c
 from exporter.histogram import quantiles
-from exporter.rollups.definitions import GRAINS, LATENCY_BINS, LATENCY_COUNTS, ROLLUPS, STORED_QUANTILES
+from exporter.rollups.definitions import (
+    GRAINS,
+    LATENCY_BINS,
+    LATENCY_COUNTS,
+    PACKED_BINS,
+    PACKED_COUNTS,
+    ROLLUPS,
+    STORED_QUANTILES,
+)
 from exporter.rollups.rebuild import rebuild
 from exporter.rollups.refresh import REFRESH_LOCK_KEY, RefreshResult, refresh
 from exporter.rollups.schema import ROLLUP_TABLES
@@ -151,7 +160,7 @@ def test_refreshed_rollups_equal_a_rebuild_from_raw_rows(db_url: str) -> None:
     assert snapshot(db_url) == written
 
 
-def test_every_latency_row_stores_the_quantiles_of_its_own_bins(db_url: str) -> None:
+def test_every_latency_row_stores_its_bins_packed_and_the_quantiles_of_them(db_url: str) -> None:
     plain = RowWriter(db_url, stats=ExportStats())
     try:
         plain.write(mixed_batch(datetime(2026, 11, 30, 10, 0, tzinfo=UTC)))
@@ -166,11 +175,14 @@ def test_every_latency_row_stores_the_quantiles_of_its_own_bins(db_url: str) -> 
                 if rollup.latency is None:
                     continue
                 rows = conn.execute(
-                    f"SELECT {LATENCY_BINS}, {LATENCY_COUNTS}, {', '.join(fractions)} "
-                    f"FROM {rollup.table_name(grain)}"
+                    f"SELECT {LATENCY_BINS}, {LATENCY_COUNTS}, {PACKED_BINS}, {PACKED_COUNTS}, "
+                    f"{', '.join(fractions)} FROM {rollup.table_name(grain)}"
                 ).fetchall()
-                for bins, counts, *stored in rows:
+                for bins, counts, packed_bins, packed_counts, *stored in rows:
                     assert stored == list(quantiles(dict(zip(bins, counts, strict=True)), fractions).values())
+                    # The packed histogram is the arrays' (``exporter.histogram``'s packed form).
+                    assert packed_bins == struct.pack(f">{len(bins)}h", *bins)
+                    assert packed_counts == struct.pack(f">{len(counts)}q", *counts)
                     checked += 1
     assert checked > 20
 
