@@ -247,15 +247,7 @@ def _add_rollup_columns_of_migration_8(conn: Connection) -> None:
     """The stored quantiles of the latency rollups, and the status measures of the error rollups
     (for a bucket already there: open, as nothing says otherwise, and no known latest occurrence
     until it is rebuilt)."""
-    for rollup in ROLLUPS:
-        for grain in GRAINS:
-            name = rollup.table_name(grain)
-            if rollup.latency is None or not inspect(conn).has_table(name):
-                continue
-            added = ", ".join(
-                f"ADD COLUMN IF NOT EXISTS {column} double precision" for column in STORED_QUANTILES.values()
-            )
-            conn.execute(text(f"ALTER TABLE {name} {added}"))
+    _add_latency_columns(conn, {column: "double precision" for column in STORED_QUANTILES.values()})
     for grain in GRAINS:
         name = ERRORS.table_name(grain)
         columns = {column["name"] for column in inspect(conn).get_columns(name)}
@@ -352,18 +344,20 @@ def _rollup_quantiles_error_status_and_job_latency(conn: Connection) -> list[str
     return []
 
 
-def _add_columns_of_migration_10(conn: Connection) -> None:
-    """The packed histogram columns of the latency rollups (empty until filled)."""
+def _add_latency_columns(conn: Connection, columns: dict[str, str]) -> None:
+    """Add ``columns`` (name -> SQL type and default) to every latency rollup table there is."""
+    added = ", ".join(f"ADD COLUMN IF NOT EXISTS {name} {sql}" for name, sql in columns.items())
     for rollup in ROLLUPS:
         for grain in GRAINS:
             name = rollup.table_name(grain)
-            if rollup.latency is None or not inspect(conn).has_table(name):
-                continue
-            added = ", ".join(
-                f"ADD COLUMN IF NOT EXISTS {column} bytea NOT NULL DEFAULT ''::bytea"
-                for column in (PACKED_BINS, PACKED_COUNTS)
-            )
-            conn.execute(text(f"ALTER TABLE {name} {added}"))
+            if rollup.latency is not None and inspect(conn).has_table(name):
+                conn.execute(text(f"ALTER TABLE {name} {added}"))
+
+
+def _add_columns_of_migration_10(conn: Connection) -> None:
+    """The packed histogram columns of the latency rollups (empty until filled)."""
+    packed = "bytea NOT NULL DEFAULT ''::bytea"
+    _add_latency_columns(conn, {PACKED_BINS: packed, PACKED_COUNTS: packed})
 
 
 def _packed(array: str, send: str) -> str:
